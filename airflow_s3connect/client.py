@@ -1,0 +1,199 @@
+"""boto3 clients built from :class:`ConnectionSettings`: credentials, AssumeRole, retries, scope.
+
+No Airflow here. botocore does the hard parts: SigV4, the default credential chain,
+``standard`` retries, and refreshable credentials. We only choose how to combine them:
+
+* access_key: the key pair (and session token), or the worker's default chain when empty;
+* assume_role: STS AssumeRole from those same source credentials, wrapped in
+  refreshable credentials so a transfer of many hours outlives one-hour sessions;
+* every S3 request passes a scope guard registered on the client's event system, so
+  the connection's bucket / path_prefix restriction holds even for raw ``get_conn()`` use.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    DeferredRefreshableCredentials,
+)
+
+from airflow_s3connect import __version__
+from airflow_s3connect.connection import AuthType, ConnectionSettings
+from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
+from airflow_s3connect.scope import Scope
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
+
+#: Total attempts per request (first try included) under botocore's ``standard`` retry mode.
+MAX_ATTEMPTS = 5
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+
+
+def refresh_margins(duration: int) -> tuple[int, int]:
+    """Seconds before expiry at which assumed credentials refresh: (advisory, mandatory).
+
+    botocore uses 15 and 10 minutes. With the shortest STS session (900 s) that margin
+    covers the whole session, so every request would call AssumeRole again. A quarter
+    and a sixth of the session, capped at botocore's margins, keep one AssumeRole per
+    session for any duration.
+    """
+    return min(15 * 60, duration // 4), min(10 * 60, duration // 6)
+
+
+class RoleCredentials(DeferredRefreshableCredentials):
+    """Assumed-role credentials refreshed by botocore, with :func:`refresh_margins`."""
+
+    def __init__(self, refresh_using: Callable[[], dict[str, Any]], duration: int) -> None:
+        super().__init__(refresh_using=refresh_using, method="assume-role")
+        self._advisory_refresh_timeout, self._mandatory_refresh_timeout = refresh_margins(duration)
+
+
+class _FixedProvider(CredentialProvider):  # type: ignore[misc]
+    """Hands botocore one credentials object (refreshable or not) as the whole chain."""
+
+    METHOD = "s3connect"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def _verify(settings: ConnectionSettings) -> bool | str | None:
+    if not settings.verify_ssl:
+        return False
+    if settings.ca_bundle:
+        if not os.path.isfile(settings.ca_bundle):
+            raise ConnectionSettingsError(
+                settings.conn_id,
+                "ca_bundle",
+                f"{settings.ca_bundle!r} is not a file on this worker",
+                "give the path of a PEM bundle present on every worker",
+            )
+        return settings.ca_bundle
+    return None
+
+
+def client_config(settings: ConnectionSettings) -> Config:
+    """botocore Config shared by the S3 and STS clients of a connection."""
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        # Workers of a transfer share one client; one more for a listing running beside them.
+        max_pool_connections=settings.max_concurrency + 1,
+        s3={"addressing_style": settings.addressing_style.value},
+        proxies={"http": settings.proxy_url, "https": settings.proxy_url} if settings.proxy_url else None,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        tcp_keepalive=True,
+        user_agent_appid=f"airflow-s3connect_{__version__}",  # type: ignore[call-arg]
+    )
+
+
+def build_session(settings: ConnectionSettings) -> boto3.session.Session:
+    """A boto3 session holding the connection's credentials (assumed role included).
+
+    Built fresh per connection: boto3's default session is shared process-wide and not
+    thread-safe, and mixing connections in it would mix their credentials.
+    """
+    source = botocore.session.Session()
+    if settings.aws_access_key_id:
+        source.set_credentials(settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token)
+    if settings.auth_type is not AuthType.ASSUME_ROLE:
+        return boto3.session.Session(botocore_session=source, region_name=settings.region_name)
+
+    source_credentials = source.get_credentials()
+    if source_credentials is None:
+        raise CredentialsNotFoundError(
+            f"Connection {settings.conn_id!r} assumes {settings.role_arn} but has no source credentials: "
+            "fill the AWS Access Key ID / Secret, or give the worker a default AWS credential chain."
+        )
+    assume_args: dict[str, Any] = {
+        "RoleSessionName": settings.session_name,
+        "DurationSeconds": settings.session_duration,
+    }
+    if settings.external_id:
+        assume_args["ExternalId"] = settings.external_id
+    sts_region = settings.region_name or source.get_config_variable("region") or "us-east-1"
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=functools.partial(
+            source.create_client,
+            region_name=sts_region,
+            endpoint_url=settings.sts_endpoint_url,
+            verify=_verify(settings),
+            config=client_config(settings),
+        ),
+        source_credentials=source_credentials,
+        role_arn=settings.role_arn or "",
+        extra_args=assume_args,
+        expiry_window_seconds=refresh_margins(settings.session_duration)[0],
+    )
+    credentials = RoleCredentials(fetcher.fetch_credentials, settings.session_duration)
+    assumed = botocore.session.Session()
+    assumed.register_component("credential_provider", CredentialResolver([_FixedProvider(credentials)]))
+    return boto3.session.Session(botocore_session=assumed, region_name=settings.region_name)
+
+
+def scope_guard(scope: Scope) -> Callable[..., None]:
+    """botocore ``before-parameter-build.s3`` handler refusing requests outside ``scope``.
+
+    It runs before the request is signed or sent, so nothing out of scope reaches the wire.
+    """
+
+    def guard(params: dict[str, Any], model: Any, **_: Any) -> None:
+        bucket = params.get("Bucket")
+        if bucket is None:
+            return
+        if scope.bucket is not None and bucket != scope.bucket:
+            raise ScopeError(f"{model.name} on bucket {bucket!r} is outside the connection's scope {scope.describe()}.")
+        for name in ("Key", "Prefix"):
+            value = params.get(name)
+            if value is not None and not str(value).startswith(scope.prefix):
+                raise ScopeError(
+                    f"{model.name} on s3://{bucket}/{value} is outside the connection's scope {scope.describe()}."
+                )
+        if scope.prefix and model.name == "ListObjectsV2" and "Prefix" not in params:
+            raise ScopeError(
+                f"ListObjectsV2 of the whole bucket is outside the connection's scope {scope.describe()}: "
+                "pass a Prefix inside it."
+            )
+
+    return guard
+
+
+def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session) -> S3Client:
+    """The S3 client of a connection, with its scope guard. Thread-safe once built."""
+    client = session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        verify=_verify(settings),
+        config=client_config(settings),
+    )
+    client.meta.events.register("before-parameter-build.s3", scope_guard(settings.scope))
+    return client
+
+
+def build_sts_client(settings: ConnectionSettings, session: boto3.session.Session) -> STSClient:
+    """An STS client with the connection's (possibly assumed) credentials."""
+    return session.client(
+        "sts",
+        region_name=settings.region_name or session.region_name or "us-east-1",
+        endpoint_url=settings.sts_endpoint_url,
+        verify=_verify(settings),
+        config=client_config(settings),
+    )

@@ -1,0 +1,425 @@
+"""Connection settings: the ``s3connect`` form's fields, parsed into one frozen, typed value.
+
+Pure: no I/O and no Airflow import. An Airflow connection arrives from the UI, a URI,
+JSON in ``AIRFLOW_CONN_*`` or a secrets backend; each stores extras a little
+differently (URI query values are all strings; the UI may prefix names with
+``extra__s3connect__``). :func:`parse_settings` accepts them all and validates
+everything once, so the client and the operators never see a half-valid connection.
+
+:data:`FIELDS` is the single definition of the form: the provider info renders it as
+``conn-fields`` and the parser validates against the same JSON-schema fragments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from airflow_s3connect.errors import ConnectionSettingsError, InvalidKeyError
+from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix
+
+CONN_TYPE = "s3connect"
+DEFAULT_CONN_ID = "s3connect_default"
+EXTRA_PREFIX = f"extra__{CONN_TYPE}__"
+
+
+class AuthType(str, Enum):
+    ACCESS_KEY = "access_key"
+    ASSUME_ROLE = "assume_role"
+
+
+class AddressingStyle(str, Enum):
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
+
+
+# Character classes spelled out (not \w) so Python and the UI's JavaScript agree: ASCII only.
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$"
+EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9_+=,.@:/-]{2,1224}$"
+SESSION_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]{2,64}$"
+REGION_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+#: Values that become key segments through macros ({tenant}, ...): one safe segment each.
+SEGMENT_PATTERN = r"^[^/\x00-\x1f\x7f]{1,255}$"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One extra field of the connection form: label, help text, JSON schema, placeholder."""
+
+    name: str
+    label: str
+    description: str
+    schema: Mapping[str, Any]
+    placeholder: str = ""
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec(
+        "auth_type",
+        "Authentication",
+        "access_key: the key pair above (or the worker's default AWS chain when empty). "
+        "assume_role: cross-account STS AssumeRole with an external ID, starting from those credentials.",
+        {"type": "string", "enum": [a.value for a in AuthType], "default": AuthType.ACCESS_KEY.value},
+    ),
+    FieldSpec(
+        "aws_session_token",
+        "AWS Session Token",
+        "STS session token, only for temporary access keys (ASIA…).",
+        {"type": "string", "format": "password"},
+    ),
+    FieldSpec(
+        "role_arn",
+        "IAM Role ARN",
+        "Role to assume (assume_role only). Its trust policy must allow this identity and the external ID.",
+        {"type": "string", "pattern": ROLE_ARN_PATTERN},
+        "arn:aws:iam::123456789012:role/airflow-s3connect",
+    ),
+    FieldSpec(
+        "external_id",
+        "External ID",
+        "Sent as STS ExternalId (assume_role). 2-1,224 characters of letters, digits and +=,.@:/-. "
+        "`s3connect external-id --tenant T` prints one per tenant.",
+        {"type": "string", "pattern": EXTERNAL_ID_PATTERN},
+    ),
+    FieldSpec(
+        "role_session_name",
+        "Role Session Name",
+        "Name of the STS session, shown in CloudTrail. Default: airflow-s3connect-<conn id>.",
+        {"type": "string", "pattern": SESSION_NAME_PATTERN},
+    ),
+    FieldSpec(
+        "session_duration",
+        "Session Duration (seconds)",
+        "Lifetime of each assumed-role session; credentials refresh themselves before it ends.",
+        {"type": "integer", "minimum": 900, "maximum": 43200, "default": 3600},
+    ),
+    FieldSpec(
+        "region_name",
+        "Region",
+        "Signing region of the bucket (e.g. eu-west-1). Empty: the worker's AWS_DEFAULT_REGION.",
+        {"type": "string", "pattern": REGION_PATTERN},
+        "us-east-1",
+    ),
+    FieldSpec(
+        "endpoint_url",
+        "Endpoint URL",
+        "S3-compatible store (MinIO, Ceph, R2…) or VPC endpoint. Empty: AWS S3.",
+        {"type": "string", "format": "url"},
+        "https://s3.eu-west-1.amazonaws.com",
+    ),
+    FieldSpec(
+        "sts_endpoint_url",
+        "STS Endpoint URL",
+        "STS endpoint for AssumeRole. Empty: the regional AWS STS endpoint.",
+        {"type": "string", "format": "url"},
+    ),
+    FieldSpec(
+        "addressing_style",
+        "Addressing Style",
+        "path for most S3-compatible stores, virtual for AWS, auto to let botocore choose.",
+        {"type": "string", "enum": [a.value for a in AddressingStyle], "default": AddressingStyle.AUTO.value},
+    ),
+    FieldSpec(
+        "verify_ssl",
+        "Verify TLS",
+        "Verify the endpoint's TLS certificate. Turn off only for a test store.",
+        {"type": "boolean", "default": True},
+    ),
+    FieldSpec(
+        "ca_bundle",
+        "CA Bundle",
+        "Path, on the workers, of a PEM bundle to verify a private CA.",
+        {"type": "string"},
+        "/etc/ssl/certs/ca-certificates.crt",
+    ),
+    FieldSpec(
+        "proxy_url",
+        "HTTPS Proxy",
+        "Proxy for S3 and STS requests, e.g. http://proxy.internal:3128.",
+        {"type": "string", "format": "url"},
+    ),
+    FieldSpec(
+        "bucket",
+        "Bucket",
+        "Restrict the connection to this bucket; also the default bucket of every operator.",
+        {"type": "string"},
+        "my-company-data",
+    ),
+    FieldSpec(
+        "path_prefix",
+        "Path Prefix",
+        "Restrict the connection to this prefix; keys are relative to it. Macros allowed: "
+        "orders/{tenant}/{date}/incoming.",
+        {"type": "string"},
+        "exports/{tenant}",
+    ),
+    FieldSpec(
+        "tenant",
+        "Tenant",
+        "Value of the {tenant} macro unless the operator or the DAG's params set one.",
+        {"type": "string", "pattern": SEGMENT_PATTERN},
+    ),
+    FieldSpec(
+        "root_tenant_id",
+        "Root Tenant ID",
+        "Value of {root_tenant_id} (parent of sub-tenants); default: the tenant.",
+        {"type": "string", "pattern": SEGMENT_PATTERN},
+    ),
+    FieldSpec(
+        "env_id",
+        "Environment ID",
+        "Value of {env_id}; default: the host of Airflow's base URL.",
+        {"type": "string", "pattern": SEGMENT_PATTERN},
+    ),
+    FieldSpec(
+        "max_concurrency",
+        "Max Concurrency",
+        "Parallel requests per task: download threads, multipart parts in flight.",
+        {"type": "integer", "minimum": 1, "maximum": 64, "default": 8},
+    ),
+)
+
+FIELD_BY_NAME: Mapping[str, FieldSpec] = {f.name: f for f in FIELDS}
+
+#: How the standard connection fields show in the form.
+UI_FIELD_BEHAVIOUR: Mapping[str, Any] = {
+    "hidden-fields": ["host", "port", "schema"],
+    "relabeling": {"login": "AWS Access Key ID", "password": "AWS Secret Access Key"},
+    "placeholders": {
+        "login": "AKIAIOSFODNN7EXAMPLE (empty: the worker's default AWS credentials)",
+        "password": "secret access key",
+        **{f.name: f.placeholder for f in FIELDS if f.placeholder},
+    },
+}
+
+
+class ConnectionLike(Protocol):
+    """What we read of an Airflow Connection (SDK or ORM model alike)."""
+
+    @property
+    def conn_id(self) -> str | None: ...
+    @property
+    def login(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def schema(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Everything the client needs, validated. Secrets are kept out of ``repr``."""
+
+    conn_id: str
+    auth_type: AuthType = AuthType.ACCESS_KEY
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str | None = None
+    session_duration: int = 3600
+    region_name: str | None = None
+    endpoint_url: str | None = None
+    sts_endpoint_url: str | None = None
+    addressing_style: AddressingStyle = AddressingStyle.AUTO
+    verify_ssl: bool = True
+    ca_bundle: str | None = None
+    proxy_url: str | None = None
+    bucket: str | None = None
+    path_prefix: str = ""
+    tenant: str | None = None
+    root_tenant_id: str | None = None
+    env_id: str | None = None
+    max_concurrency: int = 8
+
+    @property
+    def session_name(self) -> str:
+        """RoleSessionName sent to STS: the configured one, else derived from the conn id."""
+        if self.role_session_name:
+            return self.role_session_name
+        derived = re.sub(r"[^A-Za-z0-9_+=,.@-]", "-", f"airflow-s3connect-{self.conn_id}")
+        return derived[:64]
+
+    @property
+    def scope(self) -> Scope:
+        """Bucket/prefix restriction. ``path_prefix`` must have had its macros rendered."""
+        return Scope(self.bucket, normalize_prefix(self.path_prefix, "path_prefix"))
+
+
+def _read_extra(extra: Mapping[str, Any], name: str) -> Any:
+    """An extra stored plain (``role_arn``) or prefixed by the UI (``extra__s3connect__role_arn``)."""
+    for stored in (name, EXTRA_PREFIX + name):
+        value = extra.get(stored)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _coerce(conn_id: str, spec: FieldSpec, value: Any) -> Any:
+    """Check one field against its schema, converting URI strings ("3600", "false")."""
+    schema = spec.schema
+    kind = schema["type"]
+
+    def fail(problem: str, fix: str) -> ConnectionSettingsError:
+        return ConnectionSettingsError(conn_id, spec.name, problem, fix)
+
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise fail(f"{value!r} is not a boolean", "use true or false")
+    if kind == "integer":
+        if isinstance(value, bool) or not (isinstance(value, int) or re.fullmatch(r"\s*-?\d+\s*", str(value))):
+            raise fail(f"{value!r} is not a whole number", "give an integer")
+        number = int(value)
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise fail(f"{number} is out of range", f"use a value from {low} to {high}")
+        return number
+    if not isinstance(value, str):
+        raise fail(f"{value!r} is not a string", "give a text value")
+    text = value.strip()
+    if "enum" in schema and text not in schema["enum"]:
+        raise fail(f"{text!r} is not a valid choice", "choose one of " + ", ".join(schema["enum"]))
+    if "pattern" in schema and not re.match(schema["pattern"], text):
+        raise fail(f"{text!r} is malformed", _PATTERN_FIX.get(spec.name, f"match {schema['pattern']}"))
+    if schema.get("format") == "url":
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise fail("is not an http(s) URL", "give a URL such as https://host:port")
+    return text
+
+
+_PATTERN_FIX = {
+    "role_arn": "use arn:aws:iam::<12-digit account id>:role/<role name>",
+    "external_id": "use 2 to 1,224 characters of letters, digits and +=,.@:/-",
+    "role_session_name": "use 2 to 64 characters of letters, digits and +=,.@-",
+    "region_name": "use a region code such as eu-west-1",
+    "tenant": "use one key segment: no '/', no control characters",
+    "root_tenant_id": "use one key segment: no '/', no control characters",
+    "env_id": "use one key segment: no '/', no control characters",
+}
+
+
+def parse_settings(
+    conn_id: str,
+    login: str | None,
+    password: str | None,
+    extra: Mapping[str, Any],
+    host: str | None = None,
+    port: int | None = None,
+    schema: str | None = None,
+) -> ConnectionSettings:
+    """Validate raw connection fields into :class:`ConnectionSettings`.
+
+    Raises :class:`ConnectionSettingsError` naming the field and the fix.
+    """
+
+    def fail(name: str, problem: str, fix: str) -> ConnectionSettingsError:
+        return ConnectionSettingsError(conn_id, name, problem, fix)
+
+    for name, value, instead in (
+        ("host", host, "endpoint_url"),
+        ("port", port, "endpoint_url"),
+        ("schema", schema, "bucket"),
+    ):
+        if value not in (None, ""):
+            raise fail(name, "is not used by s3connect connections", f"put the value in the {instead!r} extra field")
+
+    known = set(FIELD_BY_NAME)
+    for stored in extra:
+        name = stored[len(EXTRA_PREFIX) :] if stored.startswith(EXTRA_PREFIX) else stored
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise fail(name, "is not a known field", hint + "valid fields: " + ", ".join(sorted(known)))
+
+    values: dict[str, Any] = {}
+    for spec in FIELDS:
+        raw = _read_extra(extra, spec.name)
+        if raw is not None:
+            values[spec.name] = _coerce(conn_id, spec, raw)
+
+    login = (login or "").strip() or None
+    password = password or None
+    if login and not password:
+        raise fail(
+            "password", "an AWS Access Key ID is set without its Secret Access Key", "fill AWS Secret Access Key"
+        )
+    if password and not login:
+        raise fail("login", "a Secret Access Key is set without its AWS Access Key ID", "fill AWS Access Key ID")
+    if values.get("aws_session_token") and not login:
+        raise fail(
+            "aws_session_token",
+            "a session token needs the temporary key pair it belongs to",
+            "fill the key ID and secret",
+        )
+
+    auth_type = AuthType(values.pop("auth_type", AuthType.ACCESS_KEY.value))
+    addressing = AddressingStyle(values.pop("addressing_style", AddressingStyle.AUTO.value))
+    if auth_type is AuthType.ASSUME_ROLE and not values.get("role_arn"):
+        raise fail("role_arn", "assume_role needs the ARN of the role to assume", "fill IAM Role ARN")
+    if auth_type is AuthType.ACCESS_KEY:
+        for name in ("role_arn", "external_id", "role_session_name"):
+            if values.get(name):
+                raise fail(
+                    name, "is only used with auth_type assume_role", "set Authentication to assume_role or clear it"
+                )
+    if values.get("verify_ssl") is False and values.get("ca_bundle"):
+        raise fail(
+            "ca_bundle", "a CA bundle is set while TLS verification is off", "turn Verify TLS on or clear CA Bundle"
+        )
+    if "bucket" in values:
+        try:
+            check_bucket_name(values["bucket"])
+        except InvalidKeyError as exc:
+            raise fail("bucket", str(exc).rstrip("."), "give the bucket's exact name") from None
+    if "path_prefix" in values:
+        prefix = values["path_prefix"].strip("/")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) or re.search(r"[\x00-\x1f\x7f]", prefix):
+            raise fail(
+                "path_prefix",
+                f"{values['path_prefix']!r} has an empty, '.' or '..' segment or a control character",
+                "give a prefix such as exports/invoices",
+            )
+        values["path_prefix"] = prefix
+
+    return ConnectionSettings(
+        conn_id=conn_id,
+        auth_type=auth_type,
+        addressing_style=addressing,
+        aws_access_key_id=login,
+        aws_secret_access_key=password,
+        **values,
+    )
+
+
+def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
+    """Settings of an Airflow connection object (SDK or ORM; duck-typed to stay Airflow-free)."""
+    return parse_settings(
+        conn_id=conn.conn_id or DEFAULT_CONN_ID,
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson,
+        host=conn.host,
+        port=conn.port,
+        schema=conn.schema,
+    )

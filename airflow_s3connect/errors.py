@@ -1,0 +1,194 @@
+"""One exception type per kind of failure, each with a message that says what to fix.
+
+botocore's errors name HTTP codes; ours name the IAM action, the resource and the
+connection field to change. Messages never carry a secret: botocore texts such as
+SignatureDoesNotMatch can echo the canonical request, so they are never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+
+class S3ConnectError(Exception):
+    """Base of every error raised by airflow-s3connect."""
+
+
+class ConnectionSettingsError(S3ConnectError, ValueError):
+    """A connection field is missing, malformed or contradicts another field."""
+
+    def __init__(self, conn_id: str, field: str, problem: str, fix: str) -> None:
+        self.conn_id = conn_id
+        self.field = field
+        super().__init__(f"Connection {conn_id!r}, field {field!r}: {problem}. Fix: {fix}.")
+
+
+class ScopeError(S3ConnectError, PermissionError):
+    """A bucket or key lies outside the connection's bucket / path_prefix restriction."""
+
+
+class InvalidKeyError(S3ConnectError, ValueError):
+    """A key or bucket name S3 would refuse, or one that would escape its prefix."""
+
+
+class CredentialsNotFoundError(S3ConnectError):
+    """Neither the connection nor the worker's default AWS chain provided credentials."""
+
+
+class AuthenticationError(S3ConnectError):
+    """The store or STS rejected the credentials themselves (unknown key, wrong secret, expired)."""
+
+
+class AccessDeniedError(S3ConnectError, PermissionError):
+    """The credentials are valid but lack an IAM permission."""
+
+    def __init__(self, action: str, resource: str, detail: str = "") -> None:
+        self.action = action
+        self.resource = resource
+        hint = f" ({detail})" if detail else ""
+        super().__init__(
+            f"Access denied: {action} on {resource}{hint}. "
+            f"Grant {action} on {resource} to the connection's identity (see `s3connect policy`)."
+        )
+
+
+class NoSuchBucketError(S3ConnectError, LookupError):
+    """The bucket does not exist on this endpoint."""
+
+
+class NoSuchKeyError(S3ConnectError, LookupError):
+    """The object does not exist."""
+
+
+class KeyExistsError(S3ConnectError, FileExistsError):
+    """A conditional write (overwrite=False) found the key already taken."""
+
+
+class WrongRegionError(S3ConnectError):
+    """The bucket lives in another region than the connection signs for."""
+
+
+class EndpointUnreachableError(S3ConnectError, ConnectionError):
+    """No HTTP answer from the S3 or STS endpoint."""
+
+
+#: IAM action checked by AWS for each API operation we call.
+_ACTION_OF_OPERATION = {
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "DeleteObject": "s3:DeleteObject",
+    "DeleteObjects": "s3:DeleteObject",
+    "CopyObject": "s3:PutObject",
+    "ListBuckets": "s3:ListAllMyBuckets",
+    "AssumeRole": "sts:AssumeRole",
+    "GetCallerIdentity": "sts:GetCallerIdentity",
+}
+
+_AUTH_CODES = {
+    "InvalidAccessKeyId": "the Access Key ID is unknown to the endpoint",
+    "InvalidClientTokenId": "the Access Key ID or session token is unknown to STS",
+    "SignatureDoesNotMatch": "the Secret Access Key does not match the Access Key ID",
+    "ExpiredToken": "the session token has expired",
+    "ExpiredTokenException": "the session token has expired",
+    "InvalidToken": "the session token is malformed or not valid for this key",
+    "TokenRefreshRequired": "the session token has expired",
+}
+
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+
+
+def resource_arn(bucket: str | None, key: str | None = None) -> str:
+    """ARN IAM evaluates for an S3 request: the object, or the bucket."""
+    if bucket is None:
+        return "*"
+    if key is None:
+        return f"arn:aws:s3:::{bucket}"
+    return f"arn:aws:s3:::{bucket}/{key}"
+
+
+def translate(
+    exc: BotoCoreError | ClientError,
+    operation: str,
+    bucket: str | None = None,
+    key: str | None = None,
+    role_arn: str | None = None,
+) -> S3ConnectError:
+    """Map a botocore failure of ``operation`` on ``bucket``/``key`` to our error type."""
+    # Credentials are fetched lazily, so an S3 call can fail inside its AssumeRole.
+    operation = getattr(exc, "operation_name", None) or operation
+    action = _ACTION_OF_OPERATION.get(operation, operation)
+    if isinstance(exc, NoCredentialsError):
+        return CredentialsNotFoundError(
+            "No AWS credentials: fill the connection's AWS Access Key ID and Secret Access Key, "
+            "or give the worker a default credential chain (environment, web identity, instance profile)."
+        )
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
+        return EndpointUnreachableError(
+            f"{operation} could not reach {endpoint}: check endpoint_url, proxy_url and the network."
+        )
+    if not isinstance(exc, ClientError):
+        return S3ConnectError(f"{operation} failed: {type(exc).__name__}")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    request_id = exc.response.get("ResponseMetadata", {}).get("RequestId", "")
+    where = f" (request id {request_id})" if request_id else ""
+    if code in _AUTH_CODES:
+        return AuthenticationError(
+            f"{operation} was refused: {_AUTH_CODES[code]}{where}. "
+            "Fix the connection's AWS Access Key ID / Secret Access Key / session token."
+        )
+    if code in ("AccessDenied", "AccessDeniedException", "AllAccessDisabled") or (status == 403 and not code):
+        if operation == "AssumeRole":
+            return AccessDeniedError(
+                action,
+                role_arn or "the role",
+                "the role's trust policy must name this identity and, when set, the same sts:ExternalId",
+            )
+        return AccessDeniedError(action, resource_arn(bucket, key if action != "s3:ListBucket" else None))
+    if code == "NoSuchBucket":
+        return NoSuchBucketError(
+            f"Bucket {bucket!r} does not exist on this endpoint: check the bucket name and endpoint_url."
+        )
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NoSuchKeyError(f"No object s3://{bucket}/{key}: check the key and the connection's path_prefix.")
+    if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        return KeyExistsError(
+            f"s3://{bucket}/{key} already exists and overwrite is off: choose another key "
+            "(add {uuid} or {date_time}) or set overwrite=True."
+        )
+    if code in _REGION_CODES or status == 301:
+        found = error.get("Region") or exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
+            "x-amz-bucket-region", ""
+        )
+        hint = f" it is in {found};" if found else ""
+        return WrongRegionError(f"Bucket {bucket!r} is in another region:{hint} set the connection's region_name.")
+    return S3ConnectError(f"{operation} on {resource_arn(bucket, key)} failed: {code or status}{where}")
+
+
+@contextmanager
+def translated(
+    operation: str, bucket: str | None = None, key: str | None = None, role_arn: str | None = None
+) -> Iterator[None]:
+    """Run a block of S3/STS calls, re-raising botocore failures as our errors (without their text)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise translate(exc, operation, bucket, key, role_arn) from None

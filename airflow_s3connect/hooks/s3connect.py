@@ -1,0 +1,112 @@
+"""S3ConnectHook: an ``s3connect`` connection turned into settings, a session and an S3 client.
+
+Thin by design: validation lives in :mod:`airflow_s3connect.connection`, client
+construction in :mod:`airflow_s3connect.client`. The hook adds what only Airflow
+knows: where the connection comes from, secret masking, and the Test button.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_s3connect.client import build_s3_client, build_session, build_sts_client
+from airflow_s3connect.connection import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    ConnectionSettings,
+    settings_from_connection,
+)
+from airflow_s3connect.errors import AccessDeniedError, S3ConnectError, translated
+from airflow_s3connect.scope import ObjectRef
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class S3ConnectHook(BaseHook):
+    """Interact with Amazon S3 or an S3-compatible store through an ``s3connect`` connection.
+
+    :param s3connect_conn_id: the connection to use.
+
+    The client is built once, lazily, under a lock, and is safe to share between the
+    threads of a transfer. Credentials of an ``assume_role`` connection refresh
+    themselves before they expire.
+    """
+
+    conn_name_attr = "s3connect_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Amazon S3 (S3 Connect)"
+
+    def __init__(self, s3connect_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.s3connect_conn_id = s3connect_conn_id
+        self._lock = threading.RLock()
+        self._settings: ConnectionSettings | None = None
+        self._session: boto3.session.Session | None = None
+        self._client: S3Client | None = None
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        """The connection's validated settings (read once per hook)."""
+        with self._lock:
+            if self._settings is None:
+                settings = settings_from_connection(self.get_connection(self.s3connect_conn_id))
+                for secret in (settings.aws_secret_access_key, settings.aws_session_token):
+                    if secret:
+                        mask_secret(secret)
+                self._settings = settings
+            return self._settings
+
+    def get_session(self) -> boto3.session.Session:
+        """The boto3 session carrying the connection's credentials."""
+        with self._lock:
+            if self._session is None:
+                self._session = build_session(self.settings)
+            return self._session
+
+    def get_conn(self) -> S3Client:
+        """The boto3 S3 client (scope-guarded, standard retries, pool sized to max_concurrency)."""
+        with self._lock:
+            if self._client is None:
+                self._client = build_s3_client(self.settings, self.get_session())
+            return self._client
+
+    def resolve(self, key: str, bucket: str | None = None) -> ObjectRef:
+        """Where ``key`` lives: joined to path_prefix, checked against the scope, before any request."""
+        return self.settings.scope.resolve(key, bucket)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Prove the connection works with the least permission its scope implies.
+
+        With a bucket: one ListObjectsV2 (MaxKeys=1) on the scoped prefix, never
+        ListAllMyBuckets. Without one: STS GetCallerIdentity, which needs no permission.
+        """
+        try:
+            settings = self.settings
+            scope = settings.scope
+            if scope.bucket is None:
+                sts = build_sts_client(settings, self.get_session())
+                with translated("GetCallerIdentity", role_arn=settings.role_arn):
+                    identity = sts.get_caller_identity()
+                return True, (
+                    f"Authenticated as {identity['Arn']}. No bucket is set: "
+                    "operators must pass bucket=..., and no S3 permission was tested."
+                )
+            client = self.get_conn()
+            with translated("ListObjectsV2", scope.bucket, role_arn=settings.role_arn):
+                page = client.list_objects_v2(Bucket=scope.bucket, Prefix=scope.prefix, MaxKeys=1)
+            seen = "objects present" if page.get("KeyCount", 0) else "empty so far"
+            return True, f"Connected: s3:ListBucket works on {scope.describe()} ({seen})."
+        except AccessDeniedError as exc:
+            note = ""
+            if exc.action == "s3:ListBucket":
+                note = " A Put-only connection needs only s3:PutObject and can ignore this."
+            return False, f"{exc}{note}"
+        except S3ConnectError as exc:
+            return False, str(exc)

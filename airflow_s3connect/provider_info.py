@@ -1,0 +1,46 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+The connection form is declarative (``conn-fields``, Airflow 3.2+): the UI renders it
+without importing the hook. Fields come from :data:`airflow_s3connect.connection.FIELDS`,
+the same table the settings parser validates against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_s3connect import __version__
+from airflow_s3connect.connection import CONN_TYPE, FIELDS, UI_FIELD_BEHAVIOUR
+
+HOOK_CLASS = "airflow_s3connect.hooks.s3connect.S3ConnectHook"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-s3connect",
+        "name": "S3 Connect",
+        "description": "Amazon S3 and S3-compatible stores: least-privilege connection with "
+        "access-key and cross-account AssumeRole auth, key macros, parallel atomic transfers.",
+        "state": "ready",
+        "source-date-epoch": 1763769600,
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "S3 Connect",
+                "external-doc-url": "https://docs.aws.amazon.com/AmazonS3/latest/API/Welcome.html",
+                "tags": ["aws"],
+            }
+        ],
+        "hooks": [{"integration-name": "S3 Connect", "python-modules": ["airflow_s3connect.hooks.s3connect"]}],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": HOOK_CLASS,
+                "hook-name": "Amazon S3 (S3 Connect)",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": {
+                    f.name: {"label": f.label, "description": f.description, "schema": dict(f.schema)} for f in FIELDS
+                },
+            }
+        ],
+    }

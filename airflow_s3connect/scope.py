@@ -1,0 +1,145 @@
+"""Where a connection may act: bucket and key-prefix restriction, and key hygiene.
+
+Pure: no I/O, no Airflow. Every operation turns the caller's (bucket, key) into an
+:class:`ObjectRef` here *before* any request, so a key outside the connection's scope
+fails without touching the network, and a relative key is joined to ``path_prefix``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from airflow_s3connect.errors import InvalidKeyError, ScopeError
+
+MAX_KEY_BYTES = 1024
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_bucket_name(bucket: str) -> str:
+    """Return ``bucket`` if S3 accepts it as a bucket name, else explain the rule it breaks."""
+    if not _BUCKET_RE.match(bucket) or ".." in bucket or _IP_RE.match(bucket):
+        raise InvalidKeyError(
+            f"Invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit, not shaped like an IP address."
+        )
+    return bucket
+
+
+def check_key(key: str, what: str = "key") -> str:
+    """Return ``key`` if it is a key we are willing to write or read, else say why not.
+
+    Refused: empty keys, keys over S3's 1,024 UTF-8 bytes, control characters, and ``.``
+    or ``..`` segments (which S3 keeps literally but every file system and console
+    resolves, letting a key escape its prefix).
+    """
+    if not key:
+        raise InvalidKeyError(f"Empty {what}: give a non-empty object key.")
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"{what} is {size} bytes long; S3 keys are at most {MAX_KEY_BYTES} UTF-8 bytes.")
+    if _CONTROL_RE.search(key):
+        raise InvalidKeyError(f"{what} {key!r} contains control characters: remove them.")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise InvalidKeyError(f"{what} {key!r} contains a '.' or '..' segment: give the key without it.")
+    return key
+
+
+def normalize_prefix(prefix: str, what: str = "prefix") -> str:
+    """A prefix as stored in S3: no leading '/', exactly one trailing '/', or '' for none."""
+    prefix = prefix.strip().strip("/")
+    if not prefix:
+        return ""
+    check_key(prefix, what)
+    return prefix + "/"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """A resolved, in-scope object location."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The bucket and prefix a connection is restricted to (either may be unset)."""
+
+    bucket: str | None = None
+    prefix: str = ""
+
+    def describe(self) -> str:
+        if self.bucket is None:
+            return "any bucket"
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def bucket_for(self, bucket: str | None) -> str:
+        """The bucket an operation acts on: the given one, else the connection's."""
+        if bucket is None or bucket == "":
+            if self.bucket is None:
+                raise ScopeError("No bucket given and the connection has no default bucket: pass bucket=... .")
+            return self.bucket
+        check_bucket_name(bucket)
+        if self.bucket is not None and bucket != self.bucket:
+            raise ScopeError(
+                f"Bucket {bucket!r} is outside the connection's scope {self.describe()}: "
+                "use that bucket or another connection."
+            )
+        return bucket
+
+    def resolve(self, key: str, bucket: str | None = None) -> ObjectRef:
+        """Resolve a key given by a user.
+
+        ``s3://bucket/full/key`` names a full location, which must lie inside the scope;
+        any other key is relative to the connection's ``path_prefix``.
+        """
+        if key.startswith("s3://"):
+            uri_bucket, full_key = split_s3_uri(key)
+            if bucket and uri_bucket != bucket:
+                raise ScopeError(f"Key {key!r} names bucket {uri_bucket!r} but bucket={bucket!r} was passed.")
+            return self.check(self.bucket_for(uri_bucket), full_key)
+        relative = key.lstrip("/")
+        check_key(relative)
+        return self.check(self.bucket_for(bucket), self.prefix + relative)
+
+    def resolve_prefix(self, prefix: str = "", bucket: str | None = None) -> ObjectRef:
+        """Resolve a listing prefix (may be empty: the whole scope). The result keeps a
+        trailing '/' only if the caller gave one, so ``prefix="data/2025"`` still matches
+        ``data/2025-01.csv``."""
+        if prefix.startswith("s3://"):
+            uri_bucket, full = split_s3_uri(prefix)
+            ref_bucket = self.bucket_for(uri_bucket)
+        else:
+            ref_bucket, full = self.bucket_for(bucket), self.prefix + prefix.lstrip("/")
+        if full:
+            check_key(full.rstrip("/") or "/", "prefix")
+        if not full.startswith(self.prefix) and not self.prefix.startswith(full):
+            raise ScopeError(f"Prefix {full!r} is outside the connection's scope {self.describe()}: list inside it.")
+        # A prefix shorter than the scope's (e.g. "" under "a/b/") is narrowed to the scope.
+        return ObjectRef(ref_bucket, full if len(full) >= len(self.prefix) else self.prefix)
+
+    def check(self, bucket: str, key: str) -> ObjectRef:
+        """Refuse a full (bucket, key) outside the scope."""
+        check_key(key)
+        if self.bucket is not None and bucket != self.bucket:
+            raise ScopeError(f"s3://{bucket}/{key} is outside the connection's scope {self.describe()}.")
+        if not key.startswith(self.prefix):
+            raise ScopeError(
+                f"s3://{bucket}/{key} is outside the connection's scope {self.describe()}: "
+                "give a key relative to the connection's path_prefix."
+            )
+        return ObjectRef(bucket, key)
