@@ -113,7 +113,9 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
     """
     source = botocore.session.Session()
     if settings.aws_access_key_id:
-        source.set_credentials(settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token)
+        source.set_credentials(
+            settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token
+        )
     if settings.auth_type is not AuthType.ASSUME_ROLE:
         return boto3.session.Session(botocore_session=source, region_name=settings.region_name)
 

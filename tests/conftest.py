@@ -1,0 +1,114 @@
+"""Shared fixtures: moto servers over loopback HTTP, IAM factories, Airflow home, connections.
+
+Airflow reads its configuration at import time, so the environment below is set before
+any test module imports it. Each session gets its own AIRFLOW_HOME and SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="s3connect-airflow-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_HOME / "dags"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # The worker's default AWS chain must be empty unless a test fills it.
+        "AWS_CONFIG_FILE": str(_HOME / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(_HOME / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+for _name in (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL",
+):
+    os.environ.pop(_name, None)
+
+from tests.moto_server import IamFactory, MotoServer  # noqa: E402
+
+REGION = "eu-west-1"
+BUCKET = "s3connect-test"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def moto_plain() -> Iterator[MotoServer]:
+    """A moto server that accepts any credentials (behaviour tests)."""
+    server = MotoServer.start(_HOME / "moto-plain")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_iam() -> Iterator[MotoServer]:
+    """A second moto server on which tests switch IAM enforcement on (permission tests)."""
+    server = MotoServer.start(_HOME / "moto-iam")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_plain: MotoServer) -> MotoServer:
+    """The plain server, emptied, with the test bucket created."""
+    moto_plain.reset()
+    moto_plain.admin_client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return moto_plain
+
+
+@pytest.fixture
+def iam(moto_iam: MotoServer) -> Iterator[IamFactory]:
+    """Users, roles and policies on the IAM server; call ``iam.enforce()`` once set up."""
+    moto_iam.reset()
+    factory = IamFactory(moto_iam, REGION)
+    factory.bucket(BUCKET)
+    yield factory
+    moto_iam.set_auth(enforced=False)
+
+
+@pytest.fixture
+def make_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Define a connection through ``AIRFLOW_CONN_<ID>`` (JSON), as a deployment would."""
+
+    def make(
+        conn_id: str = "s3connect_default",
+        login: str | None = None,
+        password: str | None = None,
+        **extra: Any,
+    ) -> str:
+        body: dict[str, Any] = {"conn_type": "s3connect", "extra": extra}
+        if login is not None:
+            body["login"] = login
+        if password is not None:
+            body["password"] = password
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))
+        return conn_id
+
+    return make
