@@ -15,6 +15,7 @@ import time_machine
 from airflow_s3connect.errors import (
     AccessDeniedError,
     AuthenticationError,
+    ConnectionSettingsError,
     CredentialsNotFoundError,
     ScopeError,
     translated,
@@ -379,3 +380,33 @@ def test_model_connection_test_as_the_ui_button(moto: MotoServer) -> None:
         del os.environ["AIRFLOW_CONN_UI_FORM"]
     assert ok, message
     assert "s3:ListBucket works" in message
+
+
+def test_transport_settings_reach_the_client(make_conn: Callable[..., str], tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    conn_id = make_conn(
+        "transport",
+        "AKIA1",
+        "s",
+        endpoint_url="https://minio.internal:9000",
+        addressing_style="path",
+        ca_bundle=str(bundle),
+        proxy_url="http://proxy.internal:3128",
+        max_concurrency=12,
+        region_name="us-east-1",
+    )
+    client = S3ConnectHook(s3connect_conn_id=conn_id).get_conn()
+    config = client.meta.config
+    assert config.s3 == {"addressing_style": "path"}
+    assert config.proxies == {"http": "http://proxy.internal:3128", "https": "http://proxy.internal:3128"}
+    assert config.max_pool_connections == 13
+    assert client.meta.endpoint_url == "https://minio.internal:9000"
+    assert client._endpoint.http_session._verify == str(bundle)
+
+    no_tls = make_conn("no_tls", "AKIA1", "s", verify_ssl="false", region_name="us-east-1")
+    assert S3ConnectHook(s3connect_conn_id=no_tls).get_conn()._endpoint.http_session._verify is False
+
+    missing = make_conn("missing_ca", "AKIA1", "s", ca_bundle=str(tmp_path / "nope.pem"))
+    with pytest.raises(ConnectionSettingsError, match=r"field 'ca_bundle'.*not a file on this worker"):
+        S3ConnectHook(s3connect_conn_id=missing).get_conn()
