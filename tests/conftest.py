@@ -112,3 +112,14 @@ def make_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
         return conn_id
 
     return make
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata database (SQLite in the session's AIRFLOW_HOME), migrated once."""
+    import subprocess
+    import sys
+
+    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow_bin, "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return _HOME

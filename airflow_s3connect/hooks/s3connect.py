@@ -7,11 +7,14 @@ knows: where the connection comes from, secret masking, and the Test button.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, conf
 from airflow.sdk.log import mask_secret
 
 from airflow_s3connect.client import build_s3_client, build_session, build_sts_client
@@ -22,6 +25,7 @@ from airflow_s3connect.connection import (
     settings_from_connection,
 )
 from airflow_s3connect.errors import AccessDeniedError, S3ConnectError, translated
+from airflow_s3connect.macros import MacroError, MacroValues, render
 from airflow_s3connect.scope import ObjectRef
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ class S3ConnectHook(BaseHook):
         self._settings: ConnectionSettings | None = None
         self._session: boto3.session.Session | None = None
         self._client: S3Client | None = None
+        self._prefix_rendered = False
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -63,6 +68,33 @@ class S3ConnectHook(BaseHook):
                 self._settings = settings
             return self._settings
 
+    def macro_fallbacks(self) -> Mapping[str, str | None]:
+        """Lowest-priority macro values: the connection's fields, and Airflow's base URL host as env_id."""
+        settings = self.settings
+        env_id = settings.env_id or urlsplit(conf.get("api", "base_url", fallback="") or "").hostname
+        return {"tenant": settings.tenant, "root_tenant_id": settings.root_tenant_id, "env_id": env_id}
+
+    def render_path_prefix(self, values: MacroValues) -> str:
+        """Render the macros of the connection's path_prefix for this run; the scope follows it."""
+        with self._lock:
+            settings = self.settings
+            rendered = render(settings.path_prefix, values)
+            self._settings = dataclasses.replace(settings, path_prefix=rendered)
+            self._client = None  # the scope guard is bound to the prefix
+            self._prefix_rendered = True
+            return rendered
+
+    @property
+    def scope_settings(self) -> ConnectionSettings:
+        """Settings whose path_prefix is final: refuses a prefix whose macros were never rendered."""
+        settings = self.settings
+        if not self._prefix_rendered and "{" in settings.path_prefix:
+            raise MacroError(
+                f"Connection {settings.conn_id!r} has macros in path_prefix {settings.path_prefix!r}: "
+                "use it from an s3connect operator or sensor, or call hook.render_path_prefix(...) first."
+            )
+        return settings
+
     def get_session(self) -> boto3.session.Session:
         """The boto3 session carrying the connection's credentials."""
         with self._lock:
@@ -74,12 +106,12 @@ class S3ConnectHook(BaseHook):
         """The boto3 S3 client (scope-guarded, standard retries, pool sized to max_concurrency)."""
         with self._lock:
             if self._client is None:
-                self._client = build_s3_client(self.settings, self.get_session())
+                self._client = build_s3_client(self.scope_settings, self.get_session())
             return self._client
 
     def resolve(self, key: str, bucket: str | None = None) -> ObjectRef:
         """Where ``key`` lives: joined to path_prefix, checked against the scope, before any request."""
-        return self.settings.scope.resolve(key, bucket)
+        return self.scope_settings.scope.resolve(key, bucket)
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the connection works with the least permission its scope implies.
@@ -89,6 +121,10 @@ class S3ConnectHook(BaseHook):
         """
         try:
             settings = self.settings
+            if "{" in settings.path_prefix:
+                # The Test button has no run to render macros from: test the literal directories before them.
+                literal = settings.path_prefix.split("{")[0].rpartition("/")[0]
+                settings = dataclasses.replace(settings, path_prefix=literal)
             scope = settings.scope
             if scope.bucket is None:
                 sts = build_sts_client(settings, self.get_session())
@@ -98,7 +134,7 @@ class S3ConnectHook(BaseHook):
                     f"Authenticated as {identity['Arn']}. No bucket is set: "
                     "operators must pass bucket=..., and no S3 permission was tested."
                 )
-            client = self.get_conn()
+            client = build_s3_client(settings, self.get_session())
             with translated("ListObjectsV2", scope.bucket, role_arn=settings.role_arn):
                 page = client.list_objects_v2(Bucket=scope.bucket, Prefix=scope.prefix, MaxKeys=1)
             seen = "objects present" if page.get("KeyCount", 0) else "empty so far"

@@ -1,0 +1,339 @@
+"""Key macros: ``{tenant}``, ``{date:%Y%m}``, ``{connection_run_id}``… rendered from an Airflow run.
+
+Pure: reads the task context duck-typed (``dag``, ``ti``, ``dag_run``, ``params``), imports
+nothing from Airflow and does no I/O. Values are computed only when a template uses
+them, so a DAG that never writes ``{tenant}`` needs no tenant.
+
+Syntax is Python's format syntax after Jinja has run: ``{name}`` or ``{name:strftime}``
+for date macros; ``{{`` / ``}}`` are literal braces. Every value that comes from data
+(tenant, stream name, file name…) must stay one key segment: a ``/``, ``.``/``..`` or
+a control character in it is refused, so a value can never move a key out of its
+prefix. A strftime spec written in the template itself may contain ``/``
+(``{date:%Y/%m/%d}``): that is the template author's layout, not data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import hashlib
+import re
+import string
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from airflow_s3connect.errors import S3ConnectError
+
+
+class MacroError(S3ConnectError, ValueError):
+    """A template names an unknown macro, lacks a value, or a value is unsafe in a key."""
+
+
+#: Namespace of every UUID5 macro: ids are stable for the same inputs on any machine.
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "airflow-s3connect")
+
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+#: Date macros: name → (which instant, default strftime format).
+DATE_MACROS: Mapping[str, tuple[str, str]] = {
+    "date_time": ("load", "%Y_%m_%d_%H_%M_%S"),
+    "timestamp": ("load", "%Y_%m_%d_%H_%M_%S"),
+    "iso_date_time": ("load", _ISO),
+    "date": ("load", "%Y_%m_%d"),
+    "iso_date": ("load", "%Y-%m-%d"),
+    "full_date": ("load", "%Y%m%d"),
+    "year": ("load", "%Y"),
+    "month": ("load", "%m"),
+    "day": ("load", "%d"),
+    "hour": ("load", "%H"),
+    "minute": ("load", "%M"),
+    "second": ("load", "%S"),
+    "epoch": ("load", "%s"),
+    "cursor_year": ("cursor", "%Y"),
+    "cursor_month": ("cursor", "%m"),
+    "cursor_day": ("cursor", "%d"),
+    "cursor_date_time": ("cursor", "%Y_%m_%d_%H_%M_%S"),
+    "cursor_iso_date_time": ("cursor", _ISO),
+    "cursor_singular_date_time": ("cursor", "%Y-%m-%d-%H-%M-%S"),
+    "ds": ("logical", "%Y-%m-%d"),
+    "ds_nodash": ("logical", "%Y%m%d"),
+    "logical_date": ("logical", _ISO),
+}
+
+VALUE_MACROS = (
+    "tenant",
+    "root_tenant_id",
+    "tap",
+    "env_id",
+    "flow_id",
+    "dag_id",
+    "task_id",
+    "map_index",
+    "try_number",
+    "run_id",
+    "job_id",
+    "stream_name",
+    "stream_id",
+    "connection_id",
+    "connection_run_id",
+    "stream_run_id",
+    "extension",
+    "filename",
+    "relative_path",
+    "uuid",
+)
+MACRO_NAMES: tuple[str, ...] = tuple(DATE_MACROS) + VALUE_MACROS
+#: Accepted in ``values`` besides macro names: the instants the date macros derive from.
+INSTANT_OVERRIDES = ("load_time", "cursor", "logical_time")
+
+_UNSAFE_SEGMENT = re.compile(r"[/\x00-\x1f\x7f]")
+_FORMATTER = string.Formatter()
+
+
+def _utc(moment: Any) -> datetime.datetime:
+    """A datetime (or pendulum DateTime) in UTC; naive values are taken as UTC."""
+    if not isinstance(moment, datetime.datetime):
+        raise MacroError(f"Expected a datetime, got {moment!r}.")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def _strftime(moment: datetime.datetime, spec: str) -> str:
+    if spec == "%s":  # epoch: strftime's %s is platform- and timezone-dependent
+        return str(int(moment.timestamp()))
+    return moment.strftime(spec.replace("%s", str(int(moment.timestamp()))))
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def check_segment(name: str, value: str) -> str:
+    """Refuse a macro value that would add a '/', a '.'/'..' segment or a control char."""
+    if value == "" or value in (".", "..") or _UNSAFE_SEGMENT.search(value):
+        raise MacroError(
+            f"Value {value!r} of {{{name}}} is not safe in a key: it must be one non-empty segment "
+            "without '/', control characters, and not '.' or '..'."
+        )
+    return value
+
+
+def _check_relative_path(value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts) or re.search(r"[\x00-\x1f\x7f]", value):
+        raise MacroError(
+            f"Value {value!r} of {{relative_path}} is not safe in a key: it must be a relative path "
+            "without empty, '.' or '..' segments or control characters."
+        )
+    return value
+
+
+class MacroValues:
+    """Lazily computed macro values for one task run.
+
+    Precedence for the tenant chain: ``values`` (operator arguments) > DAG params >
+    ``fallbacks`` (the connection's fields) — and ``values`` override every macro.
+    """
+
+    def __init__(
+        self,
+        context: Mapping[str, Any],
+        values: Mapping[str, Any],
+        fallbacks: Mapping[str, Any] | None = None,
+    ) -> None:
+        unknown = set(values) - set(MACRO_NAMES) - set(INSTANT_OVERRIDES)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise MacroError(_unknown_message(name, "Unknown macro value"))
+        self._context = context
+        self._values = values
+        self._fallbacks = fallbacks or {}
+        self._cache: dict[str, str] = {}
+        self._ti = context.get("ti") or context.get("task_instance")
+        self._run = context.get("dag_run")
+        self._params = context.get("params") or {}
+
+    # -- identities -------------------------------------------------------------------
+    @property
+    def dag_id(self) -> str:
+        return str(_get(self._context.get("dag"), "dag_id") or _get(self._ti, "dag_id") or self._missing("dag_id"))
+
+    @property
+    def run_id(self) -> str:
+        return str(_get(self._run, "run_id") or self._context.get("run_id") or self._missing("run_id"))
+
+    @property
+    def task_id(self) -> str:
+        task = self._context.get("task")
+        return str(_get(self._ti, "task_id") or _get(task, "task_id") or self._missing("task_id"))
+
+    @property
+    def map_index(self) -> int:
+        index = _get(self._ti, "map_index")
+        return -1 if index is None else int(index)
+
+    def _missing(self, name: str) -> str:
+        raise MacroError(f"{{{name}}} needs a task context with {name}: render it inside a running task.")
+
+    # -- instants -----------------------------------------------------------------------
+    def instant(self, which: str) -> datetime.datetime:
+        if which == "load":
+            moment = self._values.get("load_time") or _get(self._ti, "start_date")
+            if moment is None:
+                raise MacroError("Load-time macros need the task's start date: render them inside a running task.")
+        elif which == "cursor":
+            moment = (
+                self._values.get("cursor")
+                or self._context.get("data_interval_start")
+                or _get(self._run, "data_interval_start")
+                or self._context.get("logical_date")
+            )
+            if moment is None:
+                raise MacroError(
+                    "Cursor macros need the run's data interval or logical date; this run has neither "
+                    "(asset-triggered or manual without a logical date). Pass cursor=... ."
+                )
+        else:
+            moment = self._values.get("logical_time") or self._context.get("logical_date")
+            if moment is None:
+                raise MacroError("{ds}/{logical_date} need a run with a logical date.")
+        return _utc(moment)
+
+    # -- values -----------------------------------------------------------------------
+    def _chain(self, name: str, *, params: bool, fallback: bool) -> str | None:
+        if self._values.get(name) not in (None, ""):
+            return str(self._values[name])
+        if params and self._params.get(name) not in (None, ""):
+            return str(self._params[name])
+        if fallback and self._fallbacks.get(name) not in (None, ""):
+            return str(self._fallbacks[name])
+        return None
+
+    def _uuid(self, *parts: object) -> str:
+        return str(uuid.uuid5(NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+    def _value(self, name: str) -> str:
+        computed: dict[str, Callable[[], str | None]] = {
+            "tenant": lambda: self._chain("tenant", params=True, fallback=True),
+            "root_tenant_id": lambda: (
+                self._chain("root_tenant_id", params=True, fallback=True)
+                or self._chain("tenant", params=True, fallback=True)
+            ),
+            "tap": lambda: self._chain("tap", params=True, fallback=False),
+            "env_id": lambda: self._chain("env_id", params=False, fallback=True),
+            "flow_id": lambda: self.dag_id,
+            "dag_id": lambda: self.dag_id,
+            "task_id": lambda: self.task_id,
+            "map_index": lambda: str(self.map_index),
+            "try_number": lambda: str(_get(self._ti, "try_number") or 1),
+            "run_id": lambda: re.sub(r"[:+]", "-", self.run_id),
+            "job_id": lambda: hashlib.blake2s(
+                f"{self.dag_id}\x1f{self.run_id}\x1f{self.task_id}\x1f{self.map_index}".encode(), digest_size=5
+            ).hexdigest()[:8],
+            "stream_name": lambda: self._chain("stream_name", params=False, fallback=False) or self.task_id,
+            "stream_id": lambda: self._uuid(self.dag_id, self._value("stream_name")),
+            "connection_id": lambda: self._uuid(self.dag_id),
+            "connection_run_id": lambda: self._uuid(self.dag_id, self.run_id),
+            "stream_run_id": lambda: self._uuid(self.dag_id, self.run_id, self.task_id, self.map_index),
+            "extension": lambda: self._chain("extension", params=False, fallback=False),
+            "filename": lambda: self._chain("filename", params=False, fallback=False),
+            "relative_path": lambda: self._chain("relative_path", params=False, fallback=False),
+            "uuid": lambda: str(uuid.uuid4()),
+        }
+        if name in self._values and name not in ("tenant", "root_tenant_id", "tap", "env_id", "stream_name"):
+            value: str | None = str(self._values[name])
+        else:
+            value = computed[name]()
+        if value is None:
+            raise MacroError(_MISSING_HELP.get(name, f"No value for {{{name}}}: pass {name}=... ."))
+        if name == "relative_path":
+            return _check_relative_path(value)
+        return check_segment(name, value)
+
+    def render(self, name: str, spec: str) -> str:
+        """The value of macro ``name`` with optional strftime ``spec``."""
+        if name in DATE_MACROS:
+            if name in self._values and not spec:
+                return check_segment(name, str(self._values[name]))
+            which, default = DATE_MACROS[name]
+            return _strftime(self.instant(which), spec or default)
+        if spec:
+            raise MacroError(f"{{{name}:{spec}}}: only date macros take a format spec.")
+        if name not in self._cache or name == "uuid":
+            self._cache[name] = self._value(name)
+        return self._cache[name]
+
+
+_MISSING_HELP = {
+    "tenant": "No value for {tenant}: pass tenant=..., set the DAG param 'tenant', or fill the connection's Tenant.",
+    "root_tenant_id": "No value for {root_tenant_id}: pass it, set a DAG param, or fill the connection's field.",
+    "tap": "No value for {tap}: pass tap=... or set the DAG param 'tap'.",
+    "env_id": "No value for {env_id}: fill the connection's Environment ID.",
+    "extension": "No value for {extension}: it follows the operator's format; pass extension=... .",
+    "filename": "{filename} is set per file when uploading files; pass filename=... .",
+    "relative_path": "{relative_path} is set per file when uploading a directory; pass relative_path=... .",
+}
+
+
+def _unknown_message(name: str, what: str = "Unknown macro") -> str:
+    close = difflib.get_close_matches(name, MACRO_NAMES, n=1)
+    hint = f" Did you mean {{{close[0]}}}?" if close else ""
+    return f"{what} {{{name}}}.{hint} Valid macros: " + ", ".join(MACRO_NAMES) + "."
+
+
+def _fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    try:
+        return list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise MacroError(f"Malformed template {template!r}: {exc}. Write a literal brace as {{{{ or }}}}.") from None
+
+
+def render(
+    template: str,
+    macro_values: MacroValues,
+    *,
+    keep_unknown: bool = False,
+    escape: Callable[[str], str] = str,
+) -> str:
+    """Render ``template`` with ``macro_values``.
+
+    ``keep_unknown`` leaves unknown ``{x}`` in place (patterns use them as masks);
+    ``escape`` transforms each inserted value (patterns escape glob characters).
+    """
+    out: list[str] = []
+    for literal, name, spec, conversion in _fields(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if conversion is not None:
+            raise MacroError(f"{{{name}!{conversion}}}: conversions are not supported; write {{{name}}}.")
+        if name not in MACRO_NAMES:
+            if keep_unknown and not spec:
+                out.append("{" + name + "}")
+                continue
+            raise MacroError(_unknown_message(name))
+        out.append(escape(macro_values.render(name, spec or "")))
+    return "".join(out)
+
+
+def render_key(
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    fallbacks: Mapping[str, Any] | None = None,
+    **values: Any,
+) -> str:
+    """Render the macros of a key, prefix or path template from an Airflow task context.
+
+    :param template: text after Jinja, e.g. ``exports/{tenant}/{date:%Y%m}/{uuid}.{extension}``.
+    :param context: the task's Airflow context (``dag``, ``ti``, ``dag_run``, ``params``…).
+    :param fallbacks: lowest-priority values, e.g. the connection's ``tenant`` and ``env_id``.
+    :param values: overrides of any macro (``tenant=``, ``extension=``…) or of the instants
+        the date macros derive from (``load_time=``, ``cursor=``, ``logical_time=``).
+    """
+    return render(template, MacroValues(context, values, fallbacks))

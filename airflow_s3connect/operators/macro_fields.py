@@ -1,0 +1,65 @@
+"""Key macros rendered as part of Airflow's template rendering.
+
+Airflow renders ``template_fields`` with Jinja, stores them for the Rendered Template
+view, then calls ``execute``. Rendering our ``{macros}`` inside that same step (not
+silently in ``execute``) means the view shows the final key an operator will use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow_s3connect.connection import DEFAULT_CONN_ID
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.macros import MacroValues, render
+from airflow_s3connect.patterns import escape_literal
+
+
+class MacroFieldsMixin:
+    """Mix into a BaseOperator / BaseSensorOperator before it in the bases.
+
+    ``macro_fields`` are keys/prefixes (every macro must be known); ``pattern_fields``
+    keep unknown ``{x}`` as pattern masks and insert macro values glob-escaped. Both must
+    also be in ``template_fields`` so Jinja runs first. Overrides of the tenant chain come
+    from the operator's ``tenant``, ``tap`` and ``stream_name`` arguments.
+    """
+
+    macro_fields: Sequence[str] = ()
+    pattern_fields: Sequence[str] = ()
+    s3connect_conn_id: str = DEFAULT_CONN_ID
+    tenant: str | None = None
+    tap: str | None = None
+    stream_name: str | None = None
+
+    @cached_property
+    def hook(self) -> S3ConnectHook:
+        return S3ConnectHook(s3connect_conn_id=self.s3connect_conn_id)
+
+    def macro_overrides(self) -> dict[str, Any]:
+        """Macro values the operator sets itself (its arguments)."""
+        return {
+            name: value
+            for name in ("tenant", "tap", "stream_name")
+            if (value := getattr(self, name, None)) not in (None, "")
+        }
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+        values = MacroValues(context, self.macro_overrides(), self.hook.macro_fallbacks())
+        self.hook.render_path_prefix(values)
+        for name in self.macro_fields:
+            setattr(self, name, _render_nested(getattr(self, name), values, pattern=False))
+        for name in self.pattern_fields:
+            setattr(self, name, _render_nested(getattr(self, name), values, pattern=True))
+
+
+def _render_nested(value: Any, values: MacroValues, pattern: bool) -> Any:
+    if isinstance(value, str):
+        if pattern:
+            return render(value, values, keep_unknown=True, escape=escape_literal)
+        return render(value, values)
+    if isinstance(value, list | tuple):
+        return type(value)(_render_nested(v, values, pattern) for v in value)
+    return value

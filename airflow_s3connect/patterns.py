@@ -1,0 +1,131 @@
+"""Key patterns: globs and DataGalaxy-style date masks, compiled once, matched per key.
+
+Pure. ``datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv`` mixes:
+
+* glob: ``*`` (within a segment), ``?`` (one character), ``[...]`` / ``[!...]`` (a class),
+  ``**`` (anything, across ``/``; ``**/`` also matches no directory at all);
+* date masks: ``{YYYY}`` ``{MM}`` ``{DD}`` ``{HH}`` ``{YYYYMM}`` ``{YYYYMMDD}`` match digits;
+* any other ``{x}``: one segment's worth of characters (no ``/``), captured as ``x``.
+
+The literal text before the first wildcard is :attr:`KeyPattern.prefix`, the ``Prefix``
+sent to ListObjectsV2: every key the pattern matches starts with it, so no listing reads
+more than it must.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from airflow_s3connect.errors import S3ConnectError
+
+
+class PatternError(S3ConnectError, ValueError):
+    """A malformed key pattern."""
+
+
+DATE_MASKS: Mapping[str, str] = {
+    "YYYY": r"\d{4}",
+    "MM": r"\d{2}",
+    "DD": r"\d{2}",
+    "HH": r"\d{2}",
+    "YYYYMM": r"\d{6}",
+    "YYYYMMDD": r"\d{8}",
+}
+_MASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    key: str
+    groups: Mapping[str, str]
+
+    @property
+    def date_parts(self) -> dict[str, str]:
+        """The date masks' values, e.g. ``{"YYYYMMDD": "20250414", "YYYYMM": "202504"}``."""
+        return {name: value for name, value in self.groups.items() if name in DATE_MASKS}
+
+
+@dataclass(frozen=True)
+class KeyPattern:
+    source: str
+    prefix: str
+    regex: re.Pattern[str] = field(repr=False)
+
+    def match(self, key: str) -> PatternMatch | None:
+        found = self.regex.fullmatch(key)
+        return PatternMatch(key, found.groupdict()) if found else None
+
+    def matches(self, key: str) -> bool:
+        return self.regex.fullmatch(key) is not None
+
+
+def is_pattern(text: str) -> bool:
+    """Whether ``text`` has any wildcard or mask (else it is a plain key or prefix)."""
+    return any(ch in text for ch in "*?[{")
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> KeyPattern:
+    """Compile ``pattern``; raises :class:`PatternError` saying what is wrong and where."""
+    out: list[str] = []
+    seen: set[str] = set()
+    prefix_end: int | None = None
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch in "*?[{" and prefix_end is None:
+            prefix_end = i
+        if ch == "*":
+            if pattern.startswith("**/", i):
+                out.append(r"(?:.*/)?")
+                i += 3
+            elif pattern.startswith("**", i):
+                out.append(r".*")
+                i += 2
+            else:
+                out.append(r"[^/]*")
+                i += 1
+        elif ch == "?":
+            out.append(r"[^/]")
+            i += 1
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end == -1:
+                raise PatternError(f"Pattern {pattern!r}: '[' at position {i} is never closed; write [[] for a '['.")
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            # Like a shell glob, a class never matches the '/' between segments.
+            out.append(f"[^/{escaped}]" if negate else f"(?:(?!/)[{escaped}])")
+            i = end + 1
+        elif ch == "{":
+            end = pattern.find("}", i)
+            if end == -1:
+                raise PatternError(f"Pattern {pattern!r}: '{{' at position {i} is never closed.")
+            name = pattern[i + 1 : end]
+            if not _MASK_NAME.fullmatch(name):
+                raise PatternError(f"Pattern {pattern!r}: {{{name}}} is not a mask name; use letters, digits and '_'.")
+            if name in seen:
+                out.append(f"(?P={name})")
+            else:
+                seen.add(name)
+                out.append(f"(?P<{name}>{DATE_MASKS.get(name, '[^/]+')})")
+            i = end + 1
+        elif ch == "}":
+            raise PatternError(f"Pattern {pattern!r}: '}}' at position {i} has no opening '{{'.")
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    prefix = pattern if prefix_end is None else pattern[:prefix_end]
+    return KeyPattern(pattern, prefix, re.compile("".join(out), re.DOTALL))
+
+
+def escape_literal(value: str) -> str:
+    """Make ``value`` match only itself inside a pattern (for macro values put into patterns)."""
+    if "{" in value or "}" in value:
+        raise PatternError(f"Value {value!r} contains a brace, which patterns cannot match literally.")
+    return re.sub(r"([*?\[])", r"[\1]", value)
