@@ -136,8 +136,8 @@ def _check_relative_path(value: str) -> str:
 class MacroValues:
     """Lazily computed macro values for one task run.
 
-    Precedence for the tenant chain: ``values`` (operator arguments) > DAG params >
-    ``fallbacks`` (the connection's fields) — and ``values`` override every macro.
+    ``values`` (operator arguments) override every macro. Below them, the tenant chain
+    reads DAG params, then ``fallbacks`` (the connection's fields).
     """
 
     def __init__(
@@ -205,27 +205,25 @@ class MacroValues:
         return _utc(moment)
 
     # -- values -----------------------------------------------------------------------
-    def _chain(self, name: str, *, params: bool, fallback: bool) -> str | None:
-        if self._values.get(name) not in (None, ""):
-            return str(self._values[name])
-        if params and self._params.get(name) not in (None, ""):
-            return str(self._params[name])
-        if fallback and self._fallbacks.get(name) not in (None, ""):
-            return str(self._fallbacks[name])
+    def _lookup(self, name: str, *, params: bool, fallback: bool) -> str | None:
+        """A value from the DAG's params, then from the connection's fields."""
+        for source, used in ((self._params, params), (self._fallbacks, fallback)):
+            if used and source.get(name) not in (None, ""):
+                return str(source[name])
         return None
 
     def _uuid(self, *parts: object) -> str:
         return str(uuid.uuid5(NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
-    def _value(self, name: str) -> str:
-        computed: dict[str, Callable[[], str | None]] = {
-            "tenant": lambda: self._chain("tenant", params=True, fallback=True),
+    def _default(self, name: str) -> str | None:
+        """A macro's value when ``values`` does not set it; None when it has no default."""
+        defaults: dict[str, Callable[[], str | None]] = {
+            "tenant": lambda: self._lookup("tenant", params=True, fallback=True),
             "root_tenant_id": lambda: (
-                self._chain("root_tenant_id", params=True, fallback=True)
-                or self._chain("tenant", params=True, fallback=True)
+                self._lookup("root_tenant_id", params=True, fallback=True) or self._value("tenant", required=False)
             ),
-            "tap": lambda: self._chain("tap", params=True, fallback=False),
-            "env_id": lambda: self._chain("env_id", params=False, fallback=True),
+            "tap": lambda: self._lookup("tap", params=True, fallback=False),
+            "env_id": lambda: self._lookup("env_id", params=False, fallback=True),
             "flow_id": lambda: self.dag_id,
             "dag_id": lambda: self.dag_id,
             "task_id": lambda: self.task_id,
@@ -235,21 +233,22 @@ class MacroValues:
             "job_id": lambda: hashlib.blake2s(
                 f"{self.dag_id}\x1f{self.run_id}\x1f{self.task_id}\x1f{self.map_index}".encode(), digest_size=5
             ).hexdigest()[:8],
-            "stream_name": lambda: self._chain("stream_name", params=False, fallback=False) or self.task_id,
+            "stream_name": lambda: self.task_id,
             "stream_id": lambda: self._uuid(self.dag_id, self._value("stream_name")),
             "connection_id": lambda: self._uuid(self.dag_id),
             "connection_run_id": lambda: self._uuid(self.dag_id, self.run_id),
             "stream_run_id": lambda: self._uuid(self.dag_id, self.run_id, self.task_id, self.map_index),
-            "extension": lambda: self._chain("extension", params=False, fallback=False),
-            "filename": lambda: self._chain("filename", params=False, fallback=False),
-            "relative_path": lambda: self._chain("relative_path", params=False, fallback=False),
             "uuid": lambda: str(uuid.uuid4()),
         }
-        if name in self._values and name not in ("tenant", "root_tenant_id", "tap", "env_id", "stream_name"):
-            value: str | None = str(self._values[name])
-        else:
-            value = computed[name]()
+        return defaults.get(name, lambda: None)()
+
+    def _value(self, name: str, required: bool = True) -> str | None:
+        """``values`` override every macro; otherwise its default. Checked safe for a key."""
+        override = self._values.get(name)
+        value = str(override) if override not in (None, "") else self._default(name)
         if value is None:
+            if not required:
+                return None
             raise MacroError(_MISSING_HELP.get(name, f"No value for {{{name}}}: pass {name}=... ."))
         if name == "relative_path":
             return _check_relative_path(value)
@@ -265,7 +264,7 @@ class MacroValues:
         if spec:
             raise MacroError(f"{{{name}:{spec}}}: only date macros take a format spec.")
         if name not in self._cache or name == "uuid":
-            self._cache[name] = self._value(name)
+            self._cache[name] = str(self._value(name))
         return self._cache[name]
 
 

@@ -125,8 +125,8 @@ class Scope:
             ref_bucket = self.bucket_for(uri_bucket)
         else:
             ref_bucket, full = self.bucket_for(bucket), self.prefix + prefix.lstrip("/")
-        if full:
-            check_key(full.rstrip("/") or "/", "prefix")
+        if full.strip("/"):
+            check_key(full.rstrip("/"), "prefix")
         if not full.startswith(self.prefix) and not self.prefix.startswith(full):
             raise ScopeError(f"Prefix {full!r} is outside the connection's scope {self.describe()}: list inside it.")
         # A prefix shorter than the scope's (e.g. "" under "a/b/") is narrowed to the scope.
