@@ -20,7 +20,7 @@ import hashlib
 import re
 import string
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError
@@ -298,26 +298,38 @@ def render(
     *,
     keep_unknown: bool = False,
     escape: Callable[[str], str] = str,
+    defer: Collection[str] = (),
 ) -> str:
     """Render ``template`` with ``macro_values``.
 
     ``keep_unknown`` leaves unknown ``{x}`` in place (patterns use them as masks);
     ``escape`` transforms each inserted value (patterns escape glob characters).
+    ``defer`` leaves the named macros in place for a second pass (per-object macros such
+    as ``{filename}``); the output is then itself a template, so literal braces stay
+    escaped and inserted values are brace-escaped.
     """
     out: list[str] = []
     for literal, name, spec, conversion in _fields(template):
-        out.append(literal)
+        out.append(_escape_braces(literal) if defer else literal)
         if name is None:
             continue
         if conversion is not None:
             raise MacroError(f"{{{name}!{conversion}}}: conversions are not supported; write {{{name}}}.")
+        if name in defer:
+            out.append("{" + name + (f":{spec}" if spec else "") + "}")
+            continue
         if name not in MACRO_NAMES:
             if keep_unknown and not spec:
                 out.append("{" + name + "}")
                 continue
             raise MacroError(_unknown_message(name))
-        out.append(escape(macro_values.render(name, spec or "")))
+        value = escape(macro_values.render(name, spec or ""))
+        out.append(_escape_braces(value) if defer else value)
     return "".join(out)
+
+
+def _escape_braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def render_key(

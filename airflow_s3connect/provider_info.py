@@ -32,6 +32,17 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "S3 Connect", "python-modules": ["airflow_s3connect.hooks.s3connect"]}],
+        "operators": [
+            {
+                "integration-name": "S3 Connect",
+                "python-modules": [
+                    "airflow_s3connect.operators.put_object",
+                    "airflow_s3connect.operators.get_object",
+                    "airflow_s3connect.operators.list_objects",
+                ],
+            }
+        ],
+        "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -132,6 +132,10 @@ class Scope:
         # A prefix shorter than the scope's (e.g. "" under "a/b/") is narrowed to the scope.
         return ObjectRef(ref_bucket, full if len(full) >= len(self.prefix) else self.prefix)
 
+    def relative(self, key: str) -> str:
+        """A full key as operators return it: relative to ``path_prefix`` (what ``resolve`` takes back)."""
+        return key[len(self.prefix) :] if key.startswith(self.prefix) else key
+
     def check(self, bucket: str, key: str) -> ObjectRef:
         """Refuse a full (bucket, key) outside the scope."""
         check_key(key)

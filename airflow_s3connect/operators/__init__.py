@@ -1,1 +1,7 @@
-"""Operators of airflow-s3connect."""
+"""Operators of airflow-s3connect: Put, Get and List Objects."""
+
+from airflow_s3connect.operators.get_object import S3GetObjectOperator
+from airflow_s3connect.operators.list_objects import S3ListObjectsOperator
+from airflow_s3connect.operators.put_object import S3PutObjectOperator
+
+__all__ = ["S3GetObjectOperator", "S3ListObjectsOperator", "S3PutObjectOperator"]

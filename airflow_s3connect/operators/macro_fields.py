@@ -28,6 +28,8 @@ class MacroFieldsMixin:
 
     macro_fields: Sequence[str] = ()
     pattern_fields: Sequence[str] = ()
+    #: Per-object macros left in ``macro_fields`` for :meth:`render_deferred` (e.g. ``{filename}``).
+    deferred_macros: Sequence[str] = ()
     s3connect_conn_id: str = DEFAULT_CONN_ID
     tenant: str | None = None
     tap: str | None = None
@@ -50,16 +52,20 @@ class MacroFieldsMixin:
         values = MacroValues(context, self.macro_overrides(), self.hook.macro_fallbacks())
         self.hook.render_path_prefix(values)
         for name in self.macro_fields:
-            setattr(self, name, _render_nested(getattr(self, name), values, pattern=False))
+            setattr(self, name, _render_nested(getattr(self, name), values, False, self.deferred_macros))
         for name in self.pattern_fields:
-            setattr(self, name, _render_nested(getattr(self, name), values, pattern=True))
+            setattr(self, name, _render_nested(getattr(self, name), values, True, ()))
+
+    def render_deferred(self, template: str, context: Any, **values: Any) -> str:
+        """Second pass over a macro field: the per-object macros, with this object's values."""
+        return render(template, MacroValues(context, {**self.macro_overrides(), **values}, self.hook.macro_fallbacks()))
 
 
-def _render_nested(value: Any, values: MacroValues, pattern: bool) -> Any:
+def _render_nested(value: Any, values: MacroValues, pattern: bool, defer: Sequence[str]) -> Any:
     if isinstance(value, str):
         if pattern:
             return render(value, values, keep_unknown=True, escape=escape_literal)
-        return render(value, values)
+        return render(value, values, defer=defer)
     if isinstance(value, list | tuple):
-        return type(value)(_render_nested(v, values, pattern) for v in value)
+        return type(value)(_render_nested(v, values, pattern, defer) for v in value)
     return value

@@ -1,0 +1,249 @@
+"""S3GetObjectOperator: one key or every match under a prefix, to local files, atomically."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.operators.list_objects import listing_query
+from airflow_s3connect.scope import Scope
+from airflow_s3connect.transfer import (
+    Downloaded,
+    Downloader,
+    DownloadTask,
+    Lister,
+    ObjectInfo,
+    Watermark,
+    archive_object,
+    delete_object,
+    local_path_for,
+    read_object,
+)
+
+#: XCom key of the watermark state of ``incremental="watermark"``.
+WATERMARK_XCOM_KEY = "s3connect_watermark"
+#: Default size cap of ``read_into_xcom``.
+MAX_XCOM_BYTES = 1024 * 1024
+#: Name of the default manifest inside local_dir.
+MANIFEST_NAME = ".s3connect-manifest.jsonl"
+
+Incremental = Literal["interval", "watermark"] | None
+After = Literal["keep", "delete", "archive"]
+
+
+class EmptyMatchError(ValueError):
+    """Nothing matched and ``fail_on_empty`` is set."""
+
+
+class S3GetObjectOperator(S3ConnectOperator):
+    """Download one object, or every object under a prefix matching a pattern, to ``local_dir``.
+
+    Files are written to a temporary file beside the target and renamed when complete:
+    a failure leaves no partial file. ``max_concurrency`` (from the connection) workers
+    share one client; a small object costs one GET (no HEAD), a large one is fetched in
+    parallel byte ranges, and memory stays O(concurrency x 256 KiB) whatever the size.
+
+    :param key: one object (relative to path_prefix, macros allowed; ``s3://`` for a full
+        location). Lands as ``local_dir/<last segment>``. Needs s3:GetObject only.
+    :param prefix: download every object under this prefix (structure relative to it kept).
+        Needs s3:ListBucket + s3:GetObject.
+    :param pattern: only keys (relative to ``prefix``) matching this glob / date-mask pattern.
+    :param local_dir: where files go (created if missing).
+    :param incremental: ``None`` (everything), ``"interval"`` (LastModified within the
+        run's data interval, widened by ``lookback``: idempotent and backfill-safe) or
+        ``"watermark"`` (what the last successful run of this task had not seen; its state
+        is that run's XCom ``s3connect_watermark``).
+    :param lookback: how far before the interval start ``"interval"`` also looks (a
+        multipart object's LastModified is its upload's start). timedelta or seconds.
+    :param skip_unchanged: do not refetch a file whose size and LastModified match (the
+        local mtime is stamped with LastModified); for one key, a conditional GET.
+    :param after: ``"keep"``, ``"delete"`` or ``"archive"`` (move under ``archive_prefix``),
+        each only once the local file is complete. Needs s3:DeleteObject (archive also
+        s3:PutObject on the archive prefix).
+    :param archive_prefix: where ``after="archive"`` moves objects (relative to path_prefix),
+        keeping their path relative to ``prefix``.
+    :param read_into_xcom: return the content of ``key`` (text) instead of writing a file.
+    :param max_xcom_bytes: size limit of ``read_into_xcom`` (default 1 MiB).
+    :param encoding: text encoding for ``read_into_xcom``.
+    :param fail_on_empty: fail when nothing matched (default: succeed with an empty list).
+
+    Returns ``[{key, uri, local_path, size, etag, last_modified, skipped}]`` (keys relative
+    to path_prefix), or past ``max_xcom_objects`` a manifest (default ``local_dir/.s3connect-manifest.jsonl``).
+    """
+
+    template_fields: Sequence[str] = (
+        "key",
+        "prefix",
+        "pattern",
+        "bucket",
+        "local_dir",
+        "archive_prefix",
+        "manifest_path",
+        "manifest_key",
+        "tenant",
+    )
+    macro_fields = ("key", "prefix", "archive_prefix", "manifest_key")
+    pattern_fields = ("pattern",)
+
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        prefix: str | None = None,
+        pattern: str | None = None,
+        local_dir: str | None = None,
+        incremental: Incremental = None,
+        lookback: datetime.timedelta | int = 0,
+        skip_unchanged: bool = False,
+        after: After = "keep",
+        archive_prefix: str | None = None,
+        read_into_xcom: bool = False,
+        max_xcom_bytes: int = MAX_XCOM_BYTES,
+        encoding: str = "utf-8",
+        fail_on_empty: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (key is None) == (prefix is None and pattern is None):
+            raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+        if incremental not in (None, "interval", "watermark"):
+            raise ValueError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
+        if incremental and key is not None:
+            raise ValueError("incremental applies to prefix/pattern downloads, not to one key.")
+        if after not in ("keep", "delete", "archive"):
+            raise ValueError(f"after={after!r}: use 'keep', 'delete' or 'archive'.")
+        if after == "archive" and not archive_prefix:
+            raise ValueError("after='archive' needs archive_prefix=... (where objects are moved).")
+        if read_into_xcom and key is None:
+            raise ValueError("read_into_xcom=True reads one object: give key=... .")
+        if not read_into_xcom and not local_dir:
+            raise ValueError("Give local_dir=... (where files go), or read_into_xcom=True for one small object.")
+        self.key = key
+        self.prefix = prefix
+        self.pattern = pattern
+        self.local_dir = local_dir
+        self.incremental = incremental
+        self.lookback = lookback if isinstance(lookback, datetime.timedelta) else datetime.timedelta(seconds=lookback)
+        self.skip_unchanged = skip_unchanged
+        self.after = after
+        self.archive_prefix = archive_prefix
+        self.read_into_xcom = read_into_xcom
+        self.max_xcom_bytes = max_xcom_bytes
+        self.encoding = encoding
+        self.fail_on_empty = fail_on_empty
+
+    def execute(self, context: Any) -> Any:
+        scope = self.hook.scope_settings.scope
+        if self.read_into_xcom:
+            assert self.key is not None
+            ref = self.hook.resolve(self.key, self.bucket)
+            content = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
+            self.record_lineage(inputs=[ref.uri])
+            try:
+                return content.decode(self.encoding)
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"{ref.uri} is not {self.encoding} text: set encoding=... or download it to local_dir."
+                ) from None
+        local_dir = Path(str(self.local_dir)).expanduser()
+        if self.key is not None:
+            ref = self.hook.resolve(self.key, self.bucket)
+            bucket, base = ref.bucket, ref.key.rpartition("/")[0]
+            name = PurePosixPath(ref.key).name
+            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, local_path_for(name, "", local_dir))])
+            watermark = None
+            lister = None
+        else:
+            bucket, query = listing_query(scope, self.prefix or "", self.pattern, self.bucket, **self._window(context))
+            base = query.base
+            lister = Lister(self.client, bucket, query)
+            watermark = self._previous_watermark(context) if self.incremental == "watermark" else None
+            tasks = self._plan(lister, base, local_dir, watermark)
+
+        downloader = Downloader(
+            self.client,
+            bucket,
+            self.transfer_config(),
+            skip_unchanged=self.skip_unchanged,
+            after=self._after(scope, bucket, base),
+        )
+        sink = self.open_sink(local_dir / MANIFEST_NAME)
+        uris: list[str] = []
+        for done in downloader.download(tasks):
+            sink.add(self._entry(scope, bucket, done), done.size)
+            if len(uris) <= 100:
+                uris.append(f"s3://{bucket}/{done.key}")
+        if lister is not None:
+            self.log.info("Listed %d objects in %d requests", lister.scanned, lister.requests)
+        self.log.info("Downloaded %d objects (%d bytes) to %s", sink.count, sink.bytes, local_dir)
+        if self.incremental == "watermark" and self._new_watermark is not None:
+            context["ti"].xcom_push(key=WATERMARK_XCOM_KEY, value=self._new_watermark.to_json())
+        if sink.count == 0 and self.fail_on_empty:
+            raise EmptyMatchError(f"Nothing to download from s3://{bucket}/{base} (fail_on_empty=True).")
+        self.persist_console_link(context, bucket, base)
+        self.record_lineage(inputs=lineage_uris(uris, f"s3://{bucket}/{base}"))
+        return self.sink_result(sink)
+
+    # -- planning -------------------------------------------------------------------------
+    def _window(self, context: Any) -> dict[str, datetime.datetime]:
+        """``incremental="interval"``: LastModified in [start - lookback, end)."""
+        if self.incremental != "interval":
+            return {}
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if start is None or end is None or start == end:
+            raise ValueError(
+                "incremental='interval' needs a run with a data interval (a scheduled DAG whose "
+                "timetable has intervals, e.g. CronDataIntervalTimetable); this run has none. "
+                "Use incremental='watermark' for manual or asset-triggered runs."
+            )
+        return {"modified_since": start - self.lookback, "modified_until": end}
+
+    def _previous_watermark(self, context: Any) -> Watermark:
+        ti = context["ti"]
+        previous = ti.get_previous_ti(state="success", map_index=ti.map_index)
+        if previous is None:
+            return Watermark()
+        state = ti.xcom_pull(
+            task_ids=self.task_id, key=WATERMARK_XCOM_KEY, run_id=previous.run_id, map_indexes=ti.map_index
+        )
+        return Watermark.from_json(state)
+
+    def _plan(self, lister: Lister, base: str, local_dir: Path, watermark: Watermark | None) -> Iterator[DownloadTask]:
+        self._new_watermark = watermark
+        for entry in lister:
+            if not isinstance(entry, ObjectInfo):
+                continue
+            if watermark is not None:
+                if not watermark.admits(entry):
+                    continue
+                assert self._new_watermark is not None
+                self._new_watermark = self._new_watermark.advance(entry)
+            yield DownloadTask(
+                entry.key, local_path_for(entry.key, base, local_dir), entry.size, entry.etag, entry.last_modified
+            )
+
+    _new_watermark: Watermark | None = None
+
+    def _after(self, scope: Scope, bucket: str, base: str) -> Any:
+        if self.after == "keep":
+            return None
+        client = self.client
+        if self.after == "delete":
+            return lambda done: delete_object(client, bucket, done.key)
+        assert self.archive_prefix is not None
+        archive = scope.resolve_prefix(self.archive_prefix, bucket).key
+        archive = archive if archive.endswith("/") else archive + "/"
+
+        def move(done: Downloaded) -> None:
+            relative = done.key[len(base) :].lstrip("/") if done.key.startswith(base) else PurePosixPath(done.key).name
+            target = scope.check(bucket, archive + relative).key
+            archive_object(client, bucket, done.key, target, done.etag, done.size)
+
+        return move
+
+    @staticmethod
+    def _entry(scope: Scope, bucket: str, done: Downloaded) -> dict[str, Any]:
+        return {**done.as_dict(), "key": scope.relative(done.key), "uri": f"s3://{bucket}/{done.key}"}

@@ -1,0 +1,134 @@
+"""S3ListObjectsOperator: keys (or metadata) under a prefix, filtered while streaming."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_s3connect.operators.base import S3ConnectOperator, parse_moment
+from airflow_s3connect.patterns import compile_pattern
+from airflow_s3connect.scope import Scope
+from airflow_s3connect.transfer import CommonPrefix, Lister, ListQuery, ObjectInfo
+
+#: Seed 002's default cap on one listing.
+MAX_OBJECTS = 100_000
+
+
+def listing_query(
+    scope: Scope,
+    prefix: str,
+    pattern: str | None,
+    bucket: str | None,
+    **options: Any,
+) -> tuple[str, ListQuery]:
+    """Resolve ``prefix`` (relative to path_prefix) and compile ``pattern`` (relative to it)
+    into the bucket and query to list: shared by List, Get and the sensor."""
+    ref = scope.resolve_prefix(prefix or "", bucket)
+    return ref.bucket, ListQuery(base=ref.key, pattern=compile_pattern(pattern) if pattern else None, **options)
+
+
+def object_entry(scope: Scope, bucket: str, info: ObjectInfo) -> dict[str, Any]:
+    """One listed object as operators return it: ``key`` relative to path_prefix, plus ``uri``."""
+    return {**info.as_dict(), "key": scope.relative(info.key), "uri": f"s3://{bucket}/{info.key}"}
+
+
+class S3ListObjectsOperator(S3ConnectOperator):
+    """List objects under a prefix, optionally filtered by pattern and modification time.
+
+    Pages are streamed (memory: one page plus what is kept), the pattern's literal part is
+    sent to S3 as the Prefix, and requests = ceil(listed / 1,000). Needs s3:ListBucket only.
+
+    :param prefix: where to list, relative to the connection's path_prefix (macros allowed);
+        ``s3://bucket/prefix`` for a full location.
+    :param pattern: glob / date-mask pattern matched against keys relative to ``prefix``
+        (``*.csv``, ``{YYYYMMDD}/part-*.parquet``, ``**/*.json``).
+    :param delimiter: e.g. ``/``: list one level; directories are returned as keys ending
+        with the delimiter (``{"prefix": ...}`` with include_metadata).
+    :param modified_since: keep objects modified at or after (datetime or ISO string).
+    :param modified_until: keep objects modified before (exclusive).
+    :param start_after: list keys after this one (relative to path_prefix).
+    :param max_objects: stop after this many results (default 100,000; 0 or None: no limit).
+    :param include_metadata: return dicts (key, uri, size, etag, last_modified,
+        storage_class) instead of keys.
+
+    Returns keys relative to the connection's path_prefix, so
+    ``S3GetObjectOperator.partial(...).expand(key=list_task.output)`` fetches them.
+    Beyond ``max_xcom_objects`` results, see :class:`S3ConnectOperator` (manifest).
+    """
+
+    template_fields: Sequence[str] = (
+        "prefix",
+        "pattern",
+        "bucket",
+        "start_after",
+        "modified_since",
+        "modified_until",
+        "manifest_path",
+        "manifest_key",
+        "tenant",
+    )
+    macro_fields = ("prefix", "start_after", "manifest_key")
+    pattern_fields = ("pattern",)
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        pattern: str | None = None,
+        delimiter: str | None = None,
+        modified_since: datetime.datetime | str | None = None,
+        modified_until: datetime.datetime | str | None = None,
+        start_after: str | None = None,
+        max_objects: int | None = MAX_OBJECTS,
+        include_metadata: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prefix = prefix
+        self.pattern = pattern
+        self.delimiter = delimiter
+        self.modified_since = modified_since
+        self.modified_until = modified_until
+        self.start_after = start_after
+        self.max_objects = max_objects
+        self.include_metadata = include_metadata
+
+    def execute(self, context: Any) -> Any:
+        scope = self.hook.scope_settings.scope
+        bucket, query = listing_query(
+            scope,
+            self.prefix,
+            self.pattern,
+            self.bucket,
+            delimiter=self.delimiter,
+            start_after=scope.resolve(self.start_after, self.bucket).key if self.start_after else None,
+            modified_since=parse_moment(self.modified_since, "modified_since"),
+            modified_until=parse_moment(self.modified_until, "modified_until"),
+            max_objects=self.max_objects or None,
+        )
+        lister = Lister(self.client, bucket, query)
+        sink = self.open_sink()
+        for entry in lister:
+            if isinstance(entry, CommonPrefix):
+                relative = scope.relative(entry.prefix)
+                sink.add(
+                    {"prefix": relative, "uri": f"s3://{bucket}/{entry.prefix}"} if self.include_metadata else relative
+                )
+            else:
+                sink.add(
+                    object_entry(scope, bucket, entry) if self.include_metadata else scope.relative(entry.key),
+                    entry.size,
+                )
+        self.log.info(
+            "Listed s3://%s/%s: %d results of %d objects scanned in %d requests%s",
+            bucket,
+            query.prefix,
+            sink.count,
+            lister.scanned,
+            lister.requests,
+            f"; stopped at max_objects={self.max_objects}" if lister.truncated else "",
+        )
+        self.persist_console_link(context, bucket, query.prefix)
+        self.record_lineage(inputs=[f"s3://{bucket}/{query.prefix}"])
+        return self.sink_result(sink, truncated=lister.truncated, requests=lister.requests)

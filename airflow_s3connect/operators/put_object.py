@@ -1,0 +1,286 @@
+"""S3PutObjectOperator: local files, data or records to S3, with conditional writes."""
+
+from __future__ import annotations
+
+import glob
+import io
+import mimetypes
+import os
+import posixpath
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from airflow.sdk import Asset, AssetAlias
+
+from airflow_s3connect.formats import RecordFormat, encode_records, get_format, write_parquet
+from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Uploader, relative_posix
+
+#: Per-object macros, rendered for each file rather than once per task.
+PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".zip")
+CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+
+
+def file_extension(name: str) -> str:
+    """``{extension}`` of a file: its last suffix, or the last two for compressed files (``csv.gz``)."""
+    suffixes = Path(name).suffixes
+    if len(suffixes) >= 2 and suffixes[-1] in _COMPRESSED_SUFFIXES:
+        return "".join(suffixes[-2:])[1:]
+    return suffixes[-1][1:] if suffixes else ""
+
+
+def expand_source(source: str | Sequence[str]) -> Iterator[tuple[Path, str]]:
+    """(file, relative path) for a file, a directory (recursive) or a glob, in sorted order.
+
+    The relative path is what ``{relative_path}`` and a key ending in '/' use: relative to
+    the directory given, or to the glob's literal directory.
+    """
+    sources = [source] if isinstance(source, str) else list(source)
+    for item in sources:
+        path = Path(item).expanduser()
+        if glob.has_magic(item):
+            root = Path(item.split("*")[0].split("?")[0].split("[")[0]).expanduser()
+            root = root if str(item).split("*")[0].endswith(os.sep) else root.parent
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            files = [p for p in matches if p.is_file()]
+            if not files:
+                raise FileNotFoundError(f"source={item!r} matches no file.")
+            for file in files:
+                yield file, relative_posix(file, root)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            for file in files:
+                yield file, relative_posix(file, path)
+        elif path.is_file():
+            yield path, path.name
+        else:
+            raise FileNotFoundError(f"source={item!r} is neither a file, a directory nor a glob matching files.")
+
+
+class S3PutObjectOperator(S3ConnectOperator):
+    """Write local files, data or records to S3. Needs s3:PutObject only, even with overwrite off.
+
+    Exactly one of:
+
+    :param source: a local file, a directory (recursive; structure kept under ``key``) or
+        a glob (``/data/out/**/*.csv``), or a list of them.
+    :param data: ``str``, ``bytes``, a readable binary file object, an iterator of
+        ``bytes`` (streamed part by part, never held whole), or a callable returning one
+        of those (called in the task, so a generator is never built at parse time).
+    :param records: an iterable of dicts (or a callable returning one), written as
+        ``format`` in bounded memory.
+
+    :param key: target key, relative to the connection's path_prefix, macros allowed
+        (``exports/{tenant}/{date}/{connection_run_id}.{extension}``). Per-object macros
+        ``{filename}``, ``{relative_path}``, ``{extension}``, ``{uuid}`` are rendered for each
+        file. For ``source``, a key ending in '/' (or empty) is a prefix: files land at
+        ``key + relative path``.
+    :param format: records format: csv, csv.gz, jsonl, jsonl.gz or parquet (parquet needs
+        the ``parquet`` extra). ``{extension}`` follows it.
+    :param overwrite: False makes the write conditional (``If-None-Match: *``): it fails
+        with KeyExistsError if the key exists, atomically, so of concurrent writers exactly
+        one wins.
+    :param content_type: default: guessed from the key (or the format).
+    :param metadata: user metadata (``x-amz-meta-*``).
+    :param server_side_encryption: ``AES256`` or ``aws:kms`` (with ``kms_key_id``).
+    :param kms_key_id: KMS key id or ARN for ``aws:kms``.
+    :param storage_class: e.g. ``STANDARD_IA``, ``INTELLIGENT_TIERING``, ``GLACIER_IR``.
+    :param checksum_algorithm: CRC32 (default), CRC32C, SHA1, SHA256 or CRC64NVME; S3
+        verifies it on receipt.
+
+    Large objects go multipart through s3transfer (``multipart_threshold``,
+    ``chunk_size``, the connection's ``max_concurrency``); a failed multipart upload is
+    aborted. Returns ``[{bucket, key, size, etag, version_id, checksum}]``. Every
+    :class:`~airflow.sdk.AssetAlias` in ``outlets`` receives an asset event per ``s3://``
+    URI written; an :class:`~airflow.sdk.Asset` outlet gets the counts as its event extra.
+    """
+
+    template_fields: Sequence[str] = (
+        "key",
+        "source",
+        "data",
+        "records",
+        "bucket",
+        "metadata",
+        "content_type",
+        "manifest_path",
+        "manifest_key",
+        "tenant",
+    )
+    macro_fields = ("key", "manifest_key")
+    deferred_macros = PER_OBJECT_MACROS
+
+    def __init__(
+        self,
+        *,
+        key: str = "",
+        source: str | Sequence[str] | None = None,
+        data: Any = None,
+        records: Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+        format: str | None = None,
+        overwrite: bool = True,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        server_side_encryption: str | None = None,
+        kms_key_id: str | None = None,
+        storage_class: str | None = None,
+        checksum_algorithm: str = "CRC32",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        given = [
+            name for name, value in (("source", source), ("data", data), ("records", records)) if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(f"Give exactly one of source=, data= or records= (got {', '.join(given) or 'none'}).")
+        if records is not None and format is None:
+            raise ValueError("records=... needs format=... (csv, csv.gz, jsonl, jsonl.gz or parquet).")
+        if format is not None:
+            get_format(format)
+        if source is None and not key:
+            raise ValueError("data= and records= need key=... (the object to write).")
+        if checksum_algorithm.upper() not in CHECKSUM_ALGORITHMS:
+            raise ValueError(f"checksum_algorithm={checksum_algorithm!r}: use one of {', '.join(CHECKSUM_ALGORITHMS)}.")
+        if server_side_encryption is not None and server_side_encryption not in SSE_ALGORITHMS:
+            raise ValueError(
+                f"server_side_encryption={server_side_encryption!r}: use one of {', '.join(SSE_ALGORITHMS)}."
+            )
+        if kms_key_id and not (server_side_encryption or "").startswith("aws:kms"):
+            raise ValueError("kms_key_id needs server_side_encryption='aws:kms'.")
+        self.key = key
+        self.source = source
+        self.data = data
+        self.records = records
+        self.format = format
+        self.overwrite = overwrite
+        self.content_type = content_type
+        self.metadata = dict(metadata or {})
+        self.server_side_encryption = server_side_encryption
+        self.kms_key_id = kms_key_id
+        self.storage_class = storage_class
+        self.checksum_algorithm = checksum_algorithm.upper()
+
+    def _options(self) -> PutOptions:
+        return PutOptions(
+            overwrite=self.overwrite,
+            content_type=self.content_type,
+            metadata=self.metadata,
+            server_side_encryption=self.server_side_encryption,
+            kms_key_id=self.kms_key_id,
+            storage_class=self.storage_class,
+            checksum_algorithm=self.checksum_algorithm,
+        )
+
+    def execute(self, context: Any) -> Any:
+        bucket = self.hook.scope_settings.scope.bucket_for(self.bucket)
+        sink = self.open_sink()
+        written: list[Uploaded] = []
+        with (
+            tempfile.TemporaryDirectory(prefix="s3connect-put-") as scratch,
+            Uploader(self.client, bucket, self.transfer_config(), self._options()) as uploader,
+        ):
+            if self.source is not None:
+                self._queue_files(context, uploader)
+            elif self.records is not None:
+                self._queue_records(context, uploader, Path(scratch))
+            else:
+                self._queue_data(context, uploader)
+            for done in uploader.results():
+                sink.add(done.as_dict(), done.size)
+                if len(written) <= 1000:
+                    written.append(done)
+        self.log.info(
+            "Wrote %d objects (%d bytes) to s3://%s%s",
+            sink.count,
+            sink.bytes,
+            bucket,
+            "" if self.overwrite else " (conditional writes: overwrite off)",
+        )
+        self._emit_assets(context, written, sink.count, sink.bytes)
+        # The deepest directory holding every key written: where the console link opens.
+        prefix = posixpath.commonpath([posixpath.dirname(w.key) for w in written]) if written else ""
+        prefix = prefix + "/" if prefix else ""
+        self.persist_console_link(context, bucket, prefix)
+        self.record_lineage(outputs=lineage_uris([w.uri for w in written], f"s3://{bucket}/{prefix}"))
+        return self.sink_result(sink)
+
+    # -- sources ----------------------------------------------------------------------------
+    def _key(self, context: Any, **values: str) -> str:
+        """This object's key: per-object macros rendered; for files, a '/'-ended key is a prefix."""
+        rendered = self.render_deferred(self.key, context, **values)
+        if "relative_path" in values and (not rendered or rendered.endswith("/")):
+            rendered += values["relative_path"]
+        return self.hook.resolve(rendered, self.bucket).key
+
+    def _queue_files(self, context: Any, uploader: Uploader) -> None:
+        assert self.source is not None
+        files = list(expand_source(self.source))
+        if (
+            len(files) > 1
+            and self.key
+            and not self.key.endswith("/")
+            and not any("{" + name in self.key for name in ("filename", "relative_path", "uuid"))
+        ):
+            raise ValueError(
+                f"{len(files)} files would all be written to key {self.key!r}: end the key with '/' or use "
+                "{relative_path}, {filename} or {uuid} in it."
+            )
+        keys: dict[str, Path] = {}
+        for path, relative in files:
+            key = self._key(
+                context, filename=path.name, relative_path=relative, extension=file_extension(path.name) or "bin"
+            )
+            if key in keys:
+                raise ValueError(f"{keys[key]} and {path} would both be written to {key!r}: make keys unique.")
+            keys[key] = path
+        for key, path in keys.items():
+            uploader.put_file(path, key, mimetypes.guess_type(path.name)[0])
+
+    def _queue_records(self, context: Any, uploader: Uploader, scratch: Path) -> None:
+        fmt: RecordFormat = get_format(str(self.format))
+        key = self._key(context, extension=fmt.extension, filename=f"{self.task_id}.{fmt.extension}")
+        records = self.records() if callable(self.records) else self.records
+        assert records is not None
+        if fmt.name == "parquet":
+            path = scratch / "records.parquet"
+            rows = write_parquet(records, path)
+            self.log.info("Wrote %d records as parquet (%d bytes)", rows, path.stat().st_size)
+            uploader.put_file(path, key, fmt.content_type)
+        else:
+            uploader.put_stream(ChunkStream(encode_records(records, fmt)), key, fmt.content_type)
+
+    def _queue_data(self, context: Any, uploader: Uploader) -> None:
+        data = self.data() if callable(self.data) else self.data
+        stream: IO[bytes] | ChunkStream
+        if isinstance(data, str):
+            stream = io.BytesIO(data.encode("utf-8"))
+        elif isinstance(data, bytes | bytearray | memoryview):
+            stream = io.BytesIO(bytes(data))
+        elif hasattr(data, "read"):
+            stream = data
+        elif isinstance(data, Iterable):
+            stream = ChunkStream(data)
+        else:
+            raise TypeError(
+                f"data is a {type(data).__name__}: give str, bytes, a binary file object or an iterator of bytes."
+            )
+        extension = get_format(self.format).extension if self.format else "bin"
+        key = self._key(context, extension=extension, filename=f"{self.task_id}.{extension}")
+        uploader.put_stream(stream, key, mimetypes.guess_type(key)[0])
+
+    # -- assets -----------------------------------------------------------------------------
+    def _emit_assets(self, context: Any, written: list[Uploaded], count: int, size: int) -> None:
+        """One asset event per object written, for each AssetAlias outlet; counts for Asset outlets."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                for done in written:
+                    outlet_events[outlet].add(Asset(done.uri), extra={"size": done.size, "etag": done.etag})
+            elif isinstance(outlet, Asset):
+                outlet_events[outlet].extra = {"objects": count, "bytes": size}

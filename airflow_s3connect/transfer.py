@@ -1,0 +1,854 @@
+"""The transfer engine: streamed listings, parallel atomic downloads, uploads through s3transfer.
+
+No Airflow here; operators only wire these pieces. Planning (which objects, which local
+paths, what is new since the last run) is pure and lives in functions and small value
+types; doing (requests, threads, files) lives in :class:`Lister`, :class:`Downloader`
+and :class:`Uploader`.
+
+Why downloads are not s3transfer's: it needs every object's size before it starts,
+which costs a HeadObject per key unless the caller knows it. Ours takes the size from
+the listing when there is one, and otherwise asks for the first chunk as a ranged GET,
+whose Content-Range tells the size: one request for any object up to a chunk, no HEAD,
+ever. Parts are written in place (``pwrite``) into a temporary file beside the target
+and renamed when complete, with the ETag pinned (``If-Match``) so an object replaced
+mid-download fails instead of mixing versions. Uploads are s3transfer's: multipart,
+non-seekable streams and aborting failed multipart uploads are exactly what it does well.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.futures import TransferFuture
+from s3transfer.manager import TransferConfig as S3TransferConfig
+from s3transfer.manager import TransferManager
+from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
+from airflow_s3connect.errors import S3ConnectError, translate, translated
+from airflow_s3connect.patterns import KeyPattern
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+KiB = 1024
+MiB = 1024 * KiB
+#: S3's page size for ListObjectsV2: requests per listing = ceil(listed / 1000).
+PAGE_SIZE = 1000
+#: CopyObject's limit; bigger archives need a multipart copy.
+MAX_COPY_BYTES = 5 * 1024 * MiB
+
+
+class LocalPathError(S3ConnectError, ValueError):
+    """A key would be written outside the local directory, or the local path cannot be used."""
+
+
+class ObjectChangedError(S3ConnectError):
+    """The object was replaced while its parts were being downloaded."""
+
+
+class TransferInterrupted(S3ConnectError):
+    """A response body kept breaking off after every retry."""
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How a transfer uses the network; ``max_concurrency`` comes from the connection.
+
+    :param max_concurrency: requests in flight (download workers, multipart parts).
+    :param chunk_size: bytes per ranged GET and per multipart part.
+    :param multipart_threshold: objects above this are fetched in ranges / uploaded in parts.
+    :param read_size: bytes read from a response body at a time.
+    :param max_attempts: tries of one part when its body breaks off (connection reset, timeout).
+    """
+
+    max_concurrency: int = 8
+    chunk_size: int = 8 * MiB
+    multipart_threshold: int = 8 * MiB
+    read_size: int = 256 * KiB
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 5 * MiB:
+            raise ValueError(f"chunk_size {self.chunk_size} is below S3's 5 MiB part minimum: use at least 5 MiB.")
+        if not 1 <= self.max_concurrency <= 64:
+            raise ValueError(f"max_concurrency {self.max_concurrency} must be within 1..64.")
+
+
+# --------------------------------------------------------------------------- listing
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a listing (or a GET) described it."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime.datetime
+    storage_class: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified.isoformat(),
+            "storage_class": self.storage_class,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CommonPrefix:
+    """A "directory" of a listing with a delimiter."""
+
+    prefix: str
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """What to list: everything here is applied while streaming, nothing after.
+
+    ``base`` is the full key prefix listed; ``pattern`` matches keys relative to it, and
+    its literal part is added to the ``Prefix`` sent to S3, so no call lists more than it
+    must. ``modified_until`` is exclusive, so consecutive windows never count an object twice.
+    """
+
+    base: str = ""
+    pattern: KeyPattern | None = None
+    delimiter: str | None = None
+    start_after: str | None = None
+    modified_since: datetime.datetime | None = None
+    modified_until: datetime.datetime | None = None
+    max_objects: int | None = None
+    include_folder_markers: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return self.base + (self.pattern.prefix if self.pattern is not None else "")
+
+    def admits(self, info: ObjectInfo) -> bool:
+        if info.key.endswith("/") and not self.include_folder_markers:
+            return False
+        if self.pattern is not None and not self.pattern.matches(info.key[len(self.base) :]):
+            return False
+        if self.modified_since is not None and info.last_modified < self.modified_since:
+            return False
+        return self.modified_until is None or info.last_modified < self.modified_until
+
+
+class Lister:
+    """Streams ListObjectsV2 pages; memory holds one page. Counts what it did.
+
+    Stops asking for pages once ``max_objects`` results were yielded (``truncated`` then
+    tells whether more existed).
+    """
+
+    def __init__(self, client: S3Client, bucket: str, query: ListQuery) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.query = query
+        self.requests = 0
+        self.scanned = 0
+        self.truncated = False
+
+    def __iter__(self) -> Iterator[ObjectInfo | CommonPrefix]:
+        query = self.query
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": query.prefix, "MaxKeys": PAGE_SIZE}
+        if query.delimiter:
+            params["Delimiter"] = query.delimiter
+        if query.start_after:
+            params["StartAfter"] = query.start_after
+        yielded = 0
+        limit = query.max_objects or None
+        while True:
+            with translated("ListObjectsV2", self.bucket, query.prefix):
+                page = self.client.list_objects_v2(**params)
+            self.requests += 1
+            entries: list[ObjectInfo | CommonPrefix] = [
+                CommonPrefix(p["Prefix"]) for p in page.get("CommonPrefixes", [])
+            ]
+            for item in page.get("Contents", []):
+                self.scanned += 1
+                info = ObjectInfo(
+                    item["Key"], item["Size"], item["ETag"], item["LastModified"], item.get("StorageClass")
+                )
+                if query.admits(info):
+                    entries.append(info)
+            # Directories and objects interleave in key order, as S3 sorts them.
+            entries.sort(key=lambda e: e.prefix if isinstance(e, CommonPrefix) else e.key)
+            for entry in entries:
+                if limit is not None and yielded >= limit:
+                    self.truncated = True
+                    return
+                yield entry
+                yielded += 1
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+            params.pop("StartAfter", None)
+
+
+# --------------------------------------------------------------------------- incremental state
+@dataclass(frozen=True)
+class Watermark:
+    """What earlier runs have seen: the newest LastModified, and the keys sharing it.
+
+    S3 times have one-second resolution, so an object written in the same second as the
+    watermark but after the listing is only recognised as new by its key.
+    """
+
+    time: datetime.datetime | None = None
+    keys: frozenset[str] = frozenset()
+
+    def admits(self, info: ObjectInfo) -> bool:
+        if self.time is None or info.last_modified > self.time:
+            return True
+        return info.last_modified == self.time and info.key not in self.keys
+
+    def advance(self, info: ObjectInfo) -> Watermark:
+        if self.time is None or info.last_modified > self.time:
+            return Watermark(info.last_modified, frozenset({info.key}))
+        if info.last_modified == self.time:
+            return Watermark(self.time, self.keys | {info.key})
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat() if self.time else None, "keys": sorted(self.keys)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> Watermark:
+        if not value or not value.get("time"):
+            return cls()
+        return cls(datetime.datetime.fromisoformat(value["time"]), frozenset(value.get("keys", ())))
+
+
+# --------------------------------------------------------------------------- planning downloads
+def local_path_for(key: str, base_prefix: str, local_dir: Path) -> Path:
+    """Where ``key`` lands under ``local_dir``: its path relative to ``base_prefix``.
+
+    Refuses what would leave ``local_dir`` or be ambiguous on a file system: ``..`` and
+    ``.`` segments, absolute paths, backslashes, empty segments.
+    """
+    relative = key[len(base_prefix) :] if key.startswith(base_prefix) else key
+    parts = relative.split("/")
+    if (
+        not relative
+        or "\\" in relative
+        or "\x00" in relative
+        or relative.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise LocalPathError(
+            f"Key {key!r} cannot be saved under {str(local_dir)!r}: its path {relative!r} is absolute, has "
+            "'.', '..' or empty segments or backslashes. Rename the object or narrow prefix/pattern."
+        )
+    target = local_dir.joinpath(*parts)
+    if not target.resolve().is_relative_to(local_dir.resolve()):
+        raise LocalPathError(f"Key {key!r} would land outside {str(local_dir)!r}: refused.")
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadTask:
+    """One object to fetch; size/etag/last_modified are known when it came from a listing."""
+
+    key: str
+    path: Path
+    size: int | None = None
+    etag: str | None = None
+    last_modified: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    key: str
+    path: Path
+    size: int
+    etag: str
+    last_modified: datetime.datetime | None
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "local_path": str(self.path),
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified.isoformat() if self.last_modified else None,
+            "skipped": self.skipped,
+        }
+
+
+def _unchanged(task: DownloadTask) -> bool:
+    """Whether the local file is the object already (size and LastModified, as we stamp them)."""
+    if task.size is None or task.last_modified is None:
+        return False
+    try:
+        stat = task.path.stat()
+    except OSError:
+        return False
+    return stat.st_size == task.size and int(stat.st_mtime) == int(task.last_modified.timestamp())
+
+
+# --------------------------------------------------------------------------- downloading
+class _Job:
+    """One object being downloaded: a temporary file and the parts still outstanding."""
+
+    def __init__(self, task: DownloadTask) -> None:
+        self.task = task
+        self.temp = task.path.with_name(f".{task.path.name}.s3connect-{uuid.uuid4().hex[:8]}.part")
+        self.fd: int | None = None
+        self.size = task.size
+        self.etag = task.etag
+        self.last_modified = task.last_modified
+        self.outstanding = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+
+class Downloader:
+    """Parallel, atomic downloads: ``max_concurrency`` workers share one client.
+
+    Memory is O(concurrency x read_size) whatever the object sizes: bodies are streamed
+    to disk. Objects in flight are capped at twice the workers, so a task list of a
+    million keys is consumed lazily, as the listing produces it.
+
+    :param after: runs in the worker once a file is complete and renamed (delete, archive).
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        config: TransferConfig,
+        *,
+        skip_unchanged: bool = False,
+        after: Callable[[Downloaded], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.config = config
+        self.skip_unchanged = skip_unchanged
+        self.after = after
+        self._pool: ThreadPoolExecutor | None = None
+        self._results: queue.Queue[tuple[Downloaded | None, BaseException | None]] = queue.Queue()
+        self._abort = threading.Event()
+
+    def download(self, tasks: Iterable[DownloadTask]) -> Iterator[Downloaded]:
+        """Fetch every task; yields each file once complete. On the first failure, stops
+        submitting, lets work in flight end, removes its temporary files, and raises."""
+        limit = 2 * self.config.max_concurrency
+        in_flight = 0
+        error: BaseException | None = None
+        with ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="s3connect-get") as pool:
+            self._pool = pool
+            try:
+                for task in tasks:
+                    while in_flight >= limit and error is None:
+                        done, error = self._results.get()
+                        in_flight -= 1
+                        if done is not None:
+                            yield done
+                    if error is not None:
+                        break
+                    in_flight += 1
+                    self._submit(self._start, _Job(task))
+            except BaseException as exc:  # the task iterator itself failed (listing, planning)
+                error = exc
+            if error is not None:
+                self._abort.set()
+            while in_flight:
+                done, failure = self._results.get()
+                in_flight -= 1
+                if failure is not None and error is None:
+                    error = failure
+                    self._abort.set()
+                if done is not None and error is None:
+                    yield done
+        if error is not None:
+            raise error
+
+    # The pool's futures are not kept: every job reports through the results queue.
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._pool is not None
+        self._pool.submit(fn, *args)
+
+    def _start(self, job: _Job) -> None:
+        task = job.task
+        try:
+            if self._abort.is_set():
+                raise TransferInterrupted("Download cancelled after another object failed.")
+            if self.skip_unchanged and _unchanged(task):
+                self._results.put(
+                    (Downloaded(task.key, task.path, task.size or 0, task.etag or "", task.last_modified, True), None)
+                )
+                return
+            try:
+                task.path.parent.mkdir(parents=True, exist_ok=True)
+                job.fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except OSError as exc:
+                raise LocalPathError(
+                    f"Cannot write {str(task.path)!r} for s3://{self.bucket}/{task.key}: {exc.strerror}. "
+                    "Make local_dir writable and remove files that sit where directories must go."
+                ) from None
+            if task.size is not None and task.size <= self.config.multipart_threshold:
+                # Small and known: one plain GET, no Range, no HEAD.
+                self._fetch(job, 0, None)
+                self._finish(job)
+                return
+            chunk = self.config.chunk_size
+            if job.size is None:
+                if not self._first_range(job):
+                    return  # a 304: skipped
+            else:
+                job.outstanding = 0
+            assert job.size is not None
+            first = chunk if task.size is None else 0
+            ranges = [(start, min(start + chunk, job.size) - 1) for start in range(first, job.size, chunk)]
+            if not ranges:
+                self._finish(job)
+                return
+            os.ftruncate(job.fd, job.size)
+            job.outstanding = len(ranges)
+            for start, end in ranges:
+                self._submit(self._part, job, start, end)
+        except BaseException as exc:
+            self._fail(job, exc)
+
+    def _first_range(self, job: _Job) -> bool:
+        """Size unknown: GET the first chunk as a range; its Content-Range gives the size."""
+        task = job.task
+        params: dict[str, Any] = {"Range": f"bytes=0-{self.config.chunk_size - 1}"}
+        if self.skip_unchanged and task.path.exists():
+            params["IfModifiedSince"] = datetime.datetime.fromtimestamp(
+                int(task.path.stat().st_mtime), datetime.timezone.utc
+            )
+        try:
+            response = self._get(task.key, **params)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "304":
+                self._close(job, remove=True)
+                stat = task.path.stat()
+                modified = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
+                self._results.put((Downloaded(task.key, task.path, stat.st_size, "", modified, True), None))
+                return False
+            if code != "InvalidRange":
+                raise
+            # An empty object has no byte 0: fetch it whole.
+            job.size = 0
+            self._fetch(job, 0, None)
+            return True
+        job.size = int(response["ContentRange"].rpartition("/")[2]) if "ContentRange" in response else None
+        self._remember(job, response)
+        if job.size is None:
+            job.size = int(response["ContentLength"])
+        self._drain(job, response, 0, min(self.config.chunk_size, job.size) - 1)
+        return True
+
+    def _get(self, key: str, **params: Any) -> Any:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **params)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412"):
+                raise ObjectChangedError(
+                    f"s3://{self.bucket}/{key} was replaced while it was being downloaded: run again."
+                ) from None
+            if code in ("304", "InvalidRange"):
+                raise
+            raise translate(exc, "GetObject", self.bucket, key) from None
+        except BotoCoreError as exc:
+            raise translate(exc, "GetObject", self.bucket, key) from None
+
+    def _remember(self, job: _Job, response: Mapping[str, Any]) -> None:
+        job.etag = job.etag or response.get("ETag")
+        job.last_modified = job.last_modified or response.get("LastModified")
+
+    def _fetch(self, job: _Job, start: int, end: int | None) -> None:
+        """GET bytes start..end (None: to the object's end) into the job's file, resuming breaks."""
+        extra: dict[str, Any] = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end}"
+        if job.etag:
+            extra["IfMatch"] = job.etag
+        response = self._get(job.task.key, **extra)
+        self._remember(job, response)
+        if end is None:
+            end = start + int(response["ContentLength"]) - 1
+            job.size = job.size if job.size is not None else end + 1
+        self._drain(job, response, start, end)
+
+    def _drain(self, job: _Job, response: Mapping[str, Any], start: int, end: int) -> None:
+        """Write a response body at its offset; on a broken body, re-request what is missing."""
+        assert job.fd is not None
+        position = start
+        attempts = 1
+        body = response["Body"]
+        while True:
+            try:
+                for chunk in body.iter_chunks(self.config.read_size):
+                    if self._abort.is_set() or job.error is not None:
+                        body.close()
+                        raise TransferInterrupted("Download cancelled after another part failed.")
+                    os.pwrite(job.fd, chunk, position)
+                    position += len(chunk)
+                return
+            except S3_RETRYABLE_DOWNLOAD_ERRORS:
+                if position > end:
+                    return
+                if attempts >= self.config.max_attempts:
+                    raise TransferInterrupted(
+                        f"GetObject of s3://{self.bucket}/{job.task.key} broke off {attempts} times "
+                        f"(at byte {position}): check the network or the store, then run again."
+                    ) from None
+                attempts += 1
+                extra: dict[str, Any] = {"Range": f"bytes={position}-{end}"}
+                if job.etag:
+                    extra["IfMatch"] = job.etag
+                body = self._get(job.task.key, **extra)["Body"]
+
+    def _part(self, job: _Job, start: int, end: int) -> None:
+        try:
+            if job.error is None and not self._abort.is_set():
+                self._fetch(job, start, end)
+        except BaseException as exc:
+            with job.lock:
+                job.error = job.error or exc
+        with job.lock:
+            job.outstanding -= 1
+            last = job.outstanding == 0
+        if not last:
+            return
+        if job.error is not None:
+            self._fail(job, job.error)
+            return
+        if self._abort.is_set():
+            self._fail(job, TransferInterrupted("Download cancelled after another object failed."))
+            return
+        try:
+            self._finish(job)
+        except BaseException as exc:
+            self._fail(job, exc)
+
+    def _finish(self, job: _Job) -> None:
+        """The file is complete: rename it into place, stamp LastModified, run ``after``."""
+        task = job.task
+        self._close(job, remove=False)
+        if task.path.is_dir():
+            os.unlink(job.temp)
+            raise LocalPathError(f"{str(task.path)!r} is a directory: s3://{self.bucket}/{task.key} cannot replace it.")
+        os.replace(job.temp, task.path)
+        if job.last_modified is not None:
+            stamp = int(job.last_modified.timestamp())
+            os.utime(task.path, (stamp, stamp))
+        done = Downloaded(task.key, task.path, job.size or 0, job.etag or "", job.last_modified)
+        if self.after is not None:
+            self.after(done)
+        self._results.put((done, None))
+
+    def _close(self, job: _Job, remove: bool) -> None:
+        if job.fd is not None:
+            os.close(job.fd)
+            job.fd = None
+        if remove:
+            job.temp.unlink(missing_ok=True)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        self._close(job, remove=True)
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            exc = translate(exc, "GetObject", self.bucket, job.task.key)
+        self._results.put((None, exc))
+
+
+def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> bytes:
+    """The content of one small object, in one request; refuses objects over ``max_bytes``."""
+    with translated("GetObject", bucket, key):
+        try:
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            return b""  # empty object
+        total = int(response.get("ContentRange", "/0").rpartition("/")[2] or response["ContentLength"])
+        if total > max_bytes:
+            response["Body"].close()
+            raise S3ConnectError(
+                f"s3://{bucket}/{key} is {total} bytes, over the XCom limit of {max_bytes}: download it to "
+                "local_dir instead, or raise max_xcom_bytes if your XCom backend can hold it."
+            )
+        return bytes(response["Body"].read())
+
+
+# --------------------------------------------------------------------------- after a download
+def delete_object(client: S3Client, bucket: str, key: str) -> None:
+    with translated("DeleteObject", bucket, key):
+        client.delete_object(Bucket=bucket, Key=key)
+
+
+def archive_object(client: S3Client, bucket: str, key: str, target: str, etag: str, size: int) -> None:
+    """Move an object: copy it (pinned to the ETag we downloaded), then delete the original."""
+    with translated("CopyObject", bucket, target):
+        if size <= MAX_COPY_BYTES:
+            params: dict[str, Any] = {"Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}}
+            if etag:
+                params["CopySourceIfMatch"] = etag
+            client.copy_object(**params)
+        else:
+            client.copy({"Bucket": bucket, "Key": key}, bucket, target)
+    delete_object(client, bucket, key)
+
+
+# --------------------------------------------------------------------------- uploading
+@dataclass(frozen=True)
+class PutOptions:
+    """Per-object settings of an upload.
+
+    :param overwrite: False makes every write conditional (``If-None-Match: *``): S3
+        refuses it atomically when the key exists, so of concurrent writers exactly one
+        wins, and no HeadObject (or s3:GetObject / s3:ListBucket) is needed.
+    """
+
+    overwrite: bool = True
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    server_side_encryption: str | None = None
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    checksum_algorithm: str = "CRC32"
+
+    def extra_args(self, content_type: str | None) -> dict[str, Any]:
+        args: dict[str, Any] = {"ChecksumAlgorithm": self.checksum_algorithm}
+        if self.content_type or content_type:
+            args["ContentType"] = self.content_type or content_type
+        if self.metadata:
+            args["Metadata"] = dict(self.metadata)
+        if self.server_side_encryption:
+            args["ServerSideEncryption"] = self.server_side_encryption
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        return args
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None
+    checksum: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "etag": self.etag,
+            "version_id": self.version_id,
+            "checksum": self.checksum,
+        }
+
+
+class ChunkStream(io.RawIOBase):
+    """A read-only, non-seekable file over an iterator of byte chunks (counts what it read).
+
+    s3transfer uploads non-seekable streams part by part, so an iterator of any length
+    is sent holding only the parts in flight.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return 0
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"data yielded a {type(chunk).__name__}; an iterator must yield bytes.")
+            self._pending = bytes(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        self.bytes_read += size
+        return size
+
+
+_RESPONSE_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
+
+
+class Uploader:
+    """Uploads through one s3transfer TransferManager sharing the connection's client.
+
+    s3transfer does not accept ``IfNoneMatch`` nor return responses, so two handlers on
+    the client's event system, limited to this uploader's keys, add the condition to
+    PutObject / CompleteMultipartUpload and keep their ETag, version id and checksum.
+    """
+
+    def __init__(self, client: S3Client, bucket: str, config: TransferConfig, options: PutOptions) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.options = options
+        self._manager = TransferManager(
+            client,
+            S3TransferConfig(
+                multipart_threshold=config.multipart_threshold,
+                multipart_chunksize=config.chunk_size,
+                max_request_concurrency=config.max_concurrency,
+                max_in_memory_upload_chunks=config.max_concurrency,
+            ),
+        )
+        self._keys: set[str] = set()
+        self._responses: dict[str, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
+        self._id = f"s3connect-upload-{uuid.uuid4().hex}"
+
+    def __enter__(self) -> Uploader:
+        events = self.client.meta.events
+        for operation in _RESPONSE_OPERATIONS:
+            events.register(
+                f"before-parameter-build.s3.{operation}", self._before, unique_id=f"{self._id}-b{operation}"
+            )
+            events.register(f"after-call.s3.{operation}", self._after, unique_id=f"{self._id}-a{operation}")
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._manager.shutdown(cancel=exc is not None)
+        finally:
+            events = self.client.meta.events
+            for operation in _RESPONSE_OPERATIONS:
+                events.unregister(f"before-parameter-build.s3.{operation}", unique_id=f"{self._id}-b{operation}")
+                events.unregister(f"after-call.s3.{operation}", unique_id=f"{self._id}-a{operation}")
+
+    def _before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        key = params.get("Key")
+        if params.get("Bucket") == self.bucket and key in self._keys:
+            context["s3connect_key"] = key
+            if not self.options.overwrite:
+                params["IfNoneMatch"] = "*"
+
+    def _after(self, parsed: Mapping[str, Any], context: Mapping[str, Any], **_: Any) -> None:
+        key = context.get("s3connect_key")
+        if key is not None and "Error" not in parsed:
+            with self._lock:
+                self._responses[key] = parsed
+
+    def _claim(self, key: str) -> None:
+        with self._lock:
+            if key in self._keys:
+                raise S3ConnectError(f"Two sources would be written to the same key {key!r}: make keys unique.")
+            self._keys.add(key)
+
+    def put_file(self, path: Path, key: str, content_type: str | None = None) -> None:
+        """Queue a local file (multipart above the threshold)."""
+        self._claim(key)
+        size = path.stat().st_size
+        future = self._manager.upload(str(path), self.bucket, key, extra_args=self.options.extra_args(content_type))
+        self._pending.append((key, future, lambda: size))
+
+    def put_stream(self, stream: IO[bytes] | ChunkStream, key: str, content_type: str | None = None) -> None:
+        """Queue a readable stream (read part by part; seekable or not)."""
+        self._claim(key)
+        counted = stream if isinstance(stream, ChunkStream) else None
+        future = self._manager.upload(
+            cast(IO[bytes], stream), self.bucket, key, extra_args=self.options.extra_args(content_type)
+        )
+
+        def size() -> int:
+            if counted is not None:
+                return counted.bytes_read
+            return int(self._responses.get(key, {}).get("ContentLength") or stream.tell())
+
+        self._pending.append((key, future, size))
+
+    def results(self) -> Iterator[Uploaded]:
+        """Wait for the queued uploads in order; the first failure is raised (translated)."""
+        for key, future, size in self._pending:
+            try:
+                future.result()
+            except (BotoCoreError, ClientError) as exc:
+                raise translate(exc, "PutObject", self.bucket, key) from None
+            response = self._responses.get(key, {})
+            checksum = next(
+                (str(v) for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"), None
+            )
+            yield Uploaded(
+                self.bucket,
+                key,
+                size(),
+                str(response.get("ETag", "")),
+                response.get("VersionId"),
+                checksum,
+            )
+        self._pending.clear()
+
+
+# --------------------------------------------------------------------------- results and manifests
+class ResultSink:
+    """Collects per-object results for XCom; beyond ``cap`` items, spills them all to JSONL.
+
+    Memory holds at most ``cap`` results. ``manifest`` is called once, when the cap is
+    passed, and returns the writable text file plus where the manifest will be found.
+    """
+
+    def __init__(self, cap: int, manifest: Callable[[], tuple[IO[str], str]]) -> None:
+        self.cap = cap
+        self._open_manifest = manifest
+        self.items: list[Any] = []
+        self.count = 0
+        self.bytes = 0
+        self._file: IO[str] | None = None
+        self.location: str | None = None
+
+    def add(self, item: Any, size: int = 0) -> None:
+        self.count += 1
+        self.bytes += size
+        if self._file is None and len(self.items) < self.cap:
+            self.items.append(item)
+            return
+        if self._file is None:
+            self._file, self.location = self._open_manifest()
+            for earlier in self.items:
+                self._file.write(json.dumps(earlier) + "\n")
+            self.items = []
+        self._file.write(json.dumps(item) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    @property
+    def spilled(self) -> bool:
+        return self.location is not None
+
+
+def relative_posix(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` with '/' separators (a key suffix)."""
+    return PurePosixPath(*path.relative_to(root).parts).as_posix()
