@@ -17,7 +17,9 @@ non-seekable streams and aborting failed multipart uploads are exactly what it d
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import io
 import json
 import os
@@ -411,8 +413,6 @@ class Downloader:
             if job.size is None:
                 if not self._first_range(job):
                     return  # a 304: skipped
-            else:
-                job.outstanding = 0
             assert job.size is not None
             first = chunk if task.size is None else 0
             ranges = [(start, min(start + chunk, job.size) - 1) for start in range(first, job.size, chunk)]
@@ -563,13 +563,17 @@ class Downloader:
             os.close(job.fd)
             job.fd = None
         if remove:
-            job.temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # never created, or its directory is unusable
+                job.temp.unlink(missing_ok=True)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
-        self._close(job, remove=True)
-        if isinstance(exc, (BotoCoreError, ClientError)):
-            exc = translate(exc, "GetObject", self.bucket, job.task.key)
-        self._results.put((None, exc))
+        """Report a failed object; always reports, or ``download`` would wait for it forever."""
+        try:
+            self._close(job, remove=True)
+        finally:
+            if isinstance(exc, (BotoCoreError, ClientError)):
+                exc = translate(exc, "GetObject", self.bucket, job.task.key)
+            self._results.put((None, exc))
 
 
 def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> bytes:
@@ -774,19 +778,15 @@ class Uploader:
         self._pending.append((key, future, lambda: size))
 
     def put_stream(self, stream: IO[bytes] | ChunkStream, key: str, content_type: str | None = None) -> None:
-        """Queue a readable stream (read part by part; seekable or not)."""
+        """Queue a readable binary stream, read part by part (so it may be endless-looking)."""
         self._claim(key)
-        counted = stream if isinstance(stream, ChunkStream) else None
+        if not isinstance(stream, ChunkStream):
+            stream = ChunkStream(iter(functools.partial(stream.read, MiB), b""))
+        counted = stream
         future = self._manager.upload(
             cast(IO[bytes], stream), self.bucket, key, extra_args=self.options.extra_args(content_type)
         )
-
-        def size() -> int:
-            if counted is not None:
-                return counted.bytes_read
-            return int(self._responses.get(key, {}).get("ContentLength") or stream.tell())
-
-        self._pending.append((key, future, size))
+        self._pending.append((key, future, lambda: counted.bytes_read))
 
     def results(self) -> Iterator[Uploaded]:
         """Wait for the queued uploads in order; the first failure is raised (translated)."""
