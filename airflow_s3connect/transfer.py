@@ -410,9 +410,8 @@ class Downloader:
                 self._finish(job)
                 return
             chunk = self.config.chunk_size
-            if job.size is None:
-                if not self._first_range(job):
-                    return  # a 304: skipped
+            if job.size is None and not self._first_range(job):
+                return  # a 304: skipped
             assert job.size is not None
             first = chunk if task.size is None else 0
             ranges = [(start, min(start + chunk, job.size) - 1) for start in range(first, job.size, chunk)]

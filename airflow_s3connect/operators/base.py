@@ -129,14 +129,14 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
 
     # -- console link and lineage -----------------------------------------------------------
     def persist_console_link(self, context: Any, bucket: str, prefix: str) -> None:
-        """Remember where we worked for the console link (AWS only: no custom endpoint)."""
+        """Remember where we worked for the console link; empty off AWS (a custom endpoint).
+
+        Always pushed: Airflow looks the link up after every task, and logs an error when
+        the XCom is missing.
+        """
         settings = self.hook.settings
-        if settings.endpoint_url:
-            return
-        context["ti"].xcom_push(
-            key=CONSOLE_XCOM_KEY,
-            value={"bucket": bucket, "prefix": prefix, "region": settings.region_name},
-        )
+        where = {} if settings.endpoint_url else {"bucket": bucket, "prefix": prefix, "region": settings.region_name}
+        context["ti"].xcom_push(key=CONSOLE_XCOM_KEY, value=where)
 
     def record_lineage(self, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
         """s3:// URIs this run read and wrote (reported to OpenLineage when it is installed)."""

@@ -10,7 +10,7 @@ import posixpath
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from airflow.sdk import Asset, AssetAlias
 
@@ -70,8 +70,10 @@ class S3PutObjectOperator(S3ConnectOperator):
         a glob (``/data/out/**/*.csv``), or a list of them.
     :param data: ``str``, ``bytes``, a readable binary file object, an iterator of
         ``bytes`` (streamed part by part, never held whole), or a callable returning one
-        of those (called in the task, so a generator is never built at parse time).
-    :param records: an iterable of dicts (or a callable returning one), written as
+        of those. Airflow calls a callable template field with ``context=`` and
+        ``jinja_env=`` when the task renders (``def chunks(context, **_): yield ...``),
+        so a generator is built in the task, never at parse time.
+    :param records: an iterable of dicts, or such a callable returning one, written as
         ``format`` in bounded memory.
 
     :param key: target key, relative to the connection's path_prefix, macros allowed
@@ -120,7 +122,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         key: str = "",
         source: str | Sequence[str] | None = None,
         data: Any = None,
-        records: Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+        records: Iterable[Mapping[str, Any]] | Callable[..., Iterable[Mapping[str, Any]]] | None = None,
         format: str | None = None,
         overwrite: bool = True,
         content_type: str | None = None,
@@ -243,8 +245,8 @@ class S3PutObjectOperator(S3ConnectOperator):
     def _queue_records(self, context: Any, uploader: Uploader, scratch: Path) -> None:
         fmt: RecordFormat = get_format(str(self.format))
         key = self._key(context, extension=fmt.extension, filename=f"{self.task_id}.{fmt.extension}")
-        records = self.records() if callable(self.records) else self.records
-        assert records is not None
+        # Rendering has called a callable already: what is left is the iterable itself.
+        records = cast(Iterable[Mapping[str, Any]], self.records)
         if fmt.name == "parquet":
             path = scratch / "records.parquet"
             rows = write_parquet(records, path)
@@ -254,7 +256,7 @@ class S3PutObjectOperator(S3ConnectOperator):
             uploader.put_stream(ChunkStream(encode_records(records, fmt)), key, fmt.content_type)
 
     def _queue_data(self, context: Any, uploader: Uploader) -> None:
-        data = self.data() if callable(self.data) else self.data
+        data = self.data
         stream: IO[bytes] | ChunkStream
         if isinstance(data, str):
             stream = io.BytesIO(data.encode("utf-8"))

@@ -1,0 +1,279 @@
+"""Put, Get and List operators in real DAG runs (dag.test, SQLite) against a moto server."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import io
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.macros import NAMESPACE
+from tests.conftest import BUCKET, REGION
+from tests.dag_runner import RunResult, run_dag, write_dag
+from tests.moto_server import MotoServer
+
+ROUNDTRIP = """
+import pendulum
+from airflow.sdk import DAG, AssetAlias
+from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+
+RECORDS = [{"id": i, "name": f"row {i}", "amount": i * 1.5} for i in range(1000)]
+
+with DAG("s3c_roundtrip", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
+         params={"tenant": "acme"}) as dag:
+    conn = dict(s3connect_conn_id="rt")
+    put_tree = S3PutObjectOperator(task_id="put_tree", source="TREE", key="tree/", outlets=[AssetAlias("tree")], **conn)
+    get_tree = S3GetObjectOperator(task_id="get_tree", prefix="tree/", local_dir="OUT/tree", **conn)
+    list_csv = S3ListObjectsOperator(task_id="list_csv", prefix="tree/", pattern="**/*.csv", **conn)
+    fetch = S3GetObjectOperator.partial(task_id="fetch_each", local_dir="OUT/each", **conn).expand(key=list_csv.output)
+    capped = S3ListObjectsOperator(task_id="list_capped", prefix="tree/", include_metadata=True,
+                                   max_xcom_objects=100, manifest_key="manifests/{run_id}.jsonl", **conn)
+    put_tree >> [get_tree, list_csv, capped]
+
+    csv_gz = S3PutObjectOperator(task_id="export_csv", records=RECORDS, format="csv.gz", overwrite=False,
+        key="exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}", stream_name="orders", **conn)
+    parquet = S3PutObjectOperator(task_id="export_parquet", format="parquet",
+        records=lambda context, **_: iter(RECORDS),
+        key="exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}", stream_name="orders", **conn)
+    note = S3PutObjectOperator(task_id="put_note", data="hello {{ ds }}", key="notes/{tenant}.txt",
+                               metadata={"run": "{{ run_id }}"}, **conn)
+    read = S3GetObjectOperator(task_id="read_note", key="notes/{tenant}.txt", read_into_xcom=True, **conn)
+    note >> read
+
+    archive = S3GetObjectOperator(task_id="archive_inbox", prefix="inbox/", pattern="*.json", local_dir="OUT/inbox",
+                                  after="archive", archive_prefix="processed/{ds_nodash}", **conn)
+    drop = S3GetObjectOperator(task_id="delete_drop", prefix="drop/", local_dir="OUT/drop", after="delete", **conn)
+"""
+
+
+def make_tree(root: Path, count: int = 500) -> dict[str, bytes]:
+    """A nested tree of ``count`` files of random sizes (0 B to 40 KiB); 6 of them are CSV."""
+    rng = random.Random(7)
+    files: dict[str, bytes] = {}
+    for i in range(count):
+        depth = i % 4
+        parts = [f"d{(i // 7) % 5}", f"s{(i // 3) % 4}", f"x{i % 3}"][:depth]
+        name = f"f{i:03d}.csv" if i % 90 == 0 else f"f{i:03d}.bin"
+        relative = "/".join([*parts, name])
+        files[relative] = rng.randbytes(rng.choice([0, 1, 100, 5000, 40_000]))
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(files[relative])
+    return files
+
+
+@pytest.fixture(scope="module")
+def roundtrip(
+    moto_plain: MotoServer, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunResult, dict[str, bytes], Path]]:
+    moto_plain.reset()
+    admin = moto_plain.admin_client("s3")
+    admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for i in range(3):
+        admin.put_object(Bucket=BUCKET, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
+    admin.put_object(Bucket=BUCKET, Key="inbox/skip.txt", Body=b"not matched")
+    admin.put_object(Bucket=BUCKET, Key="drop/a.txt", Body=b"a")
+    base = tmp_path_factory.mktemp("roundtrip")
+    files = make_tree(base / "tree-src")
+    source = ROUNDTRIP.replace("TREE", str(base / "tree-src")).replace("OUT", str(base / "out"))
+    path = write_dag("s3c_roundtrip", source)
+    conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
+            "extra": {"endpoint_url": moto_plain.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
+    os.environ["AIRFLOW_CONN_RT"] = json.dumps(conn)
+    try:
+        result = run_dag(path, "s3c_roundtrip", datetime.datetime(2025, 4, 14, tzinfo=datetime.timezone.utc))
+    finally:
+        del os.environ["AIRFLOW_CONN_RT"]
+    return result, files, base / "out"
+
+
+def test_every_task_succeeded(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+    result, _, _ = roundtrip
+    assert {k: v for k, v in result.task_states.items() if v != "success"} == {}
+    assert result.state == "success"
+
+
+def test_500_file_tree_round_trips_byte_for_byte(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+    result, files, out = roundtrip
+    put = result.value("put_tree")
+    assert len(put) == 500
+    assert sorted(p["key"] for p in put) == sorted(f"tree/{name}" for name in files)
+    assert all(p["bucket"] == BUCKET and p["etag"] and p["checksum"] for p in put)
+    got = {str(p.relative_to(out / "tree")): p.read_bytes() for p in (out / "tree").rglob("*") if p.is_file()}
+    assert got == files
+    entries = result.value("get_tree")
+    assert len(entries) == 500
+    assert {e["local_path"] for e in entries} == {str(out / "tree" / name) for name in files}
+
+
+def test_get_expanded_over_list_output(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+    result, files, out = roundtrip
+    keys = result.value("list_csv")
+    csv_names = sorted(name for name in files if name.endswith(".csv"))
+    assert keys == [f"tree/{name}" for name in csv_names]
+    mapped = {k: v for k, v in result.xcom.items() if k[0] == "fetch_each"}
+    assert len(mapped) == len(csv_names) == 6
+    for name in csv_names:
+        assert (out / "each" / Path(name).name).read_bytes() == files[name]
+
+
+def test_listing_above_the_cap_goes_to_an_s3_manifest(
+    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
+) -> None:
+    result, files, _ = roundtrip
+    summary = result.value("list_capped")
+    run_id = result.run_id.replace(":", "-").replace("+", "-")
+    assert summary["manifest"] == f"s3://{BUCKET}/manifests/{run_id}.jsonl"
+    assert summary["count"] == 500
+    assert summary["bytes"] == sum(len(b) for b in files.values())
+    body = moto_plain.admin_client("s3").get_object(Bucket=BUCKET, Key=f"manifests/{run_id}.jsonl")["Body"].read()
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    assert len(lines) == 500
+    assert {line["key"] for line in lines} == {f"tree/{name}" for name in files}
+    assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
+
+
+def test_records_exported_with_seed_macros(
+    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
+) -> None:
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    result, _, _ = roundtrip
+    run_uuid = uuid.uuid5(NAMESPACE, f"s3c_roundtrip\x1f{result.run_id}")
+    (csv_entry,) = result.value("export_csv")
+    (parquet_entry,) = result.value("export_parquet")
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y_%m_%d")
+    assert csv_entry["key"] == f"exports/acme/orders/{day}/{run_uuid}.csv.gz"
+    assert parquet_entry["key"] == f"exports/acme/orders/{day}/{run_uuid}.parquet"
+    admin = moto_plain.admin_client("s3")
+    obj = admin.get_object(Bucket=BUCKET, Key=csv_entry["key"])
+    assert obj["ContentType"] == "application/gzip"
+    lines = gzip.decompress(obj["Body"].read()).decode().splitlines()
+    assert lines[0] == "id,name,amount"
+    assert lines[1:3] == ["0,row 0,0.0", "1,row 1,1.5"]
+    assert len(lines) == 1001
+    table = pq.read_table(io.BytesIO(admin.get_object(Bucket=BUCKET, Key=parquet_entry["key"])["Body"].read()))
+    assert table.num_rows == 1000
+    assert table.column("name")[999].as_py() == "row 999"
+
+
+def test_data_put_and_read_into_xcom(
+    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
+) -> None:
+    result, _, _ = roundtrip
+    assert result.value("read_note") == "hello 2025-04-14"
+    head = moto_plain.admin_client("s3").head_object(Bucket=BUCKET, Key="notes/acme.txt")
+    assert head["Metadata"] == {"run": result.run_id}
+    assert head["ContentType"] == "text/plain"
+
+
+def test_archive_and_delete_after_download(
+    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
+) -> None:
+    _result, _, out = roundtrip
+    admin = moto_plain.admin_client("s3")
+    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="inbox/").get("Contents", []))
+    assert keys == ["inbox/skip.txt"]  # the unmatched object stays
+    archived = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="processed/")["Contents"])
+    assert archived == [f"processed/20250414/{i}.json" for i in range(3)]
+    assert json.loads((out / "inbox" / "2.json").read_text()) == {"i": 2}
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="drop/").get("KeyCount") == 0
+    assert (out / "drop" / "a.txt").read_text() == "a"
+
+
+def test_asset_events_for_every_object_written(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    result, files, _ = roundtrip
+    with create_session() as session:
+        uris = [
+            uri
+            for (uri,) in session.query(AssetModel.uri)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == result.run_id, AssetEvent.source_task_id == "put_tree")
+        ]
+    assert sorted(uris) == sorted(f"s3://{BUCKET}/tree/{name}" for name in files)
+
+
+# --------------------------------------------------------------------------- incremental modes
+INCREMENTAL = """
+import datetime
+import pendulum
+from airflow.sdk import DAG, DeltaDataIntervalTimetable
+from airflow_s3connect.operators import S3GetObjectOperator
+
+with DAG("s3c_interval", schedule=DeltaDataIntervalTimetable(datetime.timedelta(seconds=1)),
+         start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False) as interval_dag:
+    S3GetObjectOperator(task_id="get", prefix="inc/", incremental="interval", local_dir="OUT/{{ run_id }}",
+                        s3connect_conn_id="inc")
+
+with DAG("s3c_watermark", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as watermark_dag:
+    S3GetObjectOperator(task_id="get", prefix="wm/", incremental="watermark", local_dir="OUT/wm",
+                        s3connect_conn_id="inc")
+"""
+
+
+def _next_second() -> None:
+    time.sleep(1.05 - (time.time() % 1))
+
+
+@pytest.fixture(scope="module")
+def incremental(moto_plain: MotoServer, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("incremental")
+    path = write_dag("s3c_incremental", INCREMENTAL.replace("OUT", str(base)))
+    conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
+            "extra": {"endpoint_url": moto_plain.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
+    os.environ["AIRFLOW_CONN_INC"] = json.dumps(conn)
+    moto_plain.reset()
+    admin = moto_plain.admin_client("s3")
+    admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    try:
+        yield path, admin
+    finally:
+        del os.environ["AIRFLOW_CONN_INC"]
+
+
+def test_interval_mode_three_runs_and_a_backfill(incremental: Any) -> None:
+    """Batches A-D land in four distinct seconds; 1-second intervals select exactly one each.
+
+    Runs for B, C, D in order, then a backfill for A after them: each gets its batch only.
+    """
+    path, admin = incremental
+    seconds: dict[str, datetime.datetime] = {}
+    for batch in "ABCD":
+        _next_second()
+        for i in range(3):
+            admin.put_object(Bucket=BUCKET, Key=f"inc/{batch}{i}.txt", Body=batch.encode())
+        listed = admin.list_objects_v2(Bucket=BUCKET, Prefix=f"inc/{batch}")["Contents"]
+        assert len({o["LastModified"] for o in listed}) == 1, "a batch straddled a second; rerun"
+        seconds[batch] = listed[0]["LastModified"]
+    got = {}
+    for batch in "BCDA":
+        end = seconds[batch] + datetime.timedelta(seconds=1)
+        result = run_dag(path, "s3c_interval", end)
+        got[batch] = sorted(e["key"] for e in result.value("get"))
+    assert got == {b: [f"inc/{b}{i}.txt" for i in range(3)] for b in "ABCD"}
+
+
+def test_watermark_mode_only_new_objects(incremental: Any) -> None:
+    path, admin = incremental
+    start = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
+    admin.put_object(Bucket=BUCKET, Key="wm/one.txt", Body=b"1")
+    first = run_dag(path, "s3c_watermark", start)
+    admin.put_object(Bucket=BUCKET, Key="wm/two.txt", Body=b"2")
+    admin.put_object(Bucket=BUCKET, Key="wm/three.txt", Body=b"3")
+    second = run_dag(path, "s3c_watermark", start + datetime.timedelta(hours=1))
+    third = run_dag(path, "s3c_watermark", start + datetime.timedelta(hours=2))
+    assert [e["key"] for e in first.value("get")] == ["wm/one.txt"]
+    assert sorted(e["key"] for e in second.value("get")) == ["wm/three.txt", "wm/two.txt"]
+    assert third.value("get") == []
