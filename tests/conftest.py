@@ -25,6 +25,10 @@ os.environ.update(
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__DAGS_FOLDER": str(_HOME / "dags"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # OpenLineage events of every DAG run go to a file that tests read back.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(_HOME / "openlineage.jsonl"), "append": True}
+        ),
         # The worker's default AWS chain must be empty unless a test fills it.
         "AWS_CONFIG_FILE": str(_HOME / "aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(_HOME / "aws-credentials"),

@@ -277,3 +277,43 @@ def test_watermark_mode_only_new_objects(incremental: Any) -> None:
     assert [e["key"] for e in first.value("get")] == ["wm/one.txt"]
     assert sorted(e["key"] for e in second.value("get")) == ["wm/three.txt", "wm/two.txt"]
     assert third.value("get") == []
+
+
+def test_openlineage_datasets(roundtrip: tuple[RunResult, dict[str, bytes], Path], airflow_home: Path) -> None:
+    result, _, _ = roundtrip
+    events = [json.loads(line) for line in (airflow_home / "openlineage.jsonl").read_text().splitlines()]
+    complete = {
+        e["job"]["name"].rpartition(".")[2]: e
+        for e in events
+        if e.get("eventType") == "COMPLETE" and e["job"]["name"].startswith("s3c_roundtrip.")
+    }
+
+    def names(task: str, side: str) -> list[tuple[str, str]]:
+        return [(d["namespace"], d["name"]) for d in complete[task][side]]
+
+    namespace = f"s3://{BUCKET}"
+    assert names("get_tree", "inputs") == [(namespace, "tree/")]  # 500 objects: their prefix stands for them
+    assert names("put_tree", "outputs") == [(namespace, "tree/")]
+    assert names("read_note", "inputs") == [(namespace, "notes/acme.txt")]
+    (csv_entry,) = result.value("export_csv")
+    assert names("export_csv", "outputs") == [(namespace, csv_entry["key"])]
+    assert names("list_csv", "inputs") == [(namespace, "tree/")]
+
+
+def test_console_link_only_on_aws(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from airflow_s3connect.links import CONSOLE_XCOM_KEY, console_url
+
+    result, _, _ = roundtrip
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id="s3c_roundtrip", run_id=result.run_id, task_id="get_tree", key=CONSOLE_XCOM_KEY)
+            .one()
+        )
+    assert row.value == {}  # a custom endpoint: the AWS console knows nothing of it
+    assert console_url("my-bucket", "in/2025 04/", "eu-west-1") == (
+        "https://s3.console.aws.amazon.com/s3/buckets/my-bucket?prefix=in%2F2025+04%2F&showversions=false&region=eu-west-1"
+    )
