@@ -161,3 +161,21 @@ def test_literal_prefix_never_excludes_a_match(pieces: list[str], key: str) -> N
     pattern = compile_pattern("".join(pieces))
     if pattern.matches(key):
         assert key.startswith(pattern.prefix)
+
+
+def test_deferred_per_object_macros_render_in_a_second_pass() -> None:
+    from airflow_s3connect.macros import MacroValues, render
+
+    first = render(
+        "out/{tenant}/{{raw}}/{relative_path}.{extension}/{date:%Y}/{uuid}",
+        MacroValues(CONTEXT, {"tenant": "t{x}"}),
+        defer=("relative_path", "extension", "uuid"),
+    )
+    # Braces of values and literals stay escaped; deferred macros stay as macros.
+    assert first == "out/t{{x}}/{{raw}}/{relative_path}.{extension}/2025/{uuid}"
+    second = [render(first, MacroValues(CONTEXT, {"relative_path": f"a/b{i}.csv", "extension": "csv"})) for i in (1, 2)]
+    assert [s.rsplit("/", 1)[0] for s in second] == [
+        "out/t{x}/{raw}/a/b1.csv.csv/2025",
+        "out/t{x}/{raw}/a/b2.csv.csv/2025",
+    ]
+    assert second[0].rsplit("/", 1)[1] != second[1].rsplit("/", 1)[1]  # one {uuid} per object

@@ -368,3 +368,19 @@ def test_result_sink_spills_past_the_cap(tmp_path: Path) -> None:
     assert sink.spilled
     assert (sink.count, sink.bytes, sink.items) == (5, 50, [])
     assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_listed_traversal_keys_are_refused_before_any_download(moto: MotoServer, client: Any, tmp_path: Path) -> None:
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="trav/ok.txt", Body=b"ok")
+    admin.put_object(Bucket=BUCKET, Key="trav/a\\..\\..\\evil.txt", Body=b"evil")
+    listed = [o for o in Lister(client, BUCKET, ListQuery(base="trav/")) if isinstance(o, ObjectInfo)]
+    assert {o.key for o in listed} == {"trav/ok.txt", "trav/a\\..\\..\\evil.txt"}
+
+    def plan() -> Any:
+        for o in listed:
+            yield DownloadTask(o.key, local_path_for(o.key, "trav/", tmp_path / "in"), o.size, o.etag, o.last_modified)
+
+    with pytest.raises(LocalPathError, match=r"backslashes\. Rename the object or narrow prefix/pattern"):
+        list(Downloader(client, BUCKET, SMALL).download(plan()))
+    assert not any(p.name == "evil.txt" or ".part" in p.name for p in tmp_path.rglob("*"))

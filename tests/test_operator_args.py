@@ -1,0 +1,80 @@
+"""Operator arguments refused at DAG-parse time with a message saying what to fix; sources; error mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from airflow_s3connect.errors import WrongRegionError, translate
+from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.operators.put_object import expand_source, file_extension
+
+BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
+    (S3PutObjectOperator, {"key": "k"}, "Give exactly one of source=, data= or records= (got none)"),
+    (S3PutObjectOperator, {"key": "k", "data": "x", "source": "/tmp"}, "(got source, data)"),
+    (S3PutObjectOperator, {"key": "k", "records": []}, "records=... needs format=..."),
+    (S3PutObjectOperator, {"key": "k", "records": [], "format": "xlsx"}, "Unknown format 'xlsx': choose one of csv"),
+    (S3PutObjectOperator, {"data": "x"}, "data= and records= need key=..."),
+    (S3PutObjectOperator, {"key": "k", "data": "x", "checksum_algorithm": "md5"}, "checksum_algorithm='md5'"),
+    (S3PutObjectOperator, {"key": "k", "data": "x", "server_side_encryption": "kms"}, "use one of AES256, aws:kms"),
+    (S3PutObjectOperator, {"key": "k", "data": "x", "kms_key_id": "k1"}, "kms_key_id needs server_side_encryption"),
+    (S3GetObjectOperator, {"local_dir": "/tmp"}, "Give either key=... (one object) or prefix=..."),
+    (S3GetObjectOperator, {"key": "a", "prefix": "b/", "local_dir": "/tmp"}, "Give either key=..."),
+    (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "incremental": "daily"}, "incremental='daily'"),
+    (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "incremental": "interval"}, "not to one key"),
+    (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "after": "move"}, "after='move'"),
+    (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "after": "archive"}, "needs archive_prefix"),
+    (S3GetObjectOperator, {"prefix": "b/", "read_into_xcom": True}, "read_into_xcom=True reads one object"),
+    (S3GetObjectOperator, {"key": "a"}, "Give local_dir=..."),
+]
+
+
+@pytest.mark.parametrize(("operator", "kwargs", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_fail_at_parse_time(operator: type, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=None) as info:
+        operator(task_id="t", **kwargs)
+    assert message in str(info.value)
+
+
+def test_list_defaults_follow_seed_002() -> None:
+    task = S3ListObjectsOperator(task_id="t")
+    assert (task.max_objects, task.max_xcom_objects) == (100_000, 10_000)
+
+
+def test_sources_file_directory_and_glob(tmp_path: Path) -> None:
+    for name in ("a.csv", "sub/b.csv", "sub/deep/c.json.gz", "sub/deep/d.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    as_dir = [rel for _, rel in expand_source(str(tmp_path))]
+    assert as_dir == ["a.csv", "sub/b.csv", "sub/deep/c.json.gz", "sub/deep/d.csv"]
+    as_glob = [rel for _, rel in expand_source(f"{tmp_path}/sub/**/*.csv")]
+    assert as_glob == ["b.csv", "deep/d.csv"]  # relative to the glob's literal directory
+    assert [rel for _, rel in expand_source(str(tmp_path / "a.csv"))] == ["a.csv"]
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        list(expand_source(f"{tmp_path}/*.parquet"))
+    with pytest.raises(FileNotFoundError, match="neither a file, a directory nor a glob"):
+        list(expand_source(str(tmp_path / "missing.csv")))
+
+
+@pytest.mark.parametrize(
+    ("name", "extension"),
+    [("a.csv", "csv"), ("a.csv.gz", "csv.gz"), ("report.v2.csv", "csv"), ("x.tar.gz", "tar.gz"), ("README", "")],
+)
+def test_file_extension(name: str, extension: str) -> None:
+    assert file_extension(name) == extension
+
+
+def test_wrong_region_names_the_right_one() -> None:
+    # moto serves every region from one endpoint, so the redirect S3 sends is built here.
+    response = {
+        "Error": {"Code": "PermanentRedirect", "Message": "...", "Region": "us-west-2"},
+        "ResponseMetadata": {"HTTPStatusCode": 301, "HTTPHeaders": {}},
+    }
+    error = translate(ClientError(response, "ListObjectsV2"), "ListObjectsV2", "eu-bucket")  # type: ignore[arg-type]
+    assert isinstance(error, WrongRegionError)
+    assert (
+        str(error) == "Bucket 'eu-bucket' is in another region: it is in us-west-2; set the connection's region_name."
+    )
