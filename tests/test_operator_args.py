@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,8 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("operator", "kwargs", "message"), BAD_ARGUMENTS)
 def test_bad_arguments_fail_at_parse_time(operator: type, kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=None) as info:
+    with pytest.raises(ValueError, match=re.escape(message)):
         operator(task_id="t", **kwargs)
-    assert message in str(info.value)
 
 
 def test_list_defaults_follow_seed_002() -> None:
