@@ -36,7 +36,9 @@ with DAG("s3c_roundtrip", schedule=None, start_date=pendulum.datetime(2025, 4, 1
     fetch = S3GetObjectOperator.partial(task_id="fetch_each", local_dir="OUT/each", **conn).expand(key=list_csv.output)
     capped = S3ListObjectsOperator(task_id="list_capped", prefix="tree/", include_metadata=True,
                                    max_xcom_objects=100, manifest_key="manifests/{run_id}.jsonl", **conn)
-    put_tree >> [get_tree, list_csv, capped]
+    get_capped = S3GetObjectOperator(task_id="get_capped", prefix="tree/d0/", local_dir="OUT/capped",
+                                     max_xcom_objects=10, **conn)
+    put_tree >> [get_tree, list_csv, capped, get_capped]
 
     csv_gz = S3PutObjectOperator(task_id="export_csv", records=RECORDS, format="csv.gz", overwrite=False,
         key="exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}", stream_name="orders", **conn)
@@ -138,6 +140,22 @@ def test_listing_above_the_cap_goes_to_an_s3_manifest(
     assert len(lines) == 500
     assert {line["key"] for line in lines} == {f"tree/{name}" for name in files}
     assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
+
+
+def test_download_above_the_cap_goes_to_a_local_manifest(
+    roundtrip: tuple[RunResult, dict[str, bytes], Path],
+) -> None:
+    result, files, out = roundtrip
+    under_d0 = {name: data for name, data in files.items() if name.startswith("d0/")}
+    summary = result.value("get_capped")
+    assert summary == {
+        "manifest": str(out / "capped" / ".s3connect-manifest.jsonl"),
+        "count": len(under_d0),
+        "bytes": sum(len(b) for b in under_d0.values()),
+    }
+    lines = [json.loads(line) for line in Path(summary["manifest"]).read_text().splitlines()]
+    assert sorted(line["key"] for line in lines) == sorted(f"tree/{name}" for name in under_d0)
+    assert all(Path(line["local_path"]).read_bytes() == files[line["key"][5:]] for line in lines)
 
 
 def test_records_exported_with_seed_macros(

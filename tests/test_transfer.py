@@ -9,6 +9,7 @@ import io
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,8 @@ def _s3_gets(recording: Any) -> list[Any]:
 # --------------------------------------------------------------------------- listing
 def test_listing_pages_requests_and_pattern_prefix(moto: MotoServer, client: Any) -> None:
     admin = moto.admin_client("s3")
-    for i in range(2500):
-        admin.put_object(Bucket=BUCKET, Key=f"logs/2025/{i:05d}.csv", Body=b"")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: admin.put_object(Bucket=BUCKET, Key=f"logs/2025/{i:05d}.csv", Body=b""), range(2500)))
     admin.put_object(Bucket=BUCKET, Key="logs/2025/notes.txt", Body=b"")
     admin.put_object(Bucket=BUCKET, Key="other/x.csv", Body=b"")
     with moto.recording() as rec:
