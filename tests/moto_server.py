@@ -80,12 +80,14 @@ class MotoServer:
 
     @classmethod
     def start(cls, workdir: Path) -> MotoServer:
+        """moto's server, with conditional writes atomic as on S3 (see tests/moto_launcher.py)."""
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"))
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"), PYTHONPATH=root)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.moto_launcher", "127.0.0.1", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
