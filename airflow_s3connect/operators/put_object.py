@@ -23,6 +23,8 @@ PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".zip")
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+#: Asset events per run at most (one per object): past it, downstream DAGs would be flooded.
+MAX_ASSET_EVENTS = 1000
 
 
 def file_extension(name: str) -> str:
@@ -98,7 +100,7 @@ class S3PutObjectOperator(S3ConnectOperator):
     ``chunk_size``, the connection's ``max_concurrency``); a failed multipart upload is
     aborted. Returns ``[{bucket, key, size, etag, version_id, checksum}]``. Every
     :class:`~airflow.sdk.AssetAlias` in ``outlets`` receives an asset event per ``s3://``
-    URI written; an :class:`~airflow.sdk.Asset` outlet gets the counts as its event extra.
+    URI written (the first 1,000 of a run); an :class:`~airflow.sdk.Asset` outlet gets the counts as its event extra.
     """
 
     template_fields: Sequence[str] = (
@@ -193,7 +195,7 @@ class S3PutObjectOperator(S3ConnectOperator):
                 self._queue_data(context, uploader)
             for done in uploader.results():
                 sink.add(done.as_dict(), done.size)
-                if len(written) <= 1000:
+                if len(written) < MAX_ASSET_EVENTS:
                     written.append(done)
         self.log.info(
             "Wrote %d objects (%d bytes) to s3://%s%s",
@@ -280,6 +282,11 @@ class S3PutObjectOperator(S3ConnectOperator):
         outlet_events = context.get("outlet_events")
         if outlet_events is None:
             return
+        aliases = [o for o in self.outlets if isinstance(o, AssetAlias)]
+        if aliases and count > len(written):
+            self.log.warning(
+                "%d objects written; asset events are emitted for the first %d only", count, MAX_ASSET_EVENTS
+            )
         for outlet in self.outlets:
             if isinstance(outlet, AssetAlias):
                 for done in written:
