@@ -132,6 +132,7 @@ class ListQuery:
     modified_since: datetime.datetime | None = None
     modified_until: datetime.datetime | None = None
     max_objects: int | None = None
+    min_size: int = 0
     include_folder_markers: bool = False
 
     @property
@@ -142,6 +143,8 @@ class ListQuery:
         if info.key.endswith("/") and not self.include_folder_markers:
             return False
         if self.pattern is not None and not self.pattern.matches(info.key[len(self.base) :]):
+            return False
+        if info.size < self.min_size:
             return False
         if self.modified_since is not None and info.last_modified < self.modified_since:
             return False

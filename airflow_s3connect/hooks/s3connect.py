@@ -76,10 +76,12 @@ class S3ConnectHook(BaseHook):
 
     def render_path_prefix(self, values: MacroValues) -> str:
         """Render the macros of the connection's path_prefix for this run; the scope follows it."""
+        return self.pin_path_prefix(render(self.settings.path_prefix, values))
+
+    def pin_path_prefix(self, rendered: str) -> str:
+        """Use ``rendered`` as the path_prefix: the one a task rendered, handed to its trigger."""
         with self._lock:
-            settings = self.settings
-            rendered = render(settings.path_prefix, values)
-            self._settings = dataclasses.replace(settings, path_prefix=rendered)
+            self._settings = dataclasses.replace(self.settings, path_prefix=rendered)
             self._client = None  # the scope guard is bound to the prefix
             self._prefix_rendered = True
             return rendered

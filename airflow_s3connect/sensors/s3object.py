@@ -1,0 +1,199 @@
+"""S3ObjectSensor: wait for new or updated objects (or for none), in poke, reschedule or deferred mode."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_s3connect.connection import DEFAULT_CONN_ID
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.operators.base import parse_moment
+from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
+from airflow_s3connect.transfer import ObjectInfo
+from airflow_s3connect.triggers.s3object import S3ObjectTrigger
+from airflow_s3connect.watch import Watcher, WatchSpec
+
+#: Key in Airflow's task state store of the ``stable_for`` memory (reschedule mode).
+STATE_KEY = "s3connect_watch"
+NEW_SINCE_CHOICES = ("data_interval_start", "last_success")
+
+
+class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
+    """Wait until objects matching ``key`` or ``prefix`` + ``pattern`` are there (or gone).
+
+    Each poke is one ListObjectsV2 on the pattern's literal prefix, paginating only until
+    the answer is known, never a HeadObject; an exact key is one request. Needs
+    s3:ListBucket. Returns the matches as S3ListObjectsOperator does, so a Get can be
+    expanded over them without a second listing.
+
+    :param key: one exact key (relative to path_prefix, macros allowed).
+    :param prefix: where to look (relative to path_prefix, macros allowed).
+    :param pattern: glob / date-mask pattern, relative to ``prefix``.
+    :param bucket: default: the connection's bucket.
+    :param min_objects: how many must match (default 1).
+    :param min_size: only objects of at least this many bytes count.
+    :param new_since: only objects new or updated since: ``None`` (any), a datetime or ISO
+        string, ``"data_interval_start"`` (the run's), or ``"last_success"`` (the start of
+        the DAG's previous successful run).
+    :param stable_for: seconds the matching set (keys, sizes, ETags) must stay unchanged
+        across pokes before success: for files still being written.
+    :param absent: wait until nothing matches.
+    :param include_metadata: return dicts (key, uri, size, etag, last_modified) instead of keys.
+    :param collect_all: read every page so the result holds every match (by default a
+        poke stops as soon as ``min_objects`` are seen).
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+
+    ``mode`` (poke / reschedule), ``poke_interval``, ``timeout``, ``soft_fail`` and
+    ``exponential_backoff`` are Airflow's. In reschedule mode ``stable_for`` keeps its
+    memory in Airflow's task state store.
+    """
+
+    template_fields: Sequence[str] = ("key", "prefix", "pattern", "bucket", "new_since", "tenant")
+    macro_fields = ("key", "prefix")
+    pattern_fields = ("pattern",)
+    ui_color = "#e7f0e0"
+
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        prefix: str | None = None,
+        pattern: str | None = None,
+        bucket: str | None = None,
+        min_objects: int = 1,
+        min_size: int = 0,
+        new_since: datetime.datetime | str | None = None,
+        stable_for: float = 0,
+        absent: bool = False,
+        include_metadata: bool = False,
+        collect_all: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        s3connect_conn_id: str = DEFAULT_CONN_ID,
+        tenant: str | None = None,
+        tap: str | None = None,
+        stream_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (key is None) == (prefix is None and pattern is None):
+            raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+        if min_objects < 1:
+            raise ValueError(f"min_objects={min_objects}: wait for at least 1 object (or use absent=True).")
+        if absent and (stable_for or min_objects != 1):
+            raise ValueError("absent=True waits for no match: it takes neither stable_for nor min_objects.")
+        if key is not None and min_objects != 1:
+            raise ValueError("One key is one object: min_objects applies to prefix/pattern.")
+        self.key, self.prefix, self.pattern, self.bucket = key, prefix, pattern, bucket
+        self.min_objects = min_objects
+        self.min_size = min_size
+        self.new_since = new_since
+        self.stable_for = stable_for
+        self.absent = absent
+        self.include_metadata = include_metadata
+        self.collect_all = collect_all
+        self.deferrable = deferrable
+        self.s3connect_conn_id = s3connect_conn_id
+        self.tenant, self.tap, self.stream_name = tenant, tap, stream_name
+        self._watcher: Watcher | None = None
+
+    # -- the watch ---------------------------------------------------------------------------
+    def _since(self, context: Any) -> datetime.datetime | None:
+        value = self.new_since
+        if value == "data_interval_start":
+            value = context.get("data_interval_start") or context.get("logical_date")
+        elif value == "last_success":
+            value = context.get("prev_start_date_success")
+        return parse_moment(value, "new_since")
+
+    def _spec(self, context: Any) -> WatchSpec:
+        scope = self.hook.scope_settings.scope
+        since = self._since(context)
+        common = {
+            "min_size": self.min_size,
+            "new_since": since.isoformat() if since else None,
+            "stable_for": self.stable_for,
+            "absent": self.absent,
+            "collect_all": self.collect_all,
+        }
+        if self.key is not None:
+            ref = scope.resolve(self.key, self.bucket)
+            return WatchSpec(bucket=ref.bucket, key=ref.key, **common)  # type: ignore[arg-type]
+        bucket, query = listing_query(scope, self.prefix or "", self.pattern, self.bucket)
+        return WatchSpec(
+            bucket=bucket,
+            base=query.base,
+            pattern=self.pattern or None,
+            min_objects=self.min_objects,
+            **common,  # type: ignore[arg-type]
+        )
+
+    def _output(self, matches: Sequence[ObjectInfo | dict[str, Any]]) -> list[Any]:
+        scope = self.hook.scope_settings.scope
+        bucket = self.hook.scope_settings.scope.bucket_for(self.bucket)
+        out = []
+        for match in matches:
+            info = match if isinstance(match, ObjectInfo) else _info(match)
+            out.append(object_entry(scope, bucket, info) if self.include_metadata else scope.relative(info.key))
+        return out
+
+    # -- modes -------------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)
+        if result.is_done:
+            return result.xcom_value
+        self.defer(
+            trigger=S3ObjectTrigger(
+                s3connect_conn_id=self.s3connect_conn_id,
+                path_prefix=self.hook.scope_settings.path_prefix,
+                watch=self._spec(context).to_json(),
+                poke_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=datetime.timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Any) -> PokeReturnValue:
+        if self._watcher is None:
+            self._watcher = Watcher(self._spec(context))
+        store = context.get("task_state_store") if self.reschedule and self.stable_for else None
+        if self.reschedule and self.stable_for and store is None:
+            raise ValueError(
+                "stable_for in mode='reschedule' needs Airflow's task state store (Airflow 3.3+): "
+                "use mode='poke' or deferrable=True on this Airflow."
+            )
+        if store is not None:
+            self._watcher.restore(store.get(STATE_KEY))
+        matches = self._watcher.poke(self.hook.get_conn(), time.time())
+        if store is not None:
+            store.set(STATE_KEY, self._watcher.state())
+        self.log.info(
+            "%s after %d requests",
+            "Condition met" if matches is not None else "Not yet",
+            self._watcher.requests,
+        )
+        if matches is None:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._output(matches))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[Any]:
+        if event.get("status") != "success":
+            raise S3ConnectError(f"S3ObjectTrigger failed: {event.get('message', event)}")
+        self.log.info("Condition met in the triggerer after %d requests", event.get("requests", 0))
+        return self._output(event["matches"])
+
+
+def _info(match: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        match["key"],
+        match["size"],
+        match["etag"],
+        datetime.datetime.fromisoformat(match["last_modified"]),
+        match.get("storage_class"),
+    )

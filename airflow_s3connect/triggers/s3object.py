@@ -1,0 +1,69 @@
+"""S3ObjectTrigger: the sensor's wait, run in the triggerer without blocking its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.watch import Watcher, WatchSpec
+
+
+class S3ObjectTrigger(BaseTrigger):
+    """Poke every ``poke_interval`` seconds until the watch's condition holds; one event.
+
+    Serialized: the connection id, the rendered path_prefix, the watch and the interval.
+    Never credentials: the triggerer reads the connection itself, and an ``assume_role``
+    connection's credentials refresh themselves there for as long as the wait lasts.
+    boto3 is synchronous, so each poke runs in a worker thread.
+
+    :param s3connect_conn_id: the ``s3connect`` connection.
+    :param path_prefix: the connection's path_prefix as the task rendered it (macros done).
+    :param watch: a :class:`~airflow_s3connect.watch.WatchSpec` as JSON.
+    :param poke_interval: seconds between pokes.
+    """
+
+    def __init__(self, s3connect_conn_id: str, path_prefix: str, watch: dict[str, Any], poke_interval: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.s3connect_conn_id = s3connect_conn_id
+        self.path_prefix = path_prefix
+        self.watch = watch
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "s3connect_conn_id": self.s3connect_conn_id,
+                "path_prefix": self.path_prefix,
+                "watch": self.watch,
+                "poke_interval": self.poke_interval,
+            },
+        )
+
+    def _client(self) -> Any:
+        hook = S3ConnectHook(s3connect_conn_id=self.s3connect_conn_id)
+        hook.pin_path_prefix(self.path_prefix)
+        return hook.get_conn()
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        watcher = Watcher(WatchSpec.from_json(self.watch))
+        try:
+            client = await asyncio.to_thread(self._client)
+            while True:
+                matches = await asyncio.to_thread(watcher.poke, client, time.time())
+                if matches is not None:
+                    self.log.info("Condition met after %d requests", watcher.requests)
+                    yield TriggerEvent(  # type: ignore[no-untyped-call]
+                        {"status": "success", "matches": [m.as_dict() for m in matches], "requests": watcher.requests}
+                    )
+                    return
+                await asyncio.sleep(self.poke_interval)
+        except S3ConnectError as exc:
+            failure = {"status": "error", "message": str(exc), "type": type(exc).__name__}
+            yield TriggerEvent(failure)  # type: ignore[no-untyped-call]
