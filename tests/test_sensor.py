@@ -1,0 +1,239 @@
+"""S3ObjectSensor and S3ObjectTrigger against a moto server: requests per poke, conditions, modes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from airflow_s3connect.triggers import S3ObjectTrigger
+from airflow_s3connect.watch import Watcher, WatchSpec, observe
+from tests.conftest import BUCKET, REGION
+from tests.dag_runner import run_dag, write_dag
+from tests.moto_server import MotoServer
+from tests.test_transfer import make_client
+
+
+def _lists(recording: Any) -> list[Any]:
+    return [r for r in recording.s3() if "list-type" in r.query]
+
+
+def test_exact_key_is_one_request_per_poke(moto: MotoServer) -> None:
+    client = make_client(moto)
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="in/report.csv.bak", Body=b"not it")
+    watcher = Watcher(WatchSpec(bucket=BUCKET, key="in/report.csv"))
+    with moto.recording() as rec:
+        assert watcher.poke(client, 0) is None
+        admin.put_object(Bucket=BUCKET, Key="in/report.csv", Body=b"it")
+        (found,) = watcher.poke(client, 1) or []
+    assert found.key == "in/report.csv"
+    assert found.size == 2
+    puts = [r for r in rec.s3() if r.method == "PUT"]
+    assert len(rec.s3()) - len(puts) == 2  # one ListObjectsV2 per poke, no HEAD
+    assert all(r.query["max-keys"] == ["1"] and r.query["prefix"] == ["in/report.csv"] for r in _lists(rec))
+
+
+def test_a_poke_reads_only_the_pages_it_needs(moto: MotoServer) -> None:
+    client = make_client(moto)
+    admin = moto.admin_client("s3")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: admin.put_object(Bucket=BUCKET, Key=f"drop/{i:04d}.csv", Body=b"x" * i), range(1200)))
+    admin.put_object(Bucket=BUCKET, Key="elsewhere/0.csv", Body=b"")
+    cases = [
+        (WatchSpec(bucket=BUCKET, base="drop/", pattern="*.csv"), 1, 1),
+        (WatchSpec(bucket=BUCKET, base="drop/", pattern="*.csv", min_objects=1100), 2, 1100),
+        (WatchSpec(bucket=BUCKET, base="drop/", pattern="*.csv", collect_all=True), 2, 1200),
+        (WatchSpec(bucket=BUCKET, base="drop/", pattern="*.csv", min_size=1195), 2, 1),  # found on page 2
+        (WatchSpec(bucket=BUCKET, base="drop/", pattern="01*.csv", collect_all=True), 1, 100),
+    ]
+    for spec, requests, matched in cases:
+        with moto.recording() as rec:
+            seen = observe(client, spec)
+        assert (len(rec.s3()), seen.requests, len(seen.matches)) == (requests, requests, matched), spec
+    # The pattern's literal part is the Prefix sent.
+    with moto.recording() as rec:
+        observe(client, WatchSpec(bucket=BUCKET, base="drop/", pattern="01*.csv"))
+    assert rec.s3()[0].query["prefix"] == ["drop/01"]
+
+
+def test_new_since_absent_and_stable_for_with_a_growing_object(moto: MotoServer) -> None:
+    client = make_client(moto)
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="grow/part.csv", Body=b"a" * 10)
+    modified = admin.head_object(Bucket=BUCKET, Key="grow/part.csv")["LastModified"]
+    later = (modified + datetime.timedelta(seconds=1)).isoformat()
+    assert Watcher(WatchSpec(bucket=BUCKET, base="grow/", new_since=later)).poke(client, 0) is None
+    assert Watcher(WatchSpec(bucket=BUCKET, base="grow/", new_since=modified.isoformat())).poke(client, 0)
+
+    absent = Watcher(WatchSpec(bucket=BUCKET, base="grow/", absent=True))
+    assert absent.poke(client, 0) is None
+    stable = Watcher(WatchSpec(bucket=BUCKET, base="grow/", stable_for=30))
+    assert stable.poke(client, 100) is None  # first sight starts the clock
+    admin.put_object(Bucket=BUCKET, Key="grow/part.csv", Body=b"a" * 20)  # still being written
+    assert stable.poke(client, 120) is None  # changed: the clock restarts
+    assert stable.poke(client, 140) is None  # unchanged for 20 s only
+    (done,) = stable.poke(client, 150) or []  # unchanged for 30 s
+    assert done.size == 20
+    admin.delete_object(Bucket=BUCKET, Key="grow/part.csv")
+    assert absent.poke(client, 0) == []
+
+
+def _trigger_conn(moto: MotoServer, make_conn: Callable[..., str], **extra: Any) -> str:
+    return make_conn(
+        "trig",
+        "AKIABASE",
+        "base-secret-do-not-log",
+        aws_session_token="token-do-not-log",
+        region_name=REGION,
+        endpoint_url=moto.url,
+        sts_endpoint_url=moto.url,
+        bucket=BUCKET,
+        path_prefix="tenants/{tenant}",
+        **extra,
+    )
+
+
+def _run_trigger(trigger: S3ObjectTrigger, during: Callable[[], None] | None = None) -> dict[str, Any]:
+    async def first_event() -> dict[str, Any]:
+        generator = trigger.run()
+        event = await asyncio.wait_for(generator.__anext__(), timeout=60)
+        await generator.aclose()
+        return dict(event.payload)
+
+    if during is not None:
+        threading.Timer(1.0, during).start()
+    return asyncio.run(first_event())
+
+
+def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
+    moto: MotoServer, make_conn: Callable[..., str]
+) -> None:
+    conn_id = _trigger_conn(
+        moto,
+        make_conn,
+        auth_type="assume_role",
+        role_arn="arn:aws:iam::210987654321:role/partner-reader",
+        external_id="tenant-acme:7f3a9c",
+    )
+    spec = WatchSpec(bucket=BUCKET, base="tenants/acme/in/", pattern="*.json")
+    trigger = S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.2)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_s3connect.triggers.s3object.S3ObjectTrigger"
+    serialized = json.dumps(kwargs)
+    assert "do-not-log" not in serialized
+    assert "tenant-acme:7f3a9c" not in serialized  # the external ID stays in the connection too
+    admin = moto.admin_client("s3")
+    with moto.recording() as rec:
+        event = _run_trigger(
+            S3ObjectTrigger(**kwargs),
+            lambda: admin.put_object(Bucket=BUCKET, Key="tenants/acme/in/a.json", Body=b"{}"),
+        )
+    assert event["status"] == "success"
+    assert [m["key"] for m in event["matches"]] == ["tenants/acme/in/a.json"]
+    assert len(rec.sts("AssumeRole")) == 1
+    assert rec.sts("AssumeRole")[0].form["ExternalId"] == "tenant-acme:7f3a9c"
+    polls = _lists(rec)
+    assert len(polls) == event["requests"] >= 2  # it waited, one request per poke
+    assert all(r.query["prefix"] == ["tenants/acme/in/"] for r in polls)
+
+
+def test_trigger_reports_errors_as_an_event(moto: MotoServer, make_conn: Callable[..., str]) -> None:
+    conn_id = _trigger_conn(moto, make_conn)
+    spec = WatchSpec(bucket="no-such-bucket-here", base="tenants/acme/")
+    event = _run_trigger(S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.1))
+    assert event["status"] == "error"
+    assert event["type"] == "ScopeError"  # the connection's bucket guard, before any request
+
+
+SENSOR_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import S3GetObjectOperator
+from airflow_s3connect.sensors import S3ObjectSensor
+
+with DAG("s3c_sensors", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+    conn = dict(s3connect_conn_id="sens", poke_interval=1, timeout=60)
+    poke = S3ObjectSensor(task_id="poke", prefix="landing/", pattern="*.csv", min_objects=2, stable_for=1,
+                          mode="poke", **conn)
+    resched = S3ObjectSensor(task_id="reschedule", prefix="landing/", pattern="*.csv", stable_for=1,
+                             mode="reschedule", include_metadata=True, **conn)
+    deferred = S3ObjectSensor(task_id="deferred", key="late/arrival.json", deferrable=True, **conn)
+    gone = S3ObjectSensor(task_id="absent", prefix="tmp/", absent=True, **conn)
+    soft = S3ObjectSensor(task_id="soft_timeout", key="never/there.csv", soft_fail=True,
+                          s3connect_conn_id="sens", poke_interval=1, timeout=2)
+    fetch = S3GetObjectOperator.partial(task_id="fetch", s3connect_conn_id="sens", local_dir="OUT").expand(
+        key=poke.output)
+    deferred >> [poke, resched, gone, soft]  # first, so its key is not there yet when it starts
+"""
+
+
+def test_sensor_modes_in_a_dag_run(moto: MotoServer, airflow_db: Path, tmp_path: Path) -> None:
+    admin = moto.admin_client("s3")
+    for name in ("a.csv", "b.csv"):
+        admin.put_object(Bucket=BUCKET, Key=f"landing/{name}", Body=name.encode())
+    admin.put_object(Bucket=BUCKET, Key="landing/readme.txt", Body=b"no")
+    path = write_dag("s3c_sensors", SENSOR_DAG.replace("OUT", str(tmp_path)))
+    conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
+            "extra": {"endpoint_url": moto.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
+    os.environ["AIRFLOW_CONN_SENS"] = json.dumps(conn)
+    # The deferred sensor's key appears only after the worker's poke missed it (seen in the
+    # server's recording): from then on, only the trigger can find it.
+    stop = threading.Event()
+
+    def arrive_after_first_poke() -> None:
+        recording = moto.workdir / "recording.jsonl"
+        while not stop.wait(0.2):
+            if recording.exists() and "late%2Farrival.json" in recording.read_text():
+                time.sleep(1.5)
+                admin.put_object(Bucket=BUCKET, Key="late/arrival.json", Body=b"{}")
+                return
+
+    arrival = threading.Thread(target=arrive_after_first_poke)
+    try:
+        with moto.recording() as rec:
+            arrival.start()
+            result = run_dag(path, "s3c_sensors", datetime.datetime(2025, 2, 1, tzinfo=datetime.timezone.utc))
+    finally:
+        stop.set()
+        arrival.join()
+        del os.environ["AIRFLOW_CONN_SENS"]
+    deferred_polls = [r for r in _lists(rec) if r.query.get("prefix") == ["late/arrival.json"]]
+    assert len(deferred_polls) >= 2  # the worker's poke, then the trigger's
+    states = {task: state for (task, _), state in result.task_states.items()}
+    assert states == {
+        "poke": "success",
+        "reschedule": "success",
+        "deferred": "success",
+        "absent": "success",
+        "soft_timeout": "skipped",
+        "fetch": "success",
+    }
+    assert result.value("poke") == ["landing/a.csv", "landing/b.csv"]
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id="s3c_sensors", run_id=result.run_id, task_id="reschedule")
+            .one()
+        )
+        reschedules = session.query(TaskReschedule).filter_by(ti_id=ti.id).count()
+    assert reschedules >= 1  # stable_for's memory crossed a reschedule through the task state store
+    metadata = result.value("reschedule")
+    assert [m["key"] for m in metadata] == ["landing/a.csv", "landing/b.csv"]
+    assert metadata[0]["uri"] == f"s3://{BUCKET}/landing/a.csv"
+    assert metadata[0]["size"] == 5
+    assert result.value("deferred") == ["late/arrival.json"]
+    assert result.value("absent") == []
+    assert (tmp_path / "a.csv").read_bytes() == b"a.csv"  # Get expanded over the sensor's matches
+    assert (tmp_path / "b.csv").read_bytes() == b"b.csv"
