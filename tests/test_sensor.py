@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import time_machine
+
 from airflow_s3connect.triggers import S3ObjectTrigger
 from airflow_s3connect.watch import Watcher, WatchSpec, observe
 from tests.conftest import BUCKET, REGION
@@ -143,6 +145,41 @@ def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
     polls = _lists(rec)
     assert len(polls) == event["requests"] >= 2  # it waited, one request per poke
     assert all(r.query["prefix"] == ["tenants/acme/in/"] for r in polls)
+
+
+def test_trigger_credentials_refresh_during_a_long_wait(moto: MotoServer, make_conn: Callable[..., str]) -> None:
+    """A wait longer than the STS session: the trigger's pokes carry a fresh session token."""
+    conn_id = _trigger_conn(
+        moto, make_conn, auth_type="assume_role", role_arn="arn:aws:iam::210987654321:role/partner-reader"
+    )
+    spec = WatchSpec(bucket=BUCKET, base="tenants/acme/slow/")
+    trigger = S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.3)
+    admin = moto.admin_client("s3")
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=50)
+
+    async def wait() -> dict[str, Any]:
+        generator = trigger.run()
+        pending = asyncio.ensure_future(generator.__anext__())
+        await asyncio.sleep(1.0)  # a few pokes in the first one-hour session
+        with time_machine.travel(later, tick=True):
+            await asyncio.sleep(1.0)  # 50 minutes on: inside the refresh margin
+            admin.put_object(Bucket=BUCKET, Key="tenants/acme/slow/done.flag", Body=b"")
+            event = await asyncio.wait_for(pending, timeout=30)
+        await generator.aclose()
+        return dict(event.payload)
+
+    with moto.recording() as rec:
+        payload = asyncio.run(wait())
+    assert payload["status"] == "success"
+    # Only the client's clock moved: sessions moto issues after the jump look short to the
+    # client too, so it refreshes them again; what matters is that pokes never failed and
+    # carried new tokens after the jump.
+    assumes = rec.sts("AssumeRole")
+    first_session = [r for r in _lists(rec) if r.headers["X-Amz-Date"] < assumes[1].headers["X-Amz-Date"]]
+    assert len(first_session) >= 2  # several pokes on the first session, one AssumeRole
+    tokens = [r.headers["X-Amz-Security-Token"] for r in _lists(rec)]
+    assert len({r.headers["X-Amz-Security-Token"] for r in first_session}) == 1
+    assert tokens[-1] != tokens[0]
 
 
 def test_trigger_reports_errors_as_an_event(moto: MotoServer, make_conn: Callable[..., str]) -> None:
