@@ -1,9 +1,11 @@
-"""Run moto's server (as ``python -m moto.server`` does) with S3's conditional writes made atomic.
+"""Run moto's server (as ``python -m moto.server`` does) with two races closed.
 
-moto checks ``If-None-Match: *`` and then stores the object without a lock, so two
-concurrent writers can both pass the check; S3 guarantees that exactly one does. The
-wrapper below serialises conditional requests only, which gives the server S3's
-guarantee without slowing anything else.
+* moto checks ``If-None-Match: *`` and then stores the object without a lock, so two
+  concurrent writers can both pass the check; S3 guarantees that exactly one does. The
+  wrapper below serialises conditional requests only.
+* moto's request recorder appends each entry with two writes and no lock: concurrent
+  requests with large bodies (multipart parts) interleave and corrupt the JSONL file
+  tests read. Recording is serialised.
 
 Usage: ``python -m tests.moto_launcher HOST PORT``.
 """
@@ -15,10 +17,21 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moto.moto_api._internal.recorder.models import Recorder
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
 _CONDITIONAL = threading.Lock()
+_RECORDING = threading.Lock()
+_record_request = Recorder._record_request
+
+
+def _record_serially(self: Recorder, request: Any, body: bytes | None = None) -> None:
+    with _RECORDING:
+        _record_request(self, request, body)
+
+
+Recorder._record_request = _record_serially  # type: ignore[method-assign]
 
 
 def atomic_conditional_writes(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
