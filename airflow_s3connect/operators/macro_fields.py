@@ -47,8 +47,16 @@ class MacroFieldsMixin:
             if (value := getattr(self, name, None)) not in (None, "")
         }
 
-    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
-        super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+    def _do_render_template_fields(
+        self, parent: Any, template_fields: Any, context: Any, jinja_env: Any, seen_oids: set[int]
+    ) -> None:
+        # Hooked here, not in render_template_fields: a mapped task's expansion renders
+        # through this method of the unmapped operator only.
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)  # type: ignore[misc]
+        if parent is self:
+            self._render_macros(context)
+
+    def _render_macros(self, context: Any) -> None:
         values = MacroValues(context, self.macro_overrides(), self.hook.macro_fallbacks())
         self.hook.render_path_prefix(values)
         for name in self.macro_fields:

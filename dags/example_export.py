@@ -1,0 +1,56 @@
+"""Export records as csv.gz and parquet under seed-001 key macros, never overwriting.
+
+Each run writes ``exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}``:
+one key per run and format, stable across retries (``connection_run_id`` is a UUID5 of the
+DAG and run), so ``overwrite=False`` turns an accidental second write into a clear
+KeyExistsError instead of a silent replacement. Needs only s3:PutObject.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, AssetAlias
+
+from airflow_s3connect.operators import S3PutObjectOperator
+
+KEY = "exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}"
+
+
+def orders(context: Any, **_: Any) -> Iterator[dict[str, Any]]:
+    """The run's orders, generated lazily in the task (Airflow calls callables at render time)."""
+    day: datetime.datetime = context["logical_date"] or pendulum.now("UTC")
+    for i in range(500):
+        yield {"order_id": f"{day:%Y%m%d}-{i:04d}", "amount": round(10 + i * 0.25, 2), "currency": "EUR"}
+
+
+with DAG(
+    "example_export",
+    schedule="@daily",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    params={"tenant": "acme"},
+    tags=["s3connect", "example"],
+    doc_md=__doc__,
+) as dag:
+    csv_gz = S3PutObjectOperator(
+        task_id="orders_csv",
+        records=orders,
+        format="csv.gz",
+        key=KEY,
+        stream_name="orders",
+        overwrite=False,
+        outlets=[AssetAlias("s3connect-exports")],
+    )
+    parquet = S3PutObjectOperator(
+        task_id="orders_parquet",
+        records=orders,
+        format="parquet",
+        key=KEY,
+        stream_name="orders",
+        overwrite=False,
+        outlets=[AssetAlias("s3connect-exports")],
+    )
