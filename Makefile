@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean demo
+.PHONY: install test lint clean demo airflow
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python demo/run.py
+	$(BIN)/python -m demo.run
+
+airflow: $(STAMP)
+	$(BIN)/python -m demo.standalone
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,4 +29,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .airflow

@@ -86,4 +86,4 @@ def test_catalog_groups_files_by_date_mask(demo_run: tuple[dict[str, Any], Any, 
 def test_makefile_demo_target_runs_the_demo() -> None:
     makefile = (Path(demo.ROOT) / "Makefile").read_text()
     assert "demo: $(STAMP)" in makefile
-    assert "demo/run.py" in makefile
+    assert "-m demo.run" in makefile
