@@ -58,6 +58,19 @@ class FieldSpec:
     schema: Mapping[str, Any]
     placeholder: str = ""
 
+    @property
+    def form_schema(self) -> dict[str, Any]:
+        """The schema as the UI form gets it: every extra field optional (``null`` allowed).
+
+        Airflow's form marks a field required unless its type admits null, and would then
+        refuse to save a connection until every one of them is filled.
+        """
+        schema = dict(self.schema)
+        schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+        return schema
+
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(

@@ -52,7 +52,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Amazon S3 (S3 Connect)",
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
                 "conn-fields": {
-                    f.name: {"label": f.label, "description": f.description, "schema": dict(f.schema)} for f in FIELDS
+                    f.name: {"label": f.label, "description": f.description, "schema": f.form_schema} for f in FIELDS
                 },
             }
         ],

@@ -55,9 +55,11 @@ def test_conn_fields_hold_every_spec_field_with_schema() -> None:
     for name, field in fields.items():
         assert field["label"], name
         assert field["description"], name
-        assert field["schema"]["type"] in ("string", "integer", "boolean"), name
-    assert fields["auth_type"]["schema"]["enum"] == ["access_key", "assume_role"]
-    assert fields["addressing_style"]["schema"]["enum"] == ["auto", "path", "virtual"]
+        # Optional in the form: a type without null makes Airflow's UI require the field.
+        assert field["schema"]["type"][1] == "null", name
+        assert field["schema"]["type"][0] in ("string", "integer", "boolean"), name
+    assert fields["auth_type"]["schema"]["enum"] == ["access_key", "assume_role", None]
+    assert fields["addressing_style"]["schema"]["enum"] == ["auto", "path", "virtual", None]
     assert fields["aws_session_token"]["schema"]["format"] == "password"
     assert fields["role_arn"]["schema"]["pattern"].startswith("^arn:aws")
     assert (fields["session_duration"]["schema"]["minimum"], fields["session_duration"]["schema"]["maximum"]) == (
@@ -65,7 +67,7 @@ def test_conn_fields_hold_every_spec_field_with_schema() -> None:
         43200,
     )
     assert (fields["max_concurrency"]["schema"]["minimum"], fields["max_concurrency"]["schema"]["maximum"]) == (1, 64)
-    assert fields["verify_ssl"]["schema"] == {"type": "boolean", "default": True}
+    assert fields["verify_ssl"]["schema"] == {"type": ["boolean", "null"], "default": True}
     for url_field in ("endpoint_url", "sts_endpoint_url", "proxy_url"):
         assert fields[url_field]["schema"]["format"] == "url"
     behaviour = conn_type["ui-field-behaviour"]
