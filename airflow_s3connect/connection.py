@@ -67,8 +67,6 @@ class FieldSpec:
         """
         schema = dict(self.schema)
         schema["type"] = [schema["type"], "null"]
-        if "enum" in schema:
-            schema["enum"] = [*schema["enum"], None]
         return schema
 
 

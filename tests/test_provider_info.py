@@ -58,8 +58,8 @@ def test_conn_fields_hold_every_spec_field_with_schema() -> None:
         # Optional in the form: a type without null makes Airflow's UI require the field.
         assert field["schema"]["type"][1] == "null", name
         assert field["schema"]["type"][0] in ("string", "integer", "boolean"), name
-    assert fields["auth_type"]["schema"]["enum"] == ["access_key", "assume_role", None]
-    assert fields["addressing_style"]["schema"]["enum"] == ["auto", "path", "virtual", None]
+    assert fields["auth_type"]["schema"]["enum"] == ["access_key", "assume_role"]
+    assert fields["addressing_style"]["schema"]["enum"] == ["auto", "path", "virtual"]
     assert fields["aws_session_token"]["schema"]["format"] == "password"
     assert fields["role_arn"]["schema"]["pattern"].startswith("^arn:aws")
     assert (fields["session_duration"]["schema"]["minimum"], fields["session_duration"]["schema"]["maximum"]) == (

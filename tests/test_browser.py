@@ -1,0 +1,120 @@
+"""The connection form in a real browser: Airflow's API server on loopback, headless Chromium.
+
+Debian's ``chromium`` is driven by the Python ``playwright`` package (``playwright install``
+cannot download browsers here). ``.ci/run`` installs chromium and sets
+S3CONNECT_REQUIRE_BROWSER=1, so a missing browser fails in CI instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.connection import FIELDS, parse_settings
+from tests.moto_server import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
+
+if not CHROMIUM.exists():
+    if os.environ.get("S3CONNECT_REQUIRE_BROWSER"):
+        raise RuntimeError(
+            "S3CONNECT_REQUIRE_BROWSER is set but /usr/bin/chromium is missing: apt-get install chromium"
+        )
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_db: Path) -> Iterator[str]:
+    """``airflow api-server`` on a free loopback port, on the session's metadata database."""
+    port = free_port()
+    env = dict(os.environ, AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="true")
+    log = open(airflow_db / f"api-server-{port}.log", "wb")  # noqa: SIM115 - lives as long as the server
+    airflow = str(Path(sys.executable).parent / "airflow")
+    process = subprocess.Popen(
+        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/v2/version", timeout=5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the API server did not start") from None
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+def _api(url: str, path: str) -> Any:
+    with urllib.request.urlopen(url + "/auth/token", timeout=10) as response:
+        token = json.load(response)["access_token"]
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(api_server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(api_server + "/connections")
+        page.get_by_role("button", name="Add Connection").click()
+        page.locator("input[name=connection_id]").fill("partner_role")
+        page.get_by_role("combobox").first.click()
+        page.keyboard.type("s3connect")
+        page.get_by_role("option", name="Amazon S3 (S3 Connect)").click()
+        page.locator("input[name=login]").fill("AKIABASEEXAMPLE")
+        page.locator("input[name=password]").fill("base-secret-not-shown")
+        page.get_by_text("Extra Fields", exact=True).click()
+
+        labels = {label.inner_text().replace("*", "").strip() for label in page.locator("label").all()}
+        assert {"AWS Access Key ID", "AWS Secret Access Key"} <= labels
+        assert {f.label for f in FIELDS} <= labels, sorted({f.label for f in FIELDS} - labels)
+        required = [label.inner_text() for label in page.locator("label").all() if "*" in label.inner_text()]
+        assert sorted(r.replace("*", "").strip() for r in required) == ["Connection ID", "Connection Type"]
+        assert page.locator("#element_aws_session_token").get_attribute("type") == "password"
+
+        auth = page.locator("label", has_text="Authentication").locator("xpath=../..").get_by_role("combobox")
+        auth.click()
+        assert [o.inner_text() for o in page.get_by_role("option").all()] == ["access_key", "assume_role"]
+        page.get_by_role("option", name="assume_role").click()
+        page.locator("#element_role_arn").fill("arn:aws:iam::210987654321:role/partner-writer")
+        page.locator("#element_external_id").fill("acme-7f3a9c")
+        page.locator("#element_bucket").fill("partner-dropbox")
+        page.locator("#element_path_prefix").fill("deliveries/{tenant}")
+        page.screenshot(path=str(OUTPUT / "s3connect-connection-form.png"), full_page=True)
+        page.get_by_role("button", name="Save").click()
+        page.get_by_text("partner_role").first.wait_for(timeout=15_000)
+        page.screenshot(path=str(OUTPUT / "s3connect-connection-saved.png"), full_page=True)
+        browser.close()
+
+    saved = _api(api_server, "/api/v2/connections/partner_role")
+    assert saved["conn_type"] == "s3connect"
+    assert saved["login"] == "AKIABASEEXAMPLE"
+    assert saved["password"] == "***"  # the API never returns the secret
+    extra = json.loads(saved["extra"])
+    settings = parse_settings("partner_role", saved["login"], "base-secret-not-shown", extra)
+    assert settings.auth_type.value == "assume_role"
+    assert settings.role_arn == "arn:aws:iam::210987654321:role/partner-writer"
+    assert settings.external_id == "acme-7f3a9c"
+    assert settings.bucket == "partner-dropbox"
+    assert settings.path_prefix == "deliveries/{tenant}"
+    assert settings.session_duration == 3600  # the form's default
+    assert (OUTPUT / "s3connect-connection-form.png").stat().st_size > 10_000
