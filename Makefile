@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean demo airflow
+.PHONY: install test lint clean demo airflow bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 airflow: $(STAMP)
 	$(BIN)/python -m demo.standalone
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick --output BENCHMARKS-quick.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
