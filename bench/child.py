@@ -158,12 +158,27 @@ def incumbent(scenario: str, url: str, work: Path, size: int, variant: str) -> C
 
 
 # --------------------------------------------------------------------------- the ceiling
-def ceiling(url: str, size: int) -> Callable[[], Any]:
-    """Raw parallel ranged GETs of the large object (8 x 8 MiB), bytes discarded: the server's limit."""
+def ceiling(scenario: str, url: str, size: int) -> Callable[[], Any]:
+    """What the server can do at best: raw unsigned GETs on 8 threads, bytes discarded.
+
+    get_large: parallel 8 MiB ranges of the object; get_many: every object under many/
+    (keys known in advance, so no listing).
+    """
     import urllib3
 
     pool = urllib3.PoolManager(maxsize=8)
     chunk = 8 * 1024 * 1024
+
+    if scenario == "get_many":
+
+        def get(index: int) -> int:
+            return len(pool.request("GET", f"{url}/{BUCKET}/many/{index:06d}.dat").data)
+
+        def run_many() -> int:
+            with ThreadPoolExecutor(8) as executor:
+                return sum(executor.map(get, range(size)))
+
+        return run_many
 
     def fetch(start: int) -> int:
         end = min(start + chunk, size) - 1
@@ -186,7 +201,7 @@ def main() -> None:
     if side == "ours":
         run = ours(scenario, url, work, size)
     elif side == "ceiling":
-        run = ceiling(url, size)
+        run = ceiling(scenario, url, size)
     else:
         run = incumbent(scenario, url, work, size, variant=side.partition("-")[2])
     global _requests
