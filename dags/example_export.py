@@ -36,21 +36,13 @@ with DAG(
     tags=["s3connect", "example"],
     doc_md=__doc__,
 ) as dag:
-    csv_gz = S3PutObjectOperator(
-        task_id="orders_csv",
-        records=orders,
-        format="csv.gz",
-        key=KEY,
-        stream_name="orders",
-        overwrite=False,
-        outlets=[AssetAlias("s3connect-exports")],
-    )
-    parquet = S3PutObjectOperator(
-        task_id="orders_parquet",
-        records=orders,
-        format="parquet",
-        key=KEY,
-        stream_name="orders",
-        overwrite=False,
-        outlets=[AssetAlias("s3connect-exports")],
-    )
+    for fmt in ("csv.gz", "parquet"):
+        S3PutObjectOperator(
+            task_id=f"orders_{fmt.partition('.')[0]}",
+            records=orders,
+            format=fmt,
+            key=KEY,
+            stream_name="orders",
+            overwrite=False,
+            outlets=[AssetAlias("s3connect-exports")],
+        )
