@@ -108,6 +108,17 @@ class ObjectInfo:
             "storage_class": self.storage_class,
         }
 
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ObjectInfo:
+        """Back from :meth:`as_dict` (e.g. a trigger event's payload)."""
+        return cls(
+            value["key"],
+            value["size"],
+            value["etag"],
+            datetime.datetime.fromisoformat(value["last_modified"]),
+            value.get("storage_class"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CommonPrefix:
@@ -452,10 +463,8 @@ class Downloader:
             job.size = 0
             self._fetch(job, 0, None)
             return True
-        job.size = int(response["ContentRange"].rpartition("/")[2]) if "ContentRange" in response else None
+        job.size = object_size(response)
         self._remember(job, response)
-        if job.size is None:
-            job.size = int(response["ContentLength"])
         self._drain(job, response, 0, min(self.config.chunk_size, job.size) - 1)
         return True
 
@@ -578,6 +587,13 @@ class Downloader:
             self._results.put((None, exc))
 
 
+def object_size(response: Mapping[str, Any]) -> int:
+    """The whole object's size from a GET: Content-Range's total for a range, else Content-Length."""
+    if "ContentRange" in response:
+        return int(response["ContentRange"].rpartition("/")[2])
+    return int(response["ContentLength"])
+
+
 def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> bytes:
     """The content of one small object, in one request; refuses objects over ``max_bytes``."""
     with translated("GetObject", bucket, key):
@@ -587,7 +603,7 @@ def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> byte
             if exc.response.get("Error", {}).get("Code") != "InvalidRange":
                 raise
             return b""  # empty object
-        total = int(response.get("ContentRange", "/0").rpartition("/")[2] or response["ContentLength"])
+        total = object_size(response)
         if total > max_bytes:
             response["Body"].close()
             raise S3ConnectError(

@@ -162,6 +162,12 @@ def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:
     return uris if len(uris) <= MAX_LINEAGE_DATASETS else [prefix_uri]
 
 
+def require_one_target(key: str | None, prefix: str | None, pattern: str | None) -> None:
+    """One object (``key``) or many (``prefix`` / ``pattern``): exactly one of the two."""
+    if (key is None) == (prefix is None and pattern is None):
+        raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+
+
 def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.datetime | None:
     """A datetime argument (templated fields arrive as ISO strings); naive means UTC."""
     if value is None or value == "":

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
-from airflow_s3connect.operators.list_objects import listing_query
+from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, require_one_target
+from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.transfer import (
     Downloaded,
@@ -107,8 +107,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (key is None) == (prefix is None and pattern is None):
-            raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+        require_one_target(key, prefix, pattern)
         if incremental not in (None, "interval", "watermark"):
             raise ValueError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
         if incremental and key is not None:
@@ -173,7 +172,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         sink = self.open_sink(local_dir / MANIFEST_NAME)
         uris: list[str] = []
         for done in downloader.download(tasks):
-            sink.add(self._entry(scope, bucket, done), done.size)
+            sink.add(object_entry(scope, bucket, done), done.size)
             if len(uris) <= 100:
                 uris.append(f"s3://{bucket}/{done.key}")
         if lister is not None:
@@ -243,7 +242,3 @@ class S3GetObjectOperator(S3ConnectOperator):
             archive_object(client, bucket, done.key, target, done.etag, done.size)
 
         return move
-
-    @staticmethod
-    def _entry(scope: Scope, bucket: str, done: Downloaded) -> dict[str, Any]:
-        return {**done.as_dict(), "key": scope.relative(done.key), "uri": f"s3://{bucket}/{done.key}"}

@@ -9,7 +9,7 @@ from typing import Any
 from airflow_s3connect.operators.base import S3ConnectOperator, parse_moment
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.transfer import CommonPrefix, Lister, ListQuery, ObjectInfo
+from airflow_s3connect.transfer import CommonPrefix, Downloaded, Lister, ListQuery, ObjectInfo
 
 #: Seed 002's default cap on one listing.
 MAX_OBJECTS = 100_000
@@ -28,9 +28,9 @@ def listing_query(
     return ref.bucket, ListQuery(base=ref.key, pattern=compile_pattern(pattern) if pattern else None, **options)
 
 
-def object_entry(scope: Scope, bucket: str, info: ObjectInfo) -> dict[str, Any]:
-    """One listed object as operators return it: ``key`` relative to path_prefix, plus ``uri``."""
-    return {**info.as_dict(), "key": scope.relative(info.key), "uri": f"s3://{bucket}/{info.key}"}
+def object_entry(scope: Scope, bucket: str, item: ObjectInfo | Downloaded) -> dict[str, Any]:
+    """One object as operators return it: ``key`` relative to path_prefix, plus ``uri``."""
+    return {**item.as_dict(), "key": scope.relative(item.key), "uri": f"s3://{bucket}/{item.key}"}
 
 
 class S3ListObjectsOperator(S3ConnectOperator):

@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.operators.base import parse_moment
+from airflow_s3connect.operators.base import parse_moment, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.transfer import ObjectInfo
@@ -80,8 +80,7 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (key is None) == (prefix is None and pattern is None):
-            raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+        require_one_target(key, prefix, pattern)
         if min_objects < 1:
             raise ValueError(f"min_objects={min_objects}: wait for at least 1 object (or use absent=True).")
         if absent and (stable_for or min_objects != 1):
@@ -134,10 +133,10 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
 
     def _output(self, matches: Sequence[ObjectInfo | dict[str, Any]]) -> list[Any]:
         scope = self.hook.scope_settings.scope
-        bucket = self.hook.scope_settings.scope.bucket_for(self.bucket)
+        bucket = scope.bucket_for(self.bucket)
         out = []
         for match in matches:
-            info = match if isinstance(match, ObjectInfo) else _info(match)
+            info = match if isinstance(match, ObjectInfo) else ObjectInfo.from_dict(match)
             out.append(object_entry(scope, bucket, info) if self.include_metadata else scope.relative(info.key))
         return out
 
@@ -148,11 +147,12 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         result = self.poke(context)
         if result.is_done:
             return result.xcom_value
+        assert self._watcher is not None  # set by the poke above
         self.defer(
             trigger=S3ObjectTrigger(
                 s3connect_conn_id=self.s3connect_conn_id,
                 path_prefix=self.hook.scope_settings.path_prefix,
-                watch=self._spec(context).to_json(),
+                watch=self._watcher.spec.to_json(),
                 poke_interval=self.poke_interval,
             ),
             method_name="execute_complete",
@@ -187,13 +187,3 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
             raise S3ConnectError(f"S3ObjectTrigger failed: {event.get('message', event)}")
         self.log.info("Condition met in the triggerer after %d requests", event.get("requests", 0))
         return self._output(event["matches"])
-
-
-def _info(match: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        match["key"],
-        match["size"],
-        match["etag"],
-        datetime.datetime.fromisoformat(match["last_modified"]),
-        match.get("storage_class"),
-    )
