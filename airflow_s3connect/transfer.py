@@ -21,9 +21,11 @@ import contextlib
 import datetime
 import functools
 import io
+import itertools
 import json
 import os
 import queue
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -250,29 +252,43 @@ class Watermark:
 
 
 # --------------------------------------------------------------------------- planning downloads
-def local_path_for(key: str, base_prefix: str, local_dir: Path) -> Path:
-    """Where ``key`` lands under ``local_dir``: its path relative to ``base_prefix``.
+class LocalTree:
+    """Where keys land under one local directory, for one run.
 
-    Refuses what would leave ``local_dir`` or be ambiguous on a file system: ``..`` and
-    ``.`` segments, absolute paths, backslashes, empty segments.
+    A key's path relative to the listing base becomes its path under ``root``. Refused:
+    what would leave ``root`` or be ambiguous on a file system (``..`` and ``.`` segments,
+    absolute paths, backslashes, empty segments), and paths that a symlink inside ``root``
+    would lead outside it. Each directory is resolved once per tree, not once per key:
+    resolving is a stat per path component, and it was an eighth of the client's CPU when
+    fetching 2,000 small files.
     """
-    relative = key[len(base_prefix) :] if key.startswith(base_prefix) else key
-    parts = relative.split("/")
-    if (
-        not relative
-        or "\\" in relative
-        or "\x00" in relative
-        or relative.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise LocalPathError(
-            f"Key {key!r} cannot be saved under {str(local_dir)!r}: its path {relative!r} is absolute, has "
-            "'.', '..' or empty segments or backslashes. Rename the object or narrow prefix/pattern."
-        )
-    target = local_dir.joinpath(*parts)
-    if not target.resolve().is_relative_to(local_dir.resolve()):
-        raise LocalPathError(f"Key {key!r} would land outside {str(local_dir)!r}: refused.")
-    return target
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = root.resolve()
+        self._inside: dict[Path, bool] = {}
+
+    def path_for(self, key: str, base_prefix: str = "") -> Path:
+        relative = key[len(base_prefix) :] if key.startswith(base_prefix) else key
+        parts = relative.split("/")
+        if (
+            not relative
+            or "\\" in relative
+            or "\x00" in relative
+            or relative.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            raise LocalPathError(
+                f"Key {key!r} cannot be saved under {str(self.root)!r}: its path {relative!r} is absolute, has "
+                "'.', '..' or empty segments or backslashes. Rename the object or narrow prefix/pattern."
+            )
+        target = self.root.joinpath(*parts)
+        inside = self._inside.get(target.parent)
+        if inside is None:
+            inside = self._inside[target.parent] = target.parent.resolve().is_relative_to(self._real_root)
+        if not inside:  # a symlink at the target itself is harmless: the rename replaces the link
+            raise LocalPathError(f"Key {key!r} would land outside {str(self.root)!r} through a symlink: refused.")
+        return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,12 +334,18 @@ def _unchanged(task: DownloadTask) -> bool:
 
 
 # --------------------------------------------------------------------------- downloading
+# Temporary names: unique per process (random token) and per file (serial); cheaper than a
+# uuid4 per object, and O_EXCL still refuses a clash.
+_TEMP_TOKEN = secrets.token_hex(4)
+_TEMP_SERIAL = itertools.count()
+
+
 class _Job:
     """One object being downloaded: a temporary file and the parts still outstanding."""
 
     def __init__(self, task: DownloadTask) -> None:
         self.task = task
-        self.temp = task.path.with_name(f".{task.path.name}.s3connect-{uuid.uuid4().hex[:8]}.part")
+        self.temp = task.path.with_name(f".{task.path.name}.s3connect-{_TEMP_TOKEN}-{next(_TEMP_SERIAL)}.part")
         self.fd: int | None = None
         self.size = task.size
         self.etag = task.etag
@@ -360,6 +382,7 @@ class Downloader:
         self._pool: ThreadPoolExecutor | None = None
         self._results: queue.Queue[tuple[Downloaded | None, BaseException | None]] = queue.Queue()
         self._abort = threading.Event()
+        self._made_dirs: set[Path] = set()
 
     def download(self, tasks: Iterable[DownloadTask]) -> Iterator[Downloaded]:
         """Fetch every task; yields each file once complete. On the first failure, stops
@@ -411,7 +434,9 @@ class Downloader:
                 )
                 return
             try:
-                task.path.parent.mkdir(parents=True, exist_ok=True)
+                if task.path.parent not in self._made_dirs:
+                    task.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._made_dirs.add(task.path.parent)
                 job.fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except OSError as exc:
                 raise LocalPathError(
@@ -557,10 +582,13 @@ class Downloader:
         """The file is complete: rename it into place, stamp LastModified, run ``after``."""
         task = job.task
         self._close(job, remove=False)
-        if task.path.is_dir():
+        try:
+            os.replace(job.temp, task.path)
+        except IsADirectoryError:
             os.unlink(job.temp)
-            raise LocalPathError(f"{str(task.path)!r} is a directory: s3://{self.bucket}/{task.key} cannot replace it.")
-        os.replace(job.temp, task.path)
+            raise LocalPathError(
+                f"{str(task.path)!r} is a directory: s3://{self.bucket}/{task.key} cannot replace it."
+            ) from None
         if job.last_modified is not None:
             stamp = int(job.last_modified.timestamp())
             os.utime(task.path, (stamp, stamp))

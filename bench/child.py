@@ -59,11 +59,11 @@ def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
         DownloadTask,
         Lister,
         ListQuery,
+        LocalTree,
         ObjectInfo,
         PutOptions,
         TransferConfig,
         Uploader,
-        local_path_for,
     )
     from airflow_s3connect.watch import Watcher, WatchSpec
 
@@ -72,8 +72,9 @@ def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
     out = work / f"ours-{os.getpid()}"
 
     def get_prefix(prefix: str) -> Any:
+        tree = LocalTree(out)
         tasks = (
-            DownloadTask(o.key, local_path_for(o.key, prefix, out), o.size, o.etag, o.last_modified)
+            DownloadTask(o.key, tree.path_for(o.key, prefix), o.size, o.etag, o.last_modified)
             for o in Lister(client, BUCKET, ListQuery(base=prefix))
             if isinstance(o, ObjectInfo)
         )
@@ -158,13 +159,37 @@ def incumbent(scenario: str, url: str, work: Path, size: int, variant: str) -> C
 
 
 # --------------------------------------------------------------------------- the ceiling
-def ceiling(scenario: str, url: str, size: int) -> Callable[[], Any]:
-    """What the server can do at best: raw unsigned GETs on 8 threads, bytes discarded.
+def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], Any]:
+    """What the server can do at best on 8 threads, keys known in advance (no listing) and
+    bytes discarded (no files). get_large: parallel 8 MiB ranges of the object; get_many:
+    every object under many/.
 
-    get_large: parallel 8 MiB ranges of the object; get_many: every object under many/
-    (keys known in advance, so no listing).
+    variant "" is raw unsigned urllib3; "botocore" is a plain boto3 client's signed
+    get_object, the floor for any client built on botocore (both sides here are).
     """
     import urllib3
+
+    if variant == "botocore":
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            config=Config(max_pool_connections=8),
+        )
+
+        def signed_get(index: int) -> int:
+            return len(s3.get_object(Bucket=BUCKET, Key=f"many/{index:06d}.dat")["Body"].read())
+
+        def run_signed() -> int:
+            with ThreadPoolExecutor(8) as executor:
+                return sum(executor.map(signed_get, range(size)))
+
+        return run_signed
 
     pool = urllib3.PoolManager(maxsize=8)
     chunk = 8 * 1024 * 1024
@@ -200,8 +225,8 @@ def main() -> None:
     scenario, side, url, work, size = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
     if side == "ours":
         run = ours(scenario, url, work, size)
-    elif side == "ceiling":
-        run = ceiling(scenario, url, size)
+    elif side.startswith("ceiling"):
+        run = ceiling(scenario, url, size, variant=side.partition("-")[2])
     else:
         run = incumbent(scenario, url, work, size, variant=side.partition("-")[2])
     global _requests

@@ -28,6 +28,7 @@ from airflow_s3connect.transfer import (
     Lister,
     ListQuery,
     LocalPathError,
+    LocalTree,
     MiB,
     ObjectInfo,
     PutOptions,
@@ -35,7 +36,6 @@ from airflow_s3connect.transfer import (
     TransferConfig,
     Uploader,
     Watermark,
-    local_path_for,
     read_object,
 )
 from tests.conftest import BUCKET, REGION
@@ -136,7 +136,7 @@ def test_listed_objects_skip_the_size_probe(moto: MotoServer, client: Any, tmp_p
     for i in range(20):
         admin.put_object(Bucket=BUCKET, Key=f"many/{i}.txt", Body=f"file {i}".encode())
     tasks = [
-        DownloadTask(o.key, local_path_for(o.key, "many/", tmp_path), o.size, o.etag, o.last_modified)
+        DownloadTask(o.key, LocalTree(tmp_path).path_for(o.key, "many/"), o.size, o.etag, o.last_modified)
         for o in Lister(client, BUCKET, ListQuery(base="many/"))
         if isinstance(o, ObjectInfo)
     ]
@@ -193,11 +193,22 @@ def test_unwritable_target_and_file_in_the_way(moto: MotoServer, client: Any, tm
 )
 def test_keys_that_would_escape_local_dir_are_refused(key: str, tmp_path: Path) -> None:
     with pytest.raises(LocalPathError, match="cannot be saved under"):
-        local_path_for(key, "in/", tmp_path)
+        LocalTree(tmp_path).path_for(key, "in/")
+
+
+def test_a_symlinked_directory_leading_outside_local_dir_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "link").symlink_to(outside)
+    tree = LocalTree(tmp_path / "in")
+    with pytest.raises(LocalPathError, match=r"would land outside .* through a symlink"):
+        tree.path_for("p/link/file.csv", "p/")
+    assert tree.path_for("p/other/file.csv", "p/") == tmp_path / "in" / "other" / "file.csv"
 
 
 def test_local_path_keeps_structure(tmp_path: Path) -> None:
-    assert local_path_for("in/a/b/c.csv", "in/", tmp_path) == tmp_path / "a" / "b" / "c.csv"
+    assert LocalTree(tmp_path).path_for("in/a/b/c.csv", "in/") == tmp_path / "a" / "b" / "c.csv"
 
 
 def test_read_object_caps_the_size(moto: MotoServer, client: Any) -> None:
@@ -379,8 +390,9 @@ def test_listed_traversal_keys_are_refused_before_any_download(moto: MotoServer,
     assert {o.key for o in listed} == {"trav/ok.txt", "trav/a\\..\\..\\evil.txt"}
 
     def plan() -> Any:
+        tree = LocalTree(tmp_path / "in")
         for o in listed:
-            yield DownloadTask(o.key, local_path_for(o.key, "trav/", tmp_path / "in"), o.size, o.etag, o.last_modified)
+            yield DownloadTask(o.key, tree.path_for(o.key, "trav/"), o.size, o.etag, o.last_modified)
 
     with pytest.raises(LocalPathError, match=r"backslashes\. Rename the object or narrow prefix/pattern"):
         list(Downloader(client, BUCKET, SMALL).download(plan()))

@@ -15,11 +15,11 @@ from airflow_s3connect.transfer import (
     Downloader,
     DownloadTask,
     Lister,
+    LocalTree,
     ObjectInfo,
     Watermark,
     archive_object,
     delete_object,
-    local_path_for,
     read_object,
 )
 
@@ -152,7 +152,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             ref = self.hook.resolve(self.key, self.bucket)
             bucket, base = ref.bucket, ref.key.rpartition("/")[0]
             name = PurePosixPath(ref.key).name
-            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, local_path_for(name, "", local_dir))])
+            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, LocalTree(local_dir).path_for(name))])
             watermark = None
             lister = None
         else:
@@ -160,7 +160,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             base = query.base
             lister = Lister(self.client, bucket, query)
             watermark = self._previous_watermark(context) if self.incremental == "watermark" else None
-            tasks = self._plan(lister, base, local_dir, watermark)
+            tasks = self._plan(lister, base, LocalTree(local_dir), watermark)
 
         downloader = Downloader(
             self.client,
@@ -210,7 +210,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         )
         return Watermark.from_json(state)
 
-    def _plan(self, lister: Lister, base: str, local_dir: Path, watermark: Watermark | None) -> Iterator[DownloadTask]:
+    def _plan(self, lister: Lister, base: str, tree: LocalTree, watermark: Watermark | None) -> Iterator[DownloadTask]:
         self._new_watermark = watermark
         for entry in lister:
             if not isinstance(entry, ObjectInfo):
@@ -220,9 +220,7 @@ class S3GetObjectOperator(S3ConnectOperator):
                     continue
                 assert self._new_watermark is not None
                 self._new_watermark = self._new_watermark.advance(entry)
-            yield DownloadTask(
-                entry.key, local_path_for(entry.key, base, local_dir), entry.size, entry.etag, entry.last_modified
-            )
+            yield DownloadTask(entry.key, tree.path_for(entry.key, base), entry.size, entry.etag, entry.last_modified)
 
     _new_watermark: Watermark | None = None
 
