@@ -13,7 +13,9 @@ No Airflow here. botocore does the hard parts: SigV4, the default credential cha
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +38,6 @@ from airflow_s3connect.scope import Scope
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sts import STSClient
-
-#: Total attempts per request (first try included) under botocore's ``standard`` retry mode.
-MAX_ATTEMPTS = 5
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
 
 
 def refresh_margins(duration: int) -> tuple[int, int]:
@@ -75,6 +72,53 @@ class _FixedProvider(CredentialProvider):  # type: ignore[misc]
         return self._credentials
 
 
+#: botocore loggers whose DEBUG records carry request headers (the session token is one:
+#: the canonical request, the prepared request) or response bodies (STS AssumeRole's).
+BOTOCORE_REQUEST_LOGGERS = (
+    "botocore.auth",
+    "botocore.endpoint",
+    "botocore.httpsession",
+    "botocore.awsrequest",
+    "botocore.parsers",
+)
+#: Credentials in an STS answer, before anyone could register them as secrets.
+_STS_SECRETS = re.compile(r"<(SecretAccessKey|SessionToken)>[^<]*</\1>")
+
+
+class SecretRedactor(logging.Filter):
+    """Replaces known secret values with ``***`` in botocore's DEBUG records.
+
+    Airflow masks task logs, but a record can reach other handlers first (a worker's root
+    logger, a test's capture): redacting at the source keeps the session token out of all.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            original = message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            message = _STS_SECRETS.sub(r"<\1>***</\1>", message)
+            if message != original:
+                record.msg, record.args = message, None
+        return True
+
+
+_REDACTOR = SecretRedactor()
+
+
+def redact_in_botocore_logs(*secrets: str | None) -> None:
+    """Register secrets (session tokens, secret keys) to be redacted from botocore's logs."""
+    _REDACTOR.secrets.update(s for s in secrets if s)
+    for name in BOTOCORE_REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
+
+
 def _verify(settings: ConnectionSettings) -> bool | str | None:
     if not settings.verify_ssl:
         return False
@@ -93,13 +137,13 @@ def _verify(settings: ConnectionSettings) -> bool | str | None:
 def client_config(settings: ConnectionSettings) -> Config:
     """botocore Config shared by the S3 and STS clients of a connection."""
     return Config(
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         # Workers of a transfer share one client; one more for a listing running beside them.
         max_pool_connections=settings.max_concurrency + 1,
         s3={"addressing_style": settings.addressing_style.value},
         proxies={"http": settings.proxy_url, "https": settings.proxy_url} if settings.proxy_url else None,
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
         tcp_keepalive=True,
         user_agent_appid=f"airflow-s3connect_{__version__}",  # type: ignore[call-arg]
     )
@@ -112,6 +156,7 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
     thread-safe, and mixing connections in it would mix their credentials.
     """
     source = botocore.session.Session()
+    redact_in_botocore_logs(settings.aws_secret_access_key, settings.aws_session_token)
     if settings.aws_access_key_id:
         source.set_credentials(
             settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token
@@ -145,7 +190,13 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
         extra_args=assume_args,
         expiry_window_seconds=refresh_margins(settings.session_duration)[0],
     )
-    credentials = RoleCredentials(fetcher.fetch_credentials, settings.session_duration)
+
+    def fetch() -> dict[str, Any]:
+        fetched = dict(fetcher.fetch_credentials())
+        redact_in_botocore_logs(fetched.get("secret_key"), fetched.get("token"))
+        return fetched
+
+    credentials = RoleCredentials(fetch, settings.session_duration)
     assumed = botocore.session.Session()
     assumed.register_component("credential_provider", CredentialResolver([_FixedProvider(credentials)]))
     return boto3.session.Session(botocore_session=assumed, region_name=settings.region_name)

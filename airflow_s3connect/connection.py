@@ -194,6 +194,25 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Parallel requests per task: download threads, multipart parts in flight.",
         {"type": "integer", "minimum": 1, "maximum": 64, "default": 8},
     ),
+    FieldSpec(
+        "max_attempts",
+        "Max Attempts",
+        "Attempts per request, the first included (botocore standard retries, with backoff): "
+        "throttling, 5xx and broken connections are retried, the rest fail at once.",
+        {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+    ),
+    FieldSpec(
+        "connect_timeout",
+        "Connect Timeout (seconds)",
+        "How long to wait for a TCP connection to S3 or STS before retrying.",
+        {"type": "integer", "minimum": 1, "maximum": 300, "default": 10},
+    ),
+    FieldSpec(
+        "read_timeout",
+        "Read Timeout (seconds)",
+        "How long to wait for any byte of a response before retrying.",
+        {"type": "integer", "minimum": 1, "maximum": 3600, "default": 60},
+    ),
 )
 
 FIELD_BY_NAME: Mapping[str, FieldSpec] = {f.name: f for f in FIELDS}
@@ -256,6 +275,9 @@ class ConnectionSettings:
     root_tenant_id: str | None = None
     env_id: str | None = None
     max_concurrency: int = 8
+    max_attempts: int = 5
+    connect_timeout: int = 10
+    read_timeout: int = 60
 
     @property
     def session_name(self) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
 )
@@ -31,6 +33,10 @@ class ConnectionSettingsError(S3ConnectError, ValueError):
         self.conn_id = conn_id
         self.field = field
         super().__init__(f"Connection {conn_id!r}, field {field!r}: {problem}. Fix: {fix}.")
+
+
+class ConnectionNotFoundError(S3ConnectError, LookupError):
+    """No Airflow connection has the given id."""
 
 
 class ScopeError(S3ConnectError, PermissionError):
@@ -138,10 +144,18 @@ def translate(
             "No AWS credentials: fill the connection's AWS Access Key ID and Secret Access Key, "
             "or give the worker a default credential chain (environment, web identity, instance profile)."
         )
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
-        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
+    if isinstance(exc, EndpointConnectionError | HTTPClientError):
+        # Reached only once botocore's retries (the connection's max_attempts) are spent.
+        url = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url", "")))
+        endpoint = f"{url.scheme}://{url.netloc}" if url.netloc else "the endpoint"
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+            what = f"could not reach {endpoint}"
+        elif isinstance(exc, ReadTimeoutError):
+            what = f"got no answer from {endpoint} within the connection's read_timeout"
+        else:
+            what = f"lost its connection to {endpoint} before the answer ({type(exc).__name__})"
         return EndpointUnreachableError(
-            f"{operation} could not reach {endpoint}: check endpoint_url, proxy_url and the network."
+            f"{operation} {what}, on every attempt: check endpoint_url, proxy_url and the network."
         )
     if not isinstance(exc, ClientError):
         return S3ConnectError(f"{operation} failed: {type(exc).__name__}")
@@ -170,6 +184,13 @@ def translate(
     if code in ("NoSuchKey", "404", "NotFound"):
         return NoSuchKeyError(f"No object s3://{bucket}/{key}: check the key and the connection's path_prefix.")
     if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        if exc.response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            # The first attempt's answer was lost: it may have been the write that now exists.
+            return KeyExistsError(
+                f"s3://{bucket}/{key} exists and overwrite is off, but this write was retried after a "
+                "lost answer: the object may be this run's own first attempt. Compare it with the source "
+                "before choosing another key or setting overwrite=True."
+            )
         return KeyExistsError(
             f"s3://{bucket}/{key} already exists and overwrite is off: choose another key "
             "(add {uuid} or {date_time}) or set overwrite=True."

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.futures import TransferFuture
@@ -829,8 +829,11 @@ class Uploader:
         if not isinstance(stream, ChunkStream):
             stream = ChunkStream(iter(functools.partial(stream.read, MiB), b""))
         counted = stream
+        # Buffered: read(n) then returns n bytes unless the stream ends. A raw stream may
+        # return less, and s3transfer takes a short first read for the whole object: one
+        # PutObject holding everything in memory instead of a multipart upload.
         future = self._manager.upload(
-            cast(IO[bytes], stream), self.bucket, key, extra_args=self.options.extra_args(content_type)
+            io.BufferedReader(stream), self.bucket, key, extra_args=self.options.extra_args(content_type)
         )
         self._pending.append((key, future, lambda: counted.bytes_read))
 

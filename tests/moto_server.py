@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -139,6 +140,32 @@ class MotoServer:
                 raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
                 result.requests.append(Recorded(entry["method"], entry["url"], entry["headers"], raw))
 
+    @contextmanager
+    def arrival_after_request(self, bucket: str, key: str, body: bytes, delay: float = 1.5) -> Iterator[None]:
+        """Put ``key`` ``delay`` seconds after the recording shows a request naming it.
+
+        For deferrable sensors: the worker's poke misses the object, so only the trigger
+        can find it. Use inside :meth:`recording`.
+        """
+        stop = threading.Event()
+        marker = quote(key, safe="")
+
+        def arrive() -> None:
+            recording = self.workdir / "recording.jsonl"
+            while not stop.wait(0.2):
+                if recording.exists() and marker in recording.read_text():
+                    time.sleep(delay)
+                    self.admin_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+                    return
+
+        arrival = threading.Thread(target=arrive)
+        arrival.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            arrival.join()
+
     def client(self, service: str, key: str, secret: str, token: str | None = None) -> Any:
         return boto3.client(
             service,
@@ -212,9 +239,10 @@ class IamFactory:
             statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
         trust = {"Version": "2012-10-17", "Statement": [statement]}
         arn = str(self._iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
-        self._iam.put_role_policy(
-            RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=self.policy(actions, resources or ["*"])
-        )
+        if actions:
+            self._iam.put_role_policy(
+                RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=self.policy(actions, resources or ["*"])
+            )
         return arn
 
     def enforce(self) -> None:

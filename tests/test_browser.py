@@ -59,10 +59,13 @@ def api_server(airflow_db: Path) -> Iterator[str]:
     process.wait(30)
 
 
-def _api(url: str, path: str) -> Any:
+def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the REST API as the (all-admins) simple auth manager's user; POST when ``body``."""
     with urllib.request.urlopen(url + "/auth/token", timeout=10) as response:
         token = json.load(response)["access_token"]
-    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, headers=headers, method="POST" if body else "GET")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -118,3 +121,49 @@ def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(a
     assert settings.path_prefix == "deliveries/{tenant}"
     assert settings.session_duration == 3600  # the form's default
     assert (OUTPUT / "s3connect-connection-form.png").stat().st_size > 10_000
+
+
+def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: str) -> None:
+    """The plugin's page, reached from the Admin menu, for an assume_role connection."""
+    from playwright.sync_api import sync_playwright
+
+    extra = {
+        "auth_type": "assume_role",
+        "role_arn": "arn:aws:iam::210987654321:role/acme-delivery",
+        "external_id": "acme-ext-42",
+        "bucket": "acme-dropbox",
+        "path_prefix": "deliveries/{tenant}",
+    }
+    _api(api_server, "/api/v2/connections", {"connection_id": "setup_acme", "conn_type": "s3connect",
+                                                   "login": "AKIABASE", "password": "s3cr3t-not-shown",
+                                                   "extra": json.dumps(extra)})  # fmt: skip
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(api_server + "/")
+        page.get_by_role("button", name="Admin").click()
+        page.get_by_role("menuitem", name="S3 Connect setup").click()
+        page.wait_for_url("**/plugin/s3connect-setup")
+        frame = page.frame_locator("iframe")
+        frame.locator("#conn_id").select_option("setup_acme")
+        frame.locator("#principal").fill("arn:aws:iam::111122223333:role/airflow-worker")
+        frame.get_by_role("button", name="Show").click()
+        frame.locator("#policy").wait_for(timeout=15_000)
+        external_id = frame.locator("#external-id").inner_text()
+        trust = json.loads(frame.locator("#trust-policy").inner_text())
+        policy = json.loads(frame.locator("#policy").inner_text())
+        page.screenshot(path=str(OUTPUT / "s3connect-setup-page.png"), full_page=True)
+        content = frame.locator("body").inner_text()
+        browser.close()
+
+    assert external_id == "acme-ext-42"
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::111122223333:role/airflow-worker"}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": "acme-ext-42"}}
+    listing, objects = policy["Statement"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["deliveries/*/*"]}}
+    assert objects["Resource"] == "arn:aws:s3:::acme-dropbox/deliveries/*/*"
+    assert objects["Action"] == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    assert "s3cr3t-not-shown" not in content
+    assert "AKIABASE" not in content

@@ -23,25 +23,20 @@ from airflow_s3connect.transfer import (
     Lister,
     ListQuery,
     MiB,
+    ObjectInfo,
     PutOptions,
     TransferConfig,
     Uploader,
+    archive_object,
     delete_object,
 )
+from airflow_s3connect.watch import Watcher, WatchSpec
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import IamFactory
 
 OBJECTS = f"arn:aws:s3:::{BUCKET}/*"
 THE_BUCKET = f"arn:aws:s3:::{BUCKET}"
-#: SPEC.md's least-privilege table.
-NEEDS: dict[str, list[str]] = {
-    "put": ["s3:PutObject"],
-    "get_key": ["s3:GetObject"],
-    "get_prefix": ["s3:ListBucket", "s3:GetObject"],
-    "list": ["s3:ListBucket", "s3:GetObject"],
-    "get_delete": ["s3:ListBucket", "s3:GetObject", "s3:DeleteObject"],
-}
 
 DAG_SOURCE = """
 import pendulum
@@ -75,11 +70,11 @@ def test_each_operation_with_exactly_its_permissions(
     admin = iam.server.admin_client("s3")
     admin.put_object(Bucket=BUCKET, Key="lp/seed.txt", Body=b"seed")
     admin.put_object(Bucket=BUCKET, Key="done/old.txt", Body=b"old")
-    for name, actions in NEEDS.items():
+    for name, actions in GIVEN.items():
         user = iam.user(f"lp-{name}", actions, [THE_BUCKET, OBJECTS])
         make_conn(f"lp_{name}", user.key, user.secret, **_conn_extra(iam))
     base = iam.user("lp-base", ["sts:AssumeRole"])
-    role = iam.role("lp-reader", NEEDS["get_prefix"], [THE_BUCKET, OBJECTS], trusted=base.arn, external_id="ext-42")
+    role = iam.role("lp-reader", GIVEN["get_prefix"], [THE_BUCKET, OBJECTS], trusted=base.arn, external_id="ext-42")
     make_conn("lp_role", base.key, base.secret, auth_type="assume_role", role_arn=role, external_id="ext-42",
               **_conn_extra(iam))  # fmt: skip
     path = write_dag("s3c_least_privilege", DAG_SOURCE.replace("OUT", str(tmp_path)))
@@ -97,7 +92,7 @@ def test_each_operation_with_exactly_its_permissions(
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="done/")["KeyCount"] == 0
 
 
-CONFIG = TransferConfig(max_concurrency=2)
+CONFIG = TransferConfig(max_concurrency=2, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
 
 
 def _put(hook: S3ConnectHook, tmp: Path) -> None:
@@ -106,14 +101,23 @@ def _put(hook: S3ConnectHook, tmp: Path) -> None:
         list(up.results())
 
 
+def _put_multipart(hook: S3ConnectHook, tmp: Path) -> None:
+    with Uploader(hook.get_conn(), BUCKET, CONFIG, PutOptions(overwrite=False)) as up:
+        up.put_stream(io.BytesIO(b"m" * (6 * MiB)), "lp/denied-big.bin")
+        list(up.results())
+
+
 def _get_key(hook: S3ConnectHook, tmp: Path) -> None:
     list(Downloader(hook.get_conn(), BUCKET, CONFIG).download([DownloadTask("lp/seed.txt", tmp / "seed.txt")]))
 
 
+def _listed(hook: S3ConnectHook) -> list[ObjectInfo]:
+    return [o for o in Lister(hook.get_conn(), BUCKET, ListQuery(base="lp/")) if isinstance(o, ObjectInfo)]
+
+
 def _get_prefix(hook: S3ConnectHook, tmp: Path) -> None:
-    client = hook.get_conn()
-    listed = [DownloadTask(o.key, tmp / "f") for o in Lister(client, BUCKET, ListQuery(base="lp/"))]  # type: ignore[union-attr]
-    list(Downloader(client, BUCKET, CONFIG).download(listed))
+    tasks = [DownloadTask(o.key, tmp / o.key.rpartition("/")[2], o.size, o.etag) for o in _listed(hook)]
+    list(Downloader(hook.get_conn(), BUCKET, CONFIG).download(tasks))
 
 
 def _get_delete(hook: S3ConnectHook, tmp: Path) -> None:
@@ -121,30 +125,115 @@ def _get_delete(hook: S3ConnectHook, tmp: Path) -> None:
     delete_object(hook.get_conn(), BUCKET, "lp/seed.txt")
 
 
+def _get_archive(hook: S3ConnectHook, tmp: Path) -> None:
+    _get_prefix(hook, tmp)
+    (seed,) = _listed(hook)
+    archive_object(hook.get_conn(), BUCKET, seed.key, "lp-archive/seed.txt", seed.etag, seed.size)
+
+
+def _list(hook: S3ConnectHook, tmp: Path) -> None:
+    assert [o.key for o in _listed(hook)] == ["lp/seed.txt"]
+
+
+def _sensor(hook: S3ConnectHook, tmp: Path) -> None:
+    found = Watcher(WatchSpec(bucket=BUCKET, base="lp/", pattern="seed*", min_size=1)).poke(hook.get_conn(), 0)
+    assert found is not None
+    assert [o.key for o in found] == ["lp/seed.txt"]
+
+
+#: What each operation is given, and what removing one of them must break. List and the
+#: sensor get SPEC.md's ListBucket + GetObject but only use ListBucket: without GetObject
+#: they still work (checked below), so only ListBucket is "needed".
+GIVEN: dict[str, list[str]] = {
+    "put": ["s3:PutObject"],
+    "put_multipart": ["s3:PutObject"],
+    "get_key": ["s3:GetObject"],
+    "get_prefix": ["s3:ListBucket", "s3:GetObject"],
+    "get_delete": ["s3:ListBucket", "s3:GetObject", "s3:DeleteObject"],
+    # Archiving writes the copy: PutObject on top of SPEC.md's "+ s3:DeleteObject".
+    "get_archive": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+    "list": ["s3:ListBucket", "s3:GetObject"],
+    "sensor": ["s3:ListBucket", "s3:GetObject"],
+}
+NEEDED = {
+    op: [a for a in actions if not (op in ("list", "sensor") and a == "s3:GetObject")] for op, actions in GIVEN.items()
+}
 OPERATIONS: dict[str, Callable[[S3ConnectHook, Path], None]] = {
     "put": _put,
+    "put_multipart": _put_multipart,
     "get_key": _get_key,
     "get_prefix": _get_prefix,
     "get_delete": _get_delete,
+    "get_archive": _get_archive,
+    "list": _list,
+    "sensor": _sensor,
 }
-CASES = [(op, missing) for op, run in OPERATIONS.items() for missing in NEEDS[op]]
+IDENTITIES = ("user", "role")
 
 
-@pytest.mark.parametrize(("operation", "missing"), CASES, ids=[f"{op}-without-{m}" for op, m in CASES])
-def test_one_permission_less_names_it(
-    iam: IamFactory, make_conn: Callable[..., str], tmp_path: Path, operation: str, missing: str
+def _hook(iam: IamFactory, make_conn: Callable[..., str], identity: str, actions: list[str]) -> S3ConnectHook:
+    """A connection holding exactly ``actions``: an IAM user's keys, or a role assumed with an external ID."""
+    if identity == "user":
+        user = iam.user("lp-user", actions, [THE_BUCKET, OBJECTS])
+        conn_id = make_conn("lp_user", user.key, user.secret, **_conn_extra(iam))
+    else:
+        base = iam.user("lp-base", ["sts:AssumeRole"])
+        role = iam.role("lp-role", actions, [THE_BUCKET, OBJECTS], trusted=base.arn, external_id="ext-lp-7")
+        conn_id = make_conn("lp_role", base.key, base.secret, auth_type="assume_role", role_arn=role,
+                            external_id="ext-lp-7", **_conn_extra(iam))  # fmt: skip
+    return S3ConnectHook(s3connect_conn_id=conn_id)
+
+
+def _seed(iam: IamFactory) -> Any:
+    admin = iam.server.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="lp/seed.txt", Body=b"seed")
+    return admin
+
+
+EXACT = [(op, identity) for op in OPERATIONS for identity in IDENTITIES]
+
+
+@pytest.mark.parametrize(("operation", "identity"), EXACT, ids=[f"{op}-{i}" for op, i in EXACT])
+def test_exactly_the_needed_permissions_suffice(
+    iam: IamFactory, make_conn: Callable[..., str], tmp_path: Path, operation: str, identity: str
 ) -> None:
-    iam.server.admin_client("s3").put_object(Bucket=BUCKET, Key="lp/seed.txt", Body=b"seed")
-    actions = [a for a in NEEDS[operation] if a != missing]
-    user = iam.user("short", actions, [THE_BUCKET, OBJECTS])
-    conn_id = make_conn("short", user.key, user.secret, **_conn_extra(iam))
+    admin = _seed(iam)
+    hook = _hook(iam, make_conn, identity, NEEDED[operation])
+    iam.enforce()
+    OPERATIONS[operation](hook, tmp_path)
+    iam.server.set_auth(enforced=False)
+    keys = {o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    expected = {
+        "put": {"lp/seed.txt", "lp/denied.txt"},
+        "put_multipart": {"lp/seed.txt", "lp/denied-big.bin"},
+        "get_delete": set(),
+        "get_archive": {"lp-archive/seed.txt"},
+    }.get(operation, {"lp/seed.txt"})
+    assert keys == expected
+    if operation.startswith("get"):
+        assert (tmp_path / "seed.txt").read_bytes() == b"seed"
+
+
+LESS = [(op, missing, identity) for op in OPERATIONS for missing in NEEDED[op] for identity in IDENTITIES]
+
+
+@pytest.mark.parametrize(("operation", "missing", "identity"), LESS, ids=[f"{op}-without-{m}-{i}" for op, m, i in LESS])
+def test_one_permission_less_names_it(
+    iam: IamFactory, make_conn: Callable[..., str], tmp_path: Path, operation: str, missing: str, identity: str
+) -> None:
+    admin = _seed(iam)
+    hook = _hook(iam, make_conn, identity, [a for a in GIVEN[operation] if a != missing])
     iam.enforce()
     with pytest.raises(AccessDeniedError) as info:
-        OPERATIONS[operation](S3ConnectHook(s3connect_conn_id=conn_id), tmp_path)
+        OPERATIONS[operation](hook, tmp_path)
     assert info.value.action == missing
-    resource = THE_BUCKET if missing == "s3:ListBucket" else f"{THE_BUCKET}/lp/"
-    assert str(info.value).startswith(f"Access denied: {missing} on {resource}")
+    assert str(info.value).startswith(f"Access denied: {missing} on arn:aws:s3:::{BUCKET}")
     assert [p for p in os.listdir(tmp_path) if ".part" in p] == []
+    iam.server.set_auth(enforced=False)
+    if operation == "put_multipart":
+        # On moto, aborting needs s3:AbortMultipartUpload, which a Put-only identity lacks; on
+        # AWS the initiator may abort its own upload. Either way nothing was completed.
+        assert "lp/denied-big.bin" not in {o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
 
 def test_missing_bucket_is_named(iam: IamFactory, make_conn: Callable[..., str]) -> None:

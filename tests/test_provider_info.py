@@ -34,6 +34,9 @@ SPEC_FIELDS = {
     "root_tenant_id",
     "env_id",
     "max_concurrency",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
 }
 
 

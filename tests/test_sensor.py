@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -230,24 +229,10 @@ def test_sensor_modes_in_a_dag_run(moto: MotoServer, airflow_db: Path, tmp_path:
     os.environ["AIRFLOW_CONN_SENS"] = json.dumps(conn)
     # The deferred sensor's key appears only after the worker's poke missed it (seen in the
     # server's recording): from then on, only the trigger can find it.
-    stop = threading.Event()
-
-    def arrive_after_first_poke() -> None:
-        recording = moto.workdir / "recording.jsonl"
-        while not stop.wait(0.2):
-            if recording.exists() and "late%2Farrival.json" in recording.read_text():
-                time.sleep(1.5)
-                admin.put_object(Bucket=BUCKET, Key="late/arrival.json", Body=b"{}")
-                return
-
-    arrival = threading.Thread(target=arrive_after_first_poke)
     try:
-        with moto.recording() as rec:
-            arrival.start()
+        with moto.recording() as rec, moto.arrival_after_request(BUCKET, "late/arrival.json", b"{}"):
             result = run_dag(path, "s3c_sensors", datetime.datetime(2025, 2, 1, tzinfo=datetime.timezone.utc))
     finally:
-        stop.set()
-        arrival.join()
         del os.environ["AIRFLOW_CONN_SENS"]
     deferred_polls = [r for r in _lists(rec) if r.query.get("prefix") == ["late/arrival.json"]]
     assert len(deferred_polls) >= 2  # the worker's poke, then the trigger's

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from airflow.sdk import BaseHook, conf
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
 from airflow_s3connect.client import build_s3_client, build_session, build_sts_client
@@ -24,7 +25,13 @@ from airflow_s3connect.connection import (
     ConnectionSettings,
     settings_from_connection,
 )
-from airflow_s3connect.errors import AccessDeniedError, S3ConnectError, translated
+from airflow_s3connect.errors import (
+    AccessDeniedError,
+    ConnectionNotFoundError,
+    ConnectionSettingsError,
+    S3ConnectError,
+    translated,
+)
 from airflow_s3connect.macros import MacroError, MacroValues, render
 from airflow_s3connect.scope import ObjectRef
 
@@ -61,12 +68,31 @@ class S3ConnectHook(BaseHook):
         """The connection's validated settings (read once per hook)."""
         with self._lock:
             if self._settings is None:
-                settings = settings_from_connection(self.get_connection(self.s3connect_conn_id))
+                settings = settings_from_connection(self._connection())
                 for secret in (settings.aws_secret_access_key, settings.aws_session_token):
                     if secret:
                         mask_secret(secret)
                 self._settings = settings
             return self._settings
+
+    def _connection(self) -> Any:
+        """The Airflow connection, refused early when missing or of another type."""
+        conn_id = self.s3connect_conn_id
+        try:
+            conn = self.get_connection(conn_id)
+        except AirflowNotFoundException:
+            raise ConnectionNotFoundError(
+                f"Connection {conn_id!r} is not defined: create it with type {CONN_TYPE!r} (Admin > Connections, "
+                f"a secrets backend, or AIRFLOW_CONN_{conn_id.upper()}), or pass another s3connect_conn_id."
+            ) from None
+        if conn.conn_type and conn.conn_type != CONN_TYPE:
+            raise ConnectionSettingsError(
+                conn_id,
+                "conn_type",
+                f"the connection is of type {conn.conn_type!r}, not {CONN_TYPE!r}",
+                f"choose the {CONN_TYPE!r} type for it, or pass the id of an {CONN_TYPE} connection",
+            )
+        return conn
 
     def macro_fallbacks(self) -> Mapping[str, str | None]:
         """Lowest-priority macro values: the connection's fields, and Airflow's base URL host as env_id."""

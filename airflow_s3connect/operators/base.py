@@ -84,6 +84,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     def transfer_config(self) -> TransferConfig:
         return TransferConfig(
             max_concurrency=self.hook.settings.max_concurrency,
+            max_attempts=self.hook.settings.max_attempts,
             chunk_size=self.chunk_size,
             multipart_threshold=self.multipart_threshold,
         )

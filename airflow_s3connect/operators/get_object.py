@@ -181,7 +181,11 @@ class S3GetObjectOperator(S3ConnectOperator):
         if self.incremental == "watermark" and self._new_watermark is not None:
             context["ti"].xcom_push(key=WATERMARK_XCOM_KEY, value=self._new_watermark.to_json())
         if sink.count == 0 and self.fail_on_empty:
-            raise EmptyMatchError(f"Nothing to download from s3://{bucket}/{base} (fail_on_empty=True).")
+            matching = f" matches {self.pattern!r}" if self.pattern else ""
+            raise EmptyMatchError(
+                f"Nothing under s3://{bucket}/{base}{matching} (fail_on_empty=True): check prefix, pattern and the "
+                "incremental window, or set fail_on_empty=False to succeed with an empty list."
+            )
         self.persist_console_link(context, bucket, base)
         self.record_lineage(inputs=lineage_uris(uris, f"s3://{bucket}/{base}"))
         return self.sink_result(sink)

@@ -1,0 +1,133 @@
+"""IAM documents an admin pastes into AWS: the least-privilege policy for a set of
+operations, the role trust policy with the ``sts:ExternalId`` condition, and a per-tenant
+external ID derived from a deployment secret.
+
+Pure: no I/O, no Airflow. The console script (``cli.py``) and the UI plugin print these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
+from airflow_s3connect.scope import check_bucket_name, normalize_prefix
+
+POLICY_VERSION = "2012-10-17"
+
+#: SPEC.md's least-privilege table, per operation. ``archive`` (after a get) writes a copy,
+#: so it also needs s3:PutObject.
+OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
+    "put": ("s3:PutObject",),
+    "get": ("s3:ListBucket", "s3:GetObject"),
+    "get-key": ("s3:GetObject",),
+    "list": ("s3:ListBucket", "s3:GetObject"),
+    "sensor": ("s3:ListBucket", "s3:GetObject"),
+    "delete": ("s3:DeleteObject",),
+    "archive": ("s3:PutObject", "s3:DeleteObject"),
+}
+
+_PRINCIPAL = re.compile(
+    r"^(\d{12}|arn:aws[a-z-]*:(iam::\d{12}:(root|(user|role)/[A-Za-z0-9_+=,.@/-]+)|sts::\d{12}:assumed-role/.+))$"
+)
+
+
+class SetupError(ValueError):
+    """An argument of a setup helper is malformed; the message says what to give."""
+
+
+def actions_for(operations: Iterable[str]) -> list[str]:
+    """The IAM actions ``operations`` need, sorted, each once."""
+    wanted = [o.strip() for o in operations if o.strip()]
+    unknown = [o for o in wanted if o not in OPERATION_ACTIONS]
+    if unknown or not wanted:
+        raise SetupError(
+            f"Unknown operations {unknown}: choose from {', '.join(OPERATION_ACTIONS)}."
+            if unknown
+            else f"Give at least one operation: {', '.join(OPERATION_ACTIONS)}."
+        )
+    return sorted({action for o in wanted for action in OPERATION_ACTIONS[o]})
+
+
+def least_privilege_policy(bucket: str, prefix: str, operations: Iterable[str]) -> dict[str, Any]:
+    """An identity policy granting ``operations`` on ``bucket`` (under ``prefix``) and nothing else.
+
+    s3:ListBucket is a bucket action, limited to the prefix by an ``s3:prefix`` condition;
+    the object actions apply to the prefix's objects only.
+    """
+    try:
+        check_bucket_name(bucket)
+        prefix = normalize_prefix(prefix, "prefix")
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    actions = actions_for(operations)
+    statements: list[dict[str, Any]] = []
+    if "s3:ListBucket" in actions:
+        listing: dict[str, Any] = {
+            "Sid": "S3ConnectList",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+        }
+        if prefix:
+            listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+        statements.append(listing)
+    object_actions = [a for a in actions if a != "s3:ListBucket"]
+    if object_actions:
+        statements.append(
+            {
+                "Sid": "S3ConnectObjects",
+                "Effect": "Allow",
+                "Action": object_actions,
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        )
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def trust_policy(principal: str, external_id: str) -> dict[str, Any]:
+    """The role's trust policy: ``principal`` may assume it, only with ``external_id``."""
+    if not _PRINCIPAL.match(principal):
+        raise SetupError(
+            f"Principal {principal!r} is not an AWS account id or IAM ARN: give e.g. "
+            "arn:aws:iam::123456789012:root or arn:aws:iam::123456789012:role/airflow-worker."
+        )
+    check_external_id(external_id)
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "S3ConnectAssumeRole",
+                "Effect": "Allow",
+                "Principal": {"AWS": principal},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+            }
+        ],
+    }
+
+
+def check_external_id(external_id: str) -> str:
+    if not re.match(EXTERNAL_ID_PATTERN, external_id):
+        raise SetupError(
+            f"External ID {external_id!r} is not valid for STS: use 2-1,224 characters of letters, digits and +=,.@:/-."
+        )
+    return external_id
+
+
+def external_id_for(tenant: str, secret: str) -> str:
+    """A stable external ID for ``tenant``: HMAC-SHA256 of the tenant under the deployment's
+    secret. The same tenant always gets the same ID; without the secret nobody can derive
+    (or guess) another tenant's."""
+    if not tenant:
+        raise SetupError("Give a tenant: --tenant acme.")
+    if len(secret) < 16:
+        raise SetupError(
+            "The external-ID secret is missing or shorter than 16 characters: set S3CONNECT_EXTERNAL_ID_SECRET "
+            "or [s3connect] external_id_secret to a long random value, the same on every Airflow component."
+        )
+    digest = hmac.new(secret.encode(), tenant.encode(), hashlib.sha256).hexdigest()
+    return f"s3c-{digest[:40]}"

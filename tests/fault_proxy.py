@@ -1,0 +1,230 @@
+"""A fault-injecting reverse proxy on loopback, between boto3 and a moto server.
+
+Clients use the proxy's URL as their ``endpoint_url``. Every request is classified as the
+S3 operation it is (GetObject, UploadPart, ListObjectsV2, ...) and, when a scheduled fault
+matches, gets that fault instead of (or on top of) moto's answer:
+
+- ``500``: InternalError, request not forwarded;
+- ``503``: SlowDown, request not forwarded;
+- ``reset``: the connection is reset (RST) before any response, request not forwarded;
+- ``cut``: moto's answer is forwarded with its full Content-Length but only half its body,
+  then the connection is closed;
+- ``slow``: the request is forwarded, and its answer held back ``delay`` seconds.
+
+Schedules are deterministic: a fault applies to the first ``times`` matching requests
+(``None``: all of them), counted in arrival order. ``injected`` records what was done.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import socketserver
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlsplit
+
+FAULT_BODIES = {
+    "500": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "503": (503, "SlowDown", "Please reduce your request rate."),
+}
+
+
+def operation_of(method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+    """The S3 operation a path-style request is (enough of them for the tests' schedules)."""
+    has_key = "/" in path.lstrip("/")
+    if method == "GET" and "list-type" in query:
+        return "ListObjectsV2"
+    if method == "GET" and "uploads" in query:
+        return "ListMultipartUploads"
+    if method == "POST" and "uploads" in query:
+        return "CreateMultipartUpload"
+    if method == "POST" and "uploadId" in query:
+        return "CompleteMultipartUpload"
+    if method == "DELETE" and "uploadId" in query:
+        return "AbortMultipartUpload"
+    if method == "PUT" and "partNumber" in query:
+        return "UploadPart"
+    if method == "PUT" and has_key:
+        return "CopyObject" if "x-amz-copy-source" in headers else "PutObject"
+    if method == "GET" and has_key:
+        return "GetObject"
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if method == "DELETE" and has_key:
+        return "DeleteObject"
+    return f"{method} {path}"
+
+
+@dataclass
+class Fault:
+    kind: str  # "500" | "503" | "reset" | "cut" | "slow"
+    operation: str
+    times: int | None = 1
+    delay: float = 0.0
+    ranged: bool | None = None  # GetObject only: True ranged GETs, False whole ones, None both
+    key_contains: str = ""
+    seen: int = 0
+
+    def matches(self, operation: str, path: str, headers: dict[str, str]) -> bool:
+        if operation != self.operation or self.key_contains not in path:
+            return False
+        if self.ranged is not None and ("range" in headers) != self.ranged:
+            return False
+        return self.times is None or self.seen < self.times
+
+
+@dataclass
+class Injected:
+    kind: str
+    operation: str
+    path: str
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    injected: list[Injected] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: socketserver.ThreadingTCPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        server = _QuietServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def schedule(self, *faults: Fault) -> None:
+        """Replace the schedule; clears what was recorded."""
+        with self._lock:
+            self.faults = list(faults)
+            self.injected.clear()
+            self.operations.clear()
+
+    def _pick(self, operation: str, path: str, headers: dict[str, str]) -> Fault | None:
+        with self._lock:
+            self.operations.append(operation)
+            for fault in self.faults:
+                if fault.matches(operation, path, headers):
+                    fault.seen += 1
+                    self.injected.append(Injected(fault.kind, operation, path))
+                    return fault
+        return None
+
+
+class _QuietServer(socketserver.ThreadingTCPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (timed out, retried) closed its socket: expected here."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raw = bytearray()
+            while True:
+                line = self.rfile.readline()
+                raw += line
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while True:  # trailers, then the blank line
+                        trailer = self.rfile.readline()
+                        raw += trailer
+                        if trailer in (b"\r\n", b"\n", b""):
+                            return bytes(raw)
+                raw += self.rfile.read(size + 2)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        body = self._body()
+        split = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        operation = operation_of(self.command, split.path, parse_qs(split.query, keep_blank_values=True), headers)
+        fault = self.owner._pick(operation, split.path, headers)
+        self.close_connection = True
+        if fault is not None and fault.kind in FAULT_BODIES:
+            status, code, message = FAULT_BODIES[fault.kind]
+            xml = (
+                f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            )
+            self._respond(status, [("Content-Type", "application/xml")], xml.encode())
+            return
+        if fault is not None and fault.kind == "reset":
+            # SO_LINGER 0: close() sends RST, as a crashed middlebox would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        status, reason, upstream_headers, answer = self._forward(body)
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
+        if fault is not None and fault.kind == "cut":
+            self.send_response(status, reason)
+            for name, value in upstream_headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(answer[: len(answer) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        self._respond(status, upstream_headers, answer, reason)
+
+    def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        upstream = urlsplit(self.owner.upstream)
+        connection = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port, timeout=120)
+        try:
+            connection.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                connection.putheader(name, value)
+            connection.endheaders(body if body else None)
+            response = connection.getresponse()
+            answer = response.read()
+            skip = {"transfer-encoding", "connection", "keep-alive"}
+            if self.command != "HEAD":  # a HEAD's Content-Length is the object's: kept as is
+                skip.add("content-length")
+            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
+            return response.status, response.reason, kept, answer
+        finally:
+            connection.close()
+
+    def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes, reason: str | None = None) -> None:
+        self.send_response(status, reason)
+        for name, value in headers:
+            self.send_header(name, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

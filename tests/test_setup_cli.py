@@ -1,0 +1,186 @@
+"""The ``s3connect`` console script: what it prints is valid JSON that IAM accepts, and it
+grants exactly what it says (checked on moto with IAM enforced)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.cli import main
+from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
+from airflow_s3connect.errors import AccessDeniedError
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
+from tests.conftest import BUCKET, REGION
+from tests.moto_server import IamFactory
+
+
+def run(*argv: str) -> tuple[int, Any, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, json.loads(out.getvalue()) if out.getvalue() else None, err.getvalue()
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "s3connect"
+    done = subprocess.run([str(script), "policy", "--bucket", "acme-data", "--operations", "put"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert json.loads(done.stdout)["Statement"][0]["Action"] == ["s3:PutObject"]
+
+
+def test_policy_for_exactly_the_operations() -> None:
+    code, policy, _ = run(
+        "policy", "--bucket", "acme-data", "--prefix", "exports/acme", "--operations", "put,get,delete"
+    )
+    assert code == 0
+    assert policy == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "S3ConnectList",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": "arn:aws:s3:::acme-data",
+                "Condition": {"StringLike": {"s3:prefix": ["exports/acme/*"]}},
+            },
+            {
+                "Sid": "S3ConnectObjects",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+                "Resource": "arn:aws:s3:::acme-data/exports/acme/*",
+            },
+        ],
+    }
+    _, put_only, _ = run("policy", "--bucket", "acme-data", "--operations", "put")
+    assert put_only["Statement"] == [
+        {
+            "Sid": "S3ConnectObjects",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": "arn:aws:s3:::acme-data/*",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["policy", "--bucket", "Bad_Bucket", "--operations", "put"], "Invalid bucket name 'Bad_Bucket'"),
+        (["policy", "--bucket", "acme-data", "--operations", "put,copy"], "Unknown operations ['copy']: choose from"),
+        (["policy", "--bucket", "acme-data", "--prefix", "a/../b", "--operations", "get"], "'.' or '..' segment"),
+        (["trust-policy", "--principal", "bob", "--external-id", "abc123"], "is not an AWS account id or IAM ARN"),
+        (["trust-policy", "--principal", "123456789012", "--external-id", "x"], "External ID 'x' is not valid for STS"),
+        (["external-id", "--tenant", "acme"], "set S3CONNECT_EXTERNAL_ID_SECRET or [s3connect] external_id_secret"),
+    ],
+)
+def test_bad_arguments_say_what_to_give(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("S3CONNECT_EXTERNAL_ID_SECRET", raising=False)
+    code, output, err = run(*argv)
+    assert (code, output) == (2, None)
+    assert message in err
+
+
+def test_external_id_is_stable_per_tenant_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3CONNECT_EXTERNAL_ID_SECRET", "deployment-secret-0123456789abcdef")
+    first = run("external-id", "--tenant", "acme")[1]
+    assert first == run("external-id", "--tenant", "acme")[1]
+    assert first["tenant"] == "acme"
+    assert re.match(EXTERNAL_ID_PATTERN, first["external_id"])
+    assert run("external-id", "--tenant", "globex")[1]["external_id"] != first["external_id"]
+    monkeypatch.setenv("S3CONNECT_EXTERNAL_ID_SECRET", "another-deployment-secret-0123456789")
+    assert run("external-id", "--tenant", "acme")[1]["external_id"] != first["external_id"]
+    # The same value through Airflow's config, for deployments that keep secrets there.
+    monkeypatch.delenv("S3CONNECT_EXTERNAL_ID_SECRET")
+    monkeypatch.setenv("AIRFLOW__S3CONNECT__EXTERNAL_ID_SECRET", "deployment-secret-0123456789abcdef")
+    assert run("external-id", "--tenant", "acme")[1] == first
+
+
+def _conn_extra(iam: IamFactory) -> dict[str, Any]:
+    return {"region_name": REGION, "endpoint_url": iam.server.url, "sts_endpoint_url": iam.server.url, "bucket": BUCKET}
+
+
+def test_printed_policies_are_accepted_by_iam_and_grant_exactly_that(
+    iam: IamFactory, make_conn: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IAM (moto's policy grammar) accepts both documents; a role set up with them can be
+    assumed with the external ID only, and reads objects inside the prefix only."""
+    monkeypatch.setenv("S3CONNECT_EXTERNAL_ID_SECRET", "deployment-secret-0123456789abcdef")
+    admin = iam.server.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="exports/acme/in.csv", Body=b"a")
+    admin.put_object(Bucket=BUCKET, Key="exports/globex/in.csv", Body=b"b")
+    external_id = run("external-id", "--tenant", "acme")[1]["external_id"]
+    base = iam.user("airflow-worker", ["sts:AssumeRole"])
+    _, trust, _ = run("trust-policy", "--principal", base.arn, "--external-id", external_id)
+    _, policy, _ = run("policy", "--bucket", BUCKET, "--prefix", "exports/acme", "--operations", "get,list")
+    client = iam.server.admin_client("iam")
+    arn = client.create_role(RoleName="acme-reader", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    policy_arn = client.create_policy(PolicyName="acme-read", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+    client.attach_role_policy(RoleName="acme-reader", PolicyArn=policy_arn)
+    good = make_conn("acme", base.key, base.secret, auth_type="assume_role", role_arn=arn, external_id=external_id,
+                     **_conn_extra(iam))  # fmt: skip
+    wrong_id = make_conn("acme_wrong", base.key, base.secret, auth_type="assume_role", role_arn=arn,
+                         external_id="s3c-guessed-0000", **_conn_extra(iam))  # fmt: skip
+    iam.enforce()
+    client = S3ConnectHook(s3connect_conn_id=good).get_conn()
+    listed = [o.key for o in Lister(client, BUCKET, ListQuery(base="exports/acme/")) if isinstance(o, ObjectInfo)]
+    assert listed == ["exports/acme/in.csv"]
+    assert client.get_object(Bucket=BUCKET, Key="exports/acme/in.csv")["Body"].read() == b"a"
+    # (moto does not evaluate the s3:prefix condition of ListBucket; object actions it does.)
+    with pytest.raises(Exception, match="AccessDenied"):
+        client.get_object(Bucket=BUCKET, Key="exports/globex/in.csv")
+    with pytest.raises(AccessDeniedError, match="sts:AssumeRole"):
+        list(Lister(S3ConnectHook(s3connect_conn_id=wrong_id).get_conn(), BUCKET, ListQuery(base="exports/acme/")))
+
+
+def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn: Callable[..., str]) -> None:
+    admin = iam.server.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="seed.txt", Body=b"seed")
+    reader = iam.user(
+        "reader", ["s3:ListBucket", "s3:GetObject"], [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
+    )
+    conn_id = make_conn("reader", reader.key, reader.secret, **_conn_extra(iam))
+    iam.enforce()
+    code, report, table = run("check", "--conn-id", conn_id)
+    assert code == 0
+    assert report["test_connection"]["ok"] is True
+    assert {a: e["result"] for a, e in report["actions"].items()} == {
+        "s3:ListBucket": "allowed",
+        "s3:GetObject": "allowed",
+        "s3:PutObject": "denied",
+        "s3:DeleteObject": "denied",
+    }
+    assert report["actions"]["s3:PutObject"]["detail"].startswith("Access denied: s3:PutObject on arn:aws:s3:::")
+    assert report["operations"] == {
+        "put": False,
+        "get (one key)": True,
+        "get (prefix)": True,
+        "list": True,
+        "sensor": True,
+        "delete after get": False,
+    }
+    assert "s3:PutObject" in table
+    assert "does not work" in table
+    iam.server.set_auth(enforced=False)
+    assert [o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["seed.txt"]  # nothing written
+
+
+def test_check_of_a_full_access_connection_writes_nothing(iam: IamFactory, make_conn: Callable[..., str]) -> None:
+    admin = iam.server.admin_client("s3")
+    conn_id = make_conn("admin", iam.admin.key, iam.admin.secret, **_conn_extra(iam), path_prefix="tenants/acme")
+    iam.enforce()
+    code, report, _ = run("check", "--conn-id", conn_id)
+    assert code == 0
+    assert set(e["result"] for e in report["actions"].values()) == {"allowed"}
+    assert all(report["operations"].values())
+    iam.server.set_auth(enforced=False)
+    assert admin.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
