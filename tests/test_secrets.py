@@ -124,13 +124,17 @@ def test_secret_key_and_session_token_never_leave_the_connection(
 
 
 def test_botocore_debug_logs_carry_no_token_nor_assumed_credentials(
-    moto: MotoServer, make_conn: Callable[..., str], caplog: pytest.LogCaptureFixture
-) -> None:
+    moto: MotoServer, make_conn: Callable[..., str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """At DEBUG, botocore logs canonical requests (with the session token) and STS answers
     (with the assumed role's secret key and token): all redacted at the source."""
+    from airflow_s3connect.client import BOTOCORE_REQUEST_LOGGERS
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
     caplog.set_level(logging.DEBUG)
+    for name in BOTOCORE_REQUEST_LOGGERS:  # an earlier dictConfig may have disabled them
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
     make_conn("sec_role", "ASIABASE", SECRET, aws_session_token=TOKEN, auth_type="assume_role",
               role_arn="arn:aws:iam::210987654321:role/partner-reader", endpoint_url=moto.url,
               sts_endpoint_url=moto.url, region_name=REGION, bucket=BUCKET)  # fmt: skip

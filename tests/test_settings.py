@@ -43,7 +43,11 @@ def test_defaults_are_the_form_defaults() -> None:
         "addressing_style": "auto",
         "verify_ssl": True,
         "max_concurrency": 8,
+        "max_attempts": 5,
+        "connect_timeout": 10,
+        "read_timeout": 60,
     }
+    assert (settings.max_attempts, settings.connect_timeout, settings.read_timeout) == (5, 10, 60)
 
 
 def test_every_spec_field_parses_from_json_extras() -> None:
@@ -67,6 +71,9 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "root_tenant_id": "acme",
         "env_id": "prod.hg.acme.com",
         "max_concurrency": 16,
+        "max_attempts": 8,
+        "connect_timeout": 3,
+        "read_timeout": 120,
     }
     s = parse(extra, login="ASIAEXAMPLE", password=SECRET)
     assert s.auth_type is AuthType.ASSUME_ROLE
@@ -86,6 +93,7 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "prod.hg.acme.com",
         16,
     )
+    assert (s.max_attempts, s.connect_timeout, s.read_timeout) == (8, 3, 120)
     assert {f.name for f in FIELDS} == set(extra)
 
 
