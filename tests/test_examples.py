@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,10 +78,14 @@ def test_demo_import_wrote_local_files(demo_run: tuple[dict[str, Any], Any, str]
 
 
 def test_catalog_groups_files_by_date_mask(demo_run: tuple[dict[str, Any], Any, str]) -> None:
-    results, _, _ = demo_run
-    output = results["example_catalog"].stdout + results["example_catalog"].stderr
-    assert "datasource/{YYYYMMDD}/file_{YYYYMM}_a.csv" in output
-    assert "'dates': ['20250114', '20250115', '20250201']" in output
+    _, s3, _ = demo_run
+    (key,) = _keys(s3, demo.BUCKET, "catalogs/")
+    catalog = json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
+    datasets = {d["name"]: d for d in catalog["datasets"]}
+    assert sorted(datasets) == ["{YYYYMMDD}/file_{YYYYMM}_a.csv", "{YYYYMMDD}/file_{YYYYMM}_b.csv"]
+    a = datasets["{YYYYMMDD}/file_{YYYYMM}_a.csv"]
+    assert (a["files"], a["delimiter"], [f["name"] for f in a["fields"]]) == (3, ";", ["col1", "col2"])
+    assert catalog["directories"] == ["20250114/", "20250115/", "20250201/"]
 
 
 def test_makefile_demo_target_runs_the_demo() -> None:
