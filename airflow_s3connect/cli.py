@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.iam import SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import OPERATION_USES, SetupError, external_id_for, least_privilege_policy, trust_policy
 
 SECRET_ENV = "S3CONNECT_EXTERNAL_ID_SECRET"
 
@@ -46,17 +46,6 @@ def _probes(client: Any, bucket: str, prefix: str) -> list[tuple[str, Callable[[
         ("s3:PutObject", lambda: client.put_object(Bucket=bucket, Key=probe_key, Body=b"", IfMatch='"0"')),
         ("s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=probe_key, IfMatch='"0"')),
     ]
-
-
-#: Which operations each action enables (SPEC.md's table).
-OPERATIONS_NEED = {
-    "put": ("s3:PutObject",),
-    "get (one key)": ("s3:GetObject",),
-    "get (prefix)": ("s3:ListBucket", "s3:GetObject"),
-    "list": ("s3:ListBucket",),
-    "sensor": ("s3:ListBucket",),
-    "delete after get": ("s3:ListBucket", "s3:GetObject", "s3:DeleteObject"),
-}
 
 
 def check(conn_id: str) -> dict[str, Any]:
@@ -99,7 +88,7 @@ def check(conn_id: str) -> dict[str, Any]:
     report["actions"] = actions
     report["operations"] = {
         operation: all(actions[a]["result"] == "allowed" for a in needed)
-        for operation, needed in OPERATIONS_NEED.items()
+        for operation, needed in OPERATION_USES.items()
     }
     return report
 

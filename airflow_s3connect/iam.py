@@ -30,6 +30,18 @@ OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
     "archive": ("s3:PutObject", "s3:DeleteObject"),
 }
 
+#: What each operation actually calls, so what ``s3connect check`` requires for "works":
+#: List and the sensor only list (the least-privilege suite runs them without GetObject),
+#: while the policy above grants SPEC.md's table.
+OPERATION_USES: dict[str, tuple[str, ...]] = {
+    "put": ("s3:PutObject",),
+    "get (one key)": ("s3:GetObject",),
+    "get (prefix)": ("s3:ListBucket", "s3:GetObject"),
+    "list": ("s3:ListBucket",),
+    "sensor": ("s3:ListBucket",),
+    "delete after get": ("s3:ListBucket", "s3:GetObject", "s3:DeleteObject"),
+}
+
 _PRINCIPAL = re.compile(
     r"^(\d{12}|arn:aws[a-z-]*:(iam::\d{12}:(root|(user|role)/[A-Za-z0-9_+=,.@/-]+)|sts::\d{12}:assumed-role/.+))$"
 )
