@@ -133,8 +133,11 @@ def test_botocore_debug_logs_carry_no_token_nor_assumed_credentials(
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
     caplog.set_level(logging.DEBUG)
-    for name in BOTOCORE_REQUEST_LOGGERS:  # an earlier dictConfig may have disabled them
+    # Whatever earlier tests' logging configuration did to botocore's loggers, undone here.
+    for name in ("botocore", *BOTOCORE_REQUEST_LOGGERS):
+        caplog.set_level(logging.DEBUG, logger=name)
         monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     make_conn("sec_role", "ASIABASE", SECRET, aws_session_token=TOKEN, auth_type="assume_role",
               role_arn="arn:aws:iam::210987654321:role/partner-reader", endpoint_url=moto.url,
               sts_endpoint_url=moto.url, region_name=REGION, bucket=BUCKET)  # fmt: skip
