@@ -90,16 +90,30 @@ class SecretRedactor(logging.Filter):
 
     Airflow masks task logs, but a record can reach other handlers first (a worker's root
     logger, a test's capture): redacting at the source keeps the session token out of all.
+    Values under 8 characters are not registered (no real key or token is that short, and
+    masking "s" would mangle every line); only the newest 1,000 are kept, so a triggerer
+    refreshing assumed credentials for days does not grow without bound.
     """
+
+    MIN_LENGTH = 8
+    KEEP = 1000
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        self.secrets: dict[str, None] = {}
+
+    def add(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            if secret and len(secret) >= self.MIN_LENGTH:
+                self.secrets.pop(secret, None)
+                self.secrets[secret] = None
+        while len(self.secrets) > self.KEEP:
+            del self.secrets[next(iter(self.secrets))]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.DEBUG:
             original = message = record.getMessage()
-            for secret in self.secrets:
+            for secret in list(self.secrets):
                 message = message.replace(secret, "***")
             message = _STS_SECRETS.sub(r"<\1>***</\1>", message)
             if message != original:
@@ -112,7 +126,7 @@ _REDACTOR = SecretRedactor()
 
 def redact_in_botocore_logs(*secrets: str | None) -> None:
     """Register secrets (session tokens, secret keys) to be redacted from botocore's logs."""
-    _REDACTOR.secrets.update(s for s in secrets if s)
+    _REDACTOR.add(*secrets)
     for name in BOTOCORE_REQUEST_LOGGERS:
         logger = logging.getLogger(name)
         if _REDACTOR not in logger.filters:

@@ -123,29 +123,68 @@ def test_secret_key_and_session_token_never_leave_the_connection(
         assert TOKEN not in text, f"the session token leaked into {place}"
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_botocore_debug_logs_carry_no_token_nor_assumed_credentials(
-    moto: MotoServer, make_conn: Callable[..., str], caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    moto: MotoServer, make_conn: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At DEBUG, botocore logs canonical requests (with the session token) and STS answers
     (with the assumed role's secret key and token): all redacted at the source."""
     from airflow_s3connect.client import BOTOCORE_REQUEST_LOGGERS
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
-    caplog.set_level(logging.DEBUG)
-    # Whatever earlier tests' logging configuration did to botocore's loggers, undone here.
-    for name in ("botocore", *BOTOCORE_REQUEST_LOGGERS):
-        caplog.set_level(logging.DEBUG, logger=name)
-        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
-        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
-    make_conn("sec_role", "ASIABASE", SECRET, aws_session_token=TOKEN, auth_type="assume_role",
-              role_arn="arn:aws:iam::210987654321:role/partner-reader", endpoint_url=moto.url,
-              sts_endpoint_url=moto.url, region_name=REGION, bucket=BUCKET)  # fmt: skip
-    client = S3ConnectHook(s3connect_conn_id="sec_role").get_conn()
-    client.put_object(Bucket=BUCKET, Key="sec/debug.txt", Body=b"x")
-    assumed = client._request_signer._credentials.get_frozen_credentials()
-    text = caplog.text
+    # A handler on botocore's own loggers, at DEBUG whatever Airflow's logging config set.
+    collect = _Collect()
+    loggers = [logging.getLogger(name) for name in BOTOCORE_REQUEST_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        monkeypatch.setattr(logger, "disabled", False)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(collect)
+    try:
+        make_conn("sec_role", "ASIABASE", SECRET, aws_session_token=TOKEN, auth_type="assume_role",
+                  role_arn="arn:aws:iam::210987654321:role/partner-reader", endpoint_url=moto.url,
+                  sts_endpoint_url=moto.url, region_name=REGION, bucket=BUCKET)  # fmt: skip
+        client = S3ConnectHook(s3connect_conn_id="sec_role").get_conn()
+        client.put_object(Bucket=BUCKET, Key="sec/debug.txt", Body=b"x")
+        assumed = client._request_signer._credentials.get_frozen_credentials()
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(collect)
+            logger.setLevel(level)
+    text = "\n".join(collect.lines)
     assert "CanonicalRequest" in text  # botocore did log the requests
     assert "<SessionToken>***</SessionToken>" in text  # and the STS answer, redacted
     for secret in (SECRET, TOKEN, assumed.secret_key, assumed.token):
         assert secret not in text
+
+
+def test_redactor_ignores_short_values_and_keeps_the_newest() -> None:
+    from airflow_s3connect.client import SecretRedactor
+
+    redactor = SecretRedactor()
+    redactor.add("s", "b", None, "", "a-real-session-token-value")
+    assert list(redactor.secrets) == ["a-real-session-token-value"]  # "s" would mangle every line
+    record = logging.LogRecord(
+        "botocore.auth",
+        logging.DEBUG,
+        __file__,
+        1,
+        "token %s in CanonicalRequest",
+        ("a-real-session-token-value",),
+        None,
+    )
+    assert redactor.filter(record)
+    assert record.getMessage() == "token *** in CanonicalRequest"
+    for i in range(SecretRedactor.KEEP + 5):
+        redactor.add(f"rotated-token-{i:06d}")
+    assert len(redactor.secrets) == SecretRedactor.KEEP
+    assert "rotated-token-000000" not in redactor.secrets
+    assert f"rotated-token-{SecretRedactor.KEEP + 4:06d}" in redactor.secrets
