@@ -141,14 +141,17 @@ class MotoServer:
                 result.requests.append(Recorded(entry["method"], entry["url"], entry["headers"], raw))
 
     @contextmanager
-    def arrival_after_request(self, bucket: str, key: str, body: bytes, delay: float = 1.5) -> Iterator[None]:
-        """Put ``key`` ``delay`` seconds after the recording shows a request naming it.
+    def arrival_after_request(
+        self, bucket: str, key: str, body: bytes, delay: float = 1.5, seen: str | None = None
+    ) -> Iterator[None]:
+        """Put ``key`` ``delay`` seconds after the recording shows a request naming ``seen``
+        (default: the key itself; a listing's prefix for a pattern).
 
-        For deferrable sensors: the worker's poke misses the object, so only the trigger
-        can find it. Use inside :meth:`recording`.
+        For deferrable sensors and triggers: the first poke misses the object, so only a
+        later one can find it. Use inside :meth:`recording`.
         """
         stop = threading.Event()
-        marker = quote(key, safe="")
+        marker = quote(seen or key, safe="")
 
         def arrive() -> None:
             recording = self.workdir / "recording.jsonl"

@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import json
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,15 +101,13 @@ def _trigger_conn(moto: MotoServer, make_conn: Callable[..., str], **extra: Any)
     )
 
 
-def _run_trigger(trigger: S3ObjectTrigger, during: Callable[[], None] | None = None) -> dict[str, Any]:
+def _run_trigger(trigger: S3ObjectTrigger) -> dict[str, Any]:
     async def first_event() -> dict[str, Any]:
         generator = trigger.run()
         event = await asyncio.wait_for(generator.__anext__(), timeout=60)
         await generator.aclose()
         return dict(event.payload)
 
-    if during is not None:
-        threading.Timer(1.0, during).start()
     return asyncio.run(first_event())
 
 
@@ -131,12 +128,10 @@ def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
     serialized = json.dumps(kwargs)
     assert "do-not-log" not in serialized
     assert "tenant-acme:7f3a9c" not in serialized  # the external ID stays in the connection too
-    admin = moto.admin_client("s3")
-    with moto.recording() as rec:
-        event = _run_trigger(
-            S3ObjectTrigger(**kwargs),
-            lambda: admin.put_object(Bucket=BUCKET, Key="tenants/acme/in/a.json", Body=b"{}"),
-        )
+    # The file arrives once the trigger's first poke has been seen: it must wait for it.
+    arrival = moto.arrival_after_request(BUCKET, "tenants/acme/in/a.json", b"{}", seen="tenants/acme/in/")
+    with moto.recording() as rec, arrival:
+        event = _run_trigger(S3ObjectTrigger(**kwargs))
     assert event["status"] == "success"
     assert [m["key"] for m in event["matches"]] == ["tenants/acme/in/a.json"]
     assert len(rec.sts("AssumeRole")) == 1
