@@ -105,3 +105,21 @@ def test_airflow_cli_lists_provider_and_hook() -> None:
     line = next(x for x in hooks.stdout.splitlines() if x.startswith("s3connect"))
     assert "S3ConnectHook" in line
     assert "s3connect_conn_id" in line
+
+
+def test_setup_plugin_is_registered_and_light_to_load() -> None:
+    """Airflow loads plugins in every task process: ours must not pull in the API server."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    (entry,) = [e for e in importlib.metadata.entry_points(group="airflow.plugins") if e.name == "s3connect_setup"]
+    assert entry.value == "airflow_s3connect.plugins.setup_page:S3ConnectSetupPlugin"
+    probe = (
+        "import sys; from airflow_s3connect.plugins.setup_page import S3ConnectSetupPlugin as P; "
+        "assert 'fastapi' not in sys.modules and 'airflow.api_fastapi.core_api.security' not in sys.modules; "
+        "apps = P().fastapi_apps; assert apps[0]['url_prefix'] == '/s3connect'; "
+        "assert 'airflow.api_fastapi.core_api.security' in sys.modules; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
