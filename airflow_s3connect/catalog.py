@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_s3connect.errors import translated
 from airflow_s3connect.patterns import DATE_MASKS, KeyPattern, compile_pattern
-from airflow_s3connect.transfer import CommonPrefix, Lister, ListQuery, ObjectInfo
+from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -180,9 +180,8 @@ def build_catalog(
     datasets: dict[str, Dataset] = {}
     scanned = 0
     for entry in Lister(client, bucket, ListQuery(base=base, max_objects=max_objects)):
-        if isinstance(entry, CommonPrefix):
+        if not isinstance(entry, ObjectInfo):  # no delimiter: only folder markers' prefixes
             continue
-        assert isinstance(entry, ObjectInfo)
         scanned += 1
         relative = entry.key[len(base) :]
         parts = relative.split("/")[:-1]

@@ -36,12 +36,21 @@ from airflow_s3connect.errors import (
 from airflow_s3connect.macros import MacroError, MacroValues, render
 from airflow_s3connect.patterns import PatternError, compile_pattern
 from airflow_s3connect.scope import check_bucket_name, check_key
-from airflow_s3connect.transfer import Downloader, DownloadTask, Lister, ListQuery, LocalPathError, LocalTree
+from airflow_s3connect.transfer import (
+    Downloader,
+    DownloadTask,
+    Lister,
+    ListQuery,
+    LocalPathError,
+    LocalTree,
+    TransferConfig,
+)
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import MotoServer, free_port
 
 ROLE = "arn:aws:iam::123456789012:role/reader"
+CONFIG = TransferConfig(max_concurrency=2)
 
 
 def settings(login: str | None = "AKIAEXAMPLE", password: str | None = "secret", **extra: Any) -> Callable[[], Any]:
@@ -131,18 +140,12 @@ def test_unreachable_endpoint_fails_fast_and_bounded(tmp_path: Path) -> None:
     client = _client(f"http://127.0.0.1:{free_port()}", connect_timeout=1, max_attempts=2)
     started = time.monotonic()
     with pytest.raises(EndpointUnreachableError) as info:
-        list(Downloader(client, BUCKET, _config()).download([DownloadTask("k.csv", tmp_path / "k.csv")]))
+        list(Downloader(client, BUCKET, CONFIG).download([DownloadTask("k.csv", tmp_path / "k.csv")]))
     assert time.monotonic() - started < 10
     assert re.search(
         r"GetObject could not reach http://127\.0\.0\.1:\d+, on every attempt: check endpoint_url", str(info.value)
     )
     assert list(tmp_path.iterdir()) == []
-
-
-def _config() -> Any:
-    from airflow_s3connect.transfer import TransferConfig
-
-    return TransferConfig(max_concurrency=2)
 
 
 def test_no_such_bucket_and_no_such_key(moto: MotoServer, tmp_path: Path) -> None:
@@ -152,7 +155,7 @@ def test_no_such_bucket_and_no_such_key(moto: MotoServer, tmp_path: Path) -> Non
     ):
         list(Lister(client, "not-there", ListQuery(base="x/")))
     with pytest.raises(NoSuchKeyError, match=f"No object s3://{BUCKET}/missing.csv: check the key"):
-        list(Downloader(client, BUCKET, _config()).download([DownloadTask("missing.csv", tmp_path / "m.csv")]))
+        list(Downloader(client, BUCKET, CONFIG).download([DownloadTask("missing.csv", tmp_path / "m.csv")]))
     assert list(tmp_path.iterdir()) == []
 
 

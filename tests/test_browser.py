@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,20 @@ def api_server(airflow_db: Path) -> Iterator[str]:
     process.wait(30)
 
 
+@contextmanager
+def _browser_page(height: int) -> Iterator[Any]:
+    """A page of Debian's chromium, headless; screenshots go to OUTPUT."""
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": height})
+        finally:
+            browser.close()
+
+
 def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call the REST API as the (all-admins) simple auth manager's user; POST when ``body``."""
     with urllib.request.urlopen(url + "/auth/token", timeout=10) as response:
@@ -71,12 +86,7 @@ def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(api_server: str) -> None:
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+    with _browser_page(height=2600) as page:
         page.goto(api_server + "/connections")
         page.get_by_role("button", name="Add Connection").click()
         page.locator("input[name=connection_id]").fill("partner_role")
@@ -106,7 +116,6 @@ def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(a
         page.get_by_role("button", name="Save").click()
         page.get_by_text("partner_role").first.wait_for(timeout=15_000)
         page.screenshot(path=str(OUTPUT / "s3connect-connection-saved.png"), full_page=True)
-        browser.close()
 
     saved = _api(api_server, "/api/v2/connections/partner_role")
     assert saved["conn_type"] == "s3connect"
@@ -125,8 +134,6 @@ def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(a
 
 def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: str) -> None:
     """The plugin's page, reached from the Admin menu, for an assume_role connection."""
-    from playwright.sync_api import sync_playwright
-
     extra = {
         "auth_type": "assume_role",
         "role_arn": "arn:aws:iam::210987654321:role/acme-delivery",
@@ -137,10 +144,7 @@ def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: st
     _api(api_server, "/api/v2/connections", {"connection_id": "setup_acme", "conn_type": "s3connect",
                                                    "login": "AKIABASE", "password": "s3cr3t-not-shown",
                                                    "extra": json.dumps(extra)})  # fmt: skip
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    with _browser_page(height=1800) as page:
         page.goto(api_server + "/")
         page.get_by_role("button", name="Admin").click()
         page.get_by_role("menuitem", name="S3 Connect setup").click()
@@ -155,7 +159,6 @@ def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: st
         policy = json.loads(frame.locator("#policy").inner_text())
         page.screenshot(path=str(OUTPUT / "s3connect-setup-page.png"), full_page=True)
         content = frame.locator("body").inner_text()
-        browser.close()
 
     assert external_id == "acme-ext-42"
     (statement,) = trust["Statement"]

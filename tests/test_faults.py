@@ -174,8 +174,8 @@ OPERATIONS = {
 }  # fmt: skip
 
 
-def _slow() -> dict[str, Any]:
-    return {"delay": 1.6}
+#: A "slow" fault's hold: past the client's read_timeout of 1 s.
+SLOW = {"delay": 1.6}
 
 
 #: (operation, S3 call faulted, fault kind, extra Fault fields). Puts run with overwrite on
@@ -183,21 +183,21 @@ def _slow() -> dict[str, Any]:
 #: it is not scheduled on PutObject / UploadPart (their answers have none).
 TRANSIENT: list[tuple[str, str, str, dict[str, Any]]] = [
     *[("put_single", "PutObject", kind, {}) for kind in ("500", "503", "reset")],
-    ("put_single", "PutObject", "slow", _slow()),
+    ("put_single", "PutObject", "slow", SLOW),
     *[("put_multipart", "UploadPart", kind, {}) for kind in ("500", "503", "reset")],
-    ("put_multipart", "UploadPart", "slow", _slow()),
+    ("put_multipart", "UploadPart", "slow", SLOW),
     ("put_multipart", "CreateMultipartUpload", "503", {}),
     ("put_multipart", "CompleteMultipartUpload", "500", {}),
     *[("get_single", "GetObject", kind, {}) for kind in ("500", "503", "reset", "cut")],
-    ("get_single", "GetObject", "slow", _slow()),
+    ("get_single", "GetObject", "slow", SLOW),
     *[("get_ranged", "GetObject", kind, {"ranged": True, "times": 2}) for kind in ("500", "503", "reset", "cut")],
-    ("get_ranged", "GetObject", "slow", {**_slow(), "ranged": True}),
+    ("get_ranged", "GetObject", "slow", {**SLOW, "ranged": True}),
     ("get_prefix", "ListObjectsV2", "503", {}),
     *[("get_prefix", "GetObject", kind, {"times": 3}) for kind in ("500", "reset", "cut")],
     *[("list", "ListObjectsV2", kind, {}) for kind in ("500", "503", "reset", "cut")],
-    ("list", "ListObjectsV2", "slow", _slow()),
+    ("list", "ListObjectsV2", "slow", SLOW),
     *[("sensor", "ListObjectsV2", kind, {}) for kind in ("500", "503", "reset", "cut")],
-    ("sensor", "ListObjectsV2", "slow", _slow()),
+    ("sensor", "ListObjectsV2", "slow", SLOW),
 ]
 
 
@@ -234,13 +234,13 @@ PERSISTENT: list[tuple[str, str, str, type[Exception], str, dict[str, Any]]] = [
     ("get_ranged", "GetObject", "cut", TransferInterrupted, "check the network or the store, then run again",
      {"ranged": True, "key_contains": "large"}),
     ("get_ranged", "GetObject", "slow", EndpointUnreachableError, "within the connection's read_timeout",
-     {**_slow(), "ranged": True}),
+     {**SLOW, "ranged": True}),
     ("get_prefix", "GetObject", "503", S3ConnectError, "failed: SlowDown", {"key_contains": "3.bin"}),
     ("get_prefix", "ListObjectsV2", "reset", EndpointUnreachableError, "ListObjectsV2 lost its connection", {}),
     ("list", "ListObjectsV2", "503", S3ConnectError, "failed: SlowDown", {}),
     ("list", "ListObjectsV2", "cut", S3ConnectError, "ListObjectsV2", {}),
     ("sensor", "ListObjectsV2", "500", S3ConnectError, "failed: InternalError", {}),
-    ("sensor", "ListObjectsV2", "slow", EndpointUnreachableError, "read_timeout", _slow()),
+    ("sensor", "ListObjectsV2", "slow", EndpointUnreachableError, "read_timeout", SLOW),
 ]  # fmt: skip
 
 

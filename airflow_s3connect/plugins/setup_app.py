@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from typing import Any
 
@@ -20,6 +19,7 @@ from airflow.api_fastapi.core_api.security import requires_access_connection
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
 
+from airflow_s3connect.cli import external_id_secret
 from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings, settings_from_connection
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.iam import OPERATION_ACTIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
@@ -54,14 +54,9 @@ def _iam_prefix(settings: ConnectionSettings) -> str:
 def _external_id(settings: ConnectionSettings) -> tuple[str, str]:
     if settings.external_id:
         return settings.external_id, "the connection's External ID field"
-    secret = os.environ.get("S3CONNECT_EXTERNAL_ID_SECRET", "")
-    if not secret:
-        from airflow.configuration import conf
-
-        secret = str(conf.get("s3connect", "external_id_secret", fallback="") or "")
     tenant = settings.tenant or settings.conn_id
     try:
-        return external_id_for(tenant, secret), f"derived for tenant {tenant!r} (s3connect external-id)"
+        return external_id_for(tenant, external_id_secret()), f"derived for tenant {tenant!r} (s3connect external-id)"
     except SetupError as exc:
         return "", str(exc)
 
