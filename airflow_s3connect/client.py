@@ -6,12 +6,14 @@ No Airflow here. botocore does the hard parts: SigV4, the default credential cha
 * access_key: the key pair (and session token), or the worker's default chain when empty;
 * assume_role: STS AssumeRole from those same source credentials, wrapped in
   refreshable credentials so a transfer of many hours outlives one-hour sessions;
-* every S3 request passes a scope guard registered on the client's event system, so
-  the connection's bucket / path_prefix restriction holds even for raw ``get_conn()`` use.
+* every S3 request passes a scope guard registered on the client's event system
+  (:mod:`airflow_s3connect.allowlist`), so the connection's bucket / path_prefix
+  restriction holds for every operation, even through the raw ``get_conn()`` client.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -31,8 +33,9 @@ from botocore.credentials import (
 )
 
 from airflow_s3connect import __version__
+from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import AuthType, ConnectionSettings
-from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
+from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError
 from airflow_s3connect.scope import Scope
 
 if TYPE_CHECKING:
@@ -217,30 +220,46 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
 
 
 def scope_guard(scope: Scope) -> Callable[..., None]:
-    """botocore ``before-parameter-build.s3`` handler refusing requests outside ``scope``.
+    """botocore ``before-parameter-build.s3`` handler applying :func:`allowlist.check_call`.
 
-    It runs before the request is signed or sent, so nothing out of scope reaches the wire.
+    Registered last, so it sees the parameters as botocore will send them (a copy source
+    already turned into its header form), and before the request is signed or sent, so
+    nothing out of scope reaches the wire. Presigned URLs pass through it too.
     """
 
-    def guard(params: dict[str, Any], model: Any, **_: Any) -> None:
-        bucket = params.get("Bucket")
-        if bucket is None:
+    def guard(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **_: Any) -> None:
+        # botocore signs a presigned POST as a CreateBucket of the target bucket:
+        # :func:`guard_presigned_post` checked its bucket and key before.
+        presigned_post = model.name == "CreateBucket" and (context or {}).get("is_presign_request")
+        if presigned_post and _PRESIGNED_POST.get() == params.get("Bucket"):
             return
-        if scope.bucket is not None and bucket != scope.bucket:
-            raise ScopeError(f"{model.name} on bucket {bucket!r} is outside the connection's scope {scope.describe()}.")
-        for name in ("Key", "Prefix"):
-            value = params.get(name)
-            if value is not None and not str(value).startswith(scope.prefix):
-                raise ScopeError(
-                    f"{model.name} on s3://{bucket}/{value} is outside the connection's scope {scope.describe()}."
-                )
-        if scope.prefix and model.name == "ListObjectsV2" and "Prefix" not in params:
-            raise ScopeError(
-                f"ListObjectsV2 of the whole bucket is outside the connection's scope {scope.describe()}: "
-                "pass a Prefix inside it."
-            )
+        check_call(scope, model.name, params)
 
     return guard
+
+
+#: The bucket of the presigned POST being built on this thread, once its key was checked.
+_PRESIGNED_POST: contextvars.ContextVar[str | None] = contextvars.ContextVar("s3connect_presigned_post", default=None)
+
+
+def guard_presigned_post(client: Any, scope: Scope) -> None:
+    """Check ``generate_presigned_post``'s bucket and key like a PutObject of that key.
+
+    botocore builds presigned POSTs outside the operation model, so the event guard
+    alone would see only a CreateBucket; ``${filename}`` (chosen by the uploader) is
+    checked as the literal text before it, which every resulting key starts with.
+    """
+    original = client.generate_presigned_post
+
+    def generate_presigned_post(Bucket: str, Key: str, *args: Any, **kwargs: Any) -> Any:
+        check_call(scope, "PutObject", {"Bucket": Bucket, "Key": Key.split("${filename}")[0] or Key})
+        token = _PRESIGNED_POST.set(Bucket)
+        try:
+            return original(Bucket, Key, *args, **kwargs)
+        finally:
+            _PRESIGNED_POST.reset(token)
+
+    client.generate_presigned_post = generate_presigned_post
 
 
 def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session) -> S3Client:
@@ -251,7 +270,8 @@ def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session
         verify=_verify(settings),
         config=client_config(settings),
     )
-    client.meta.events.register("before-parameter-build.s3", scope_guard(settings.scope))
+    client.meta.events.register_last("before-parameter-build.s3", scope_guard(settings.scope))
+    guard_presigned_post(client, settings.scope)
     return client
 
 

@@ -288,11 +288,11 @@ def test_scope_violations_fail_before_any_request(moto: MotoServer, make_conn: C
         with pytest.raises(ScopeError, match="outside the connection's scope"):
             hook.resolve("s3://s3connect-test/tenants/other/x")
         # The raw client is guarded too.
-        with pytest.raises(ScopeError, match="PutObject on s3://s3connect-test/elsewhere"):
+        with pytest.raises(ScopeError, match="PutObject: Key 'elsewhere' is outside"):
             client.put_object(Bucket=BUCKET, Key="elsewhere", Body=b"x")
-        with pytest.raises(ScopeError, match="PutObject on bucket 'another-bucket'"):
+        with pytest.raises(ScopeError, match="PutObject: Bucket names bucket 'another-bucket'"):
             client.put_object(Bucket="another-bucket", Key="tenants/acme/x", Body=b"x")
-        with pytest.raises(ScopeError, match="pass a Prefix inside it"):
+        with pytest.raises(ScopeError, match="pass a Prefix starting with 'tenants/acme/'"):
             client.list_objects_v2(Bucket=BUCKET)
     assert rec.requests == []
     client.put_object(Bucket=BUCKET, Key="tenants/acme/ok", Body=b"x")
