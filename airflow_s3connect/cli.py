@@ -35,21 +35,26 @@ def external_id_secret() -> str:
     return str(conf.get("s3connect", "external_id_secret", fallback="") or "")
 
 
-#: Each probe: (action, how to call it without changing anything). A probe "works" when S3
-#: answers anything but AccessDenied: conditional requests on a key that does not exist
-#: (If-Match) are refused *after* authorization, so nothing is written or deleted.
-def _probes(client: Any, bucket: str, prefix: str) -> list[tuple[str, Callable[[], Any]]]:
-    probe_key = f"{prefix}.s3connect-check/{uuid.uuid4().hex}"
+#: Each probe: (action, how to call it without changing anything, the error codes that
+#: still prove the permission). The probes act on a key that does not exist, and the
+#: writing ones carry If-Match, which S3 checks *after* authorization: a 412 or 404 means
+#: "allowed, and nothing was written or deleted". Any other error (501, 411, 400…) is the
+#: store refusing the request itself, a failure the operators would meet too.
+def _probes(client: Any, bucket: str, prefix: str, probe_key: str) -> list[tuple[str, Callable[[], Any], set[str]]]:
+    missing = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
     return [
-        ("s3:ListBucket", lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)),
-        ("s3:GetObject", lambda: client.get_object(Bucket=bucket, Key=probe_key)),
-        ("s3:PutObject", lambda: client.put_object(Bucket=bucket, Key=probe_key, Body=b"", IfMatch='"0"')),
-        ("s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=probe_key, IfMatch='"0"')),
+        ("s3:ListBucket", lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1), set()),
+        ("s3:GetObject", lambda: client.get_object(Bucket=bucket, Key=probe_key), missing),
+        ("s3:PutObject", lambda: client.put_object(Bucket=bucket, Key=probe_key, Body=b"", IfMatch='"0"'), missing),
+        ("s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=probe_key, IfMatch='"0"'), missing),
     ]
 
 
 def check(conn_id: str) -> dict[str, Any]:
-    """Probe the connection's permissions; Airflow is imported here only."""
+    """Probe the connection's permissions; Airflow is imported here only.
+
+    A macro path_prefix is probed as the Test button probes it (:meth:`probe_prefix`).
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     from airflow_s3connect.errors import translate
@@ -58,30 +63,47 @@ def check(conn_id: str) -> dict[str, Any]:
     hook = S3ConnectHook(s3connect_conn_id=conn_id)
     ok, message = hook.test_connection()
     report: dict[str, Any] = {"conn_id": conn_id, "test_connection": {"ok": ok, "message": message}}
-    scope = hook.scope_settings.scope
+    try:
+        hook.pin_path_prefix(hook.probe_prefix())
+        scope = hook.scope_settings.scope
+    except S3ConnectError as exc:
+        report.update(actions={}, operations={}, note=str(exc))
+        return report
     if scope.bucket is None:
-        report["actions"] = {}
-        report["operations"] = {}
-        report["note"] = "The connection has no bucket: set one to probe object permissions."
+        report.update(
+            actions={}, operations={}, note="The connection has no bucket: set one to probe object permissions."
+        )
         return report
     client = hook.get_conn()
+    probe_key = f"{scope.prefix}.s3connect-check/{uuid.uuid4().hex}"
     actions: dict[str, dict[str, str]] = {}
-    for action, call in _probes(client, scope.bucket, scope.prefix):
+    for action, call, proving in _probes(client, scope.bucket, scope.prefix, probe_key):
         try:
             call()
             actions[action] = {"result": "allowed", "detail": ""}
+            if action == "s3:PutObject":
+                # The store ignored If-Match and wrote the empty probe object: remove it.
+                actions[action]["detail"] = "the store ignored If-Match and wrote the probe object"
+                client.delete_object(Bucket=scope.bucket, Key=probe_key)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            denied = code in ("AccessDenied", "403")
-            actions[action] = {
-                "result": "denied" if denied else "allowed",
-                "detail": str(translate(exc, action.split(":")[1], scope.bucket))
-                if denied
-                else f"probe answered {code}",
-            }
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code in ("AccessDenied", "403"):
+                actions[action] = {
+                    "result": "denied",
+                    "detail": str(translate(exc, action.split(":")[1], scope.bucket)),
+                }
+            elif code in proving:
+                actions[action] = {"result": "allowed", "detail": f"probe answered {code}"}
+            else:
+                # translate() names auth failures; anything else is the store refusing the request.
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                failure = translate(exc, action.split(":")[1], scope.bucket)
+                detail = str(failure) if type(failure) is not S3ConnectError else f"the store answered {status} {code}"
+                actions[action] = {"result": "error", "detail": f"{detail}; operations needing {action} fail too"}
         except (BotoCoreError, S3ConnectError) as exc:
-            error = translate(exc, action, scope.bucket) if isinstance(exc, BotoCoreError) else exc
-            actions[action] = {"result": "error", "detail": str(error)}
+            failure = translate(exc, action, scope.bucket) if isinstance(exc, BotoCoreError) else exc
+            actions[action] = {"result": "error", "detail": str(failure)}
     # Without ListBucket, S3 answers a GET of a missing key with 403 too: not a verdict.
     if actions["s3:ListBucket"]["result"] != "allowed" and actions["s3:GetObject"]["result"] == "denied":
         actions["s3:GetObject"] = {"result": "unknown", "detail": "S3 hides missing keys without s3:ListBucket"}

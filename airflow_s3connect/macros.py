@@ -328,6 +328,31 @@ def render(
     return "".join(out)
 
 
+#: Macros a connection's own fields can fix (Tenant, Root Tenant ID, Environment ID).
+CONNECTION_MACROS = ("tenant", "root_tenant_id", "env_id")
+
+
+def connection_pattern(template: str, fallbacks: Mapping[str, Any], wildcard: str = "*") -> str:
+    """``template`` as far as the connection alone decides it, without a run.
+
+    Macros the connection's fields fix are rendered; every other macro becomes
+    ``wildcard``. With ``*`` it is the prefix an IAM policy must grant; with a
+    placeholder segment it is a prefix of the same shape to probe, so the Test button
+    lists what the policy allows and what operators will list.
+    """
+    values = MacroValues({}, {}, fallbacks)
+    out: list[str] = []
+    for literal, name, spec, _ in _fields(template):
+        out.append(literal)
+        if name is None:
+            continue
+        value = None
+        if name in CONNECTION_MACROS and not spec:
+            value = values._value(name, required=False)
+        out.append(value or wildcard)
+    return "".join(out)
+
+
 def _escape_braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 

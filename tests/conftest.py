@@ -127,3 +127,20 @@ def airflow_db() -> Path:
     airflow_bin = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow_bin, "db", "migrate"], check=True, capture_output=True, timeout=300)
     return _HOME
+
+
+#: A connection only the API server's environment defines (the setup page must find it).
+ENV_ONLY_CONNECTION = {
+    "conn_type": "s3connect",
+    "extra": {"bucket": "env-dropbox", "path_prefix": "exports/{tenant}/{date}", "tenant": "acme"},
+}
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_db: Path) -> Iterator[str]:
+    """Airflow's API server on loopback (the Test button's route, the setup page, the UI)."""
+    from tests.api_server import running_api_server
+
+    env = {"AIRFLOW_CONN_ENV_PARTNER": json.dumps(ENV_ONLY_CONNECTION)}
+    with running_api_server(airflow_db, env) as url:
+        yield url

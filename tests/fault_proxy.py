@@ -6,6 +6,7 @@ matches, gets that fault instead of (or on top of) moto's answer:
 
 - ``500``: InternalError, request not forwarded;
 - ``503``: SlowDown, request not forwarded;
+- ``501``: NotImplemented, as stores answer a header they do not support; not forwarded;
 - ``reset``: the connection is reset (RST) before any response, request not forwarded;
 - ``cut``: moto's answer is forwarded with its full Content-Length but only half its body,
   then the connection is closed;
@@ -30,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 FAULT_BODIES = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
+    "501": (501, "NotImplemented", "A header you provided implies functionality that is not implemented."),
 }
 
 
@@ -61,7 +63,7 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
 
 @dataclass
 class Fault:
-    kind: str  # "500" | "503" | "reset" | "cut" | "slow"
+    kind: str  # "500" | "501" | "503" | "reset" | "cut" | "slow"
     operation: str
     times: int | None = 1
     delay: float = 0.0

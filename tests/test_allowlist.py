@@ -206,29 +206,29 @@ ESCAPES: list[tuple[str, Callable[[Any], Any], str]] = [
         "copy-source-dict",
         lambda c: c.copy_object(Bucket=BUCKET, Key=PREFIX + "x", CopySource={"Bucket": BUCKET, "Key": SECRET}),
         "CopySource",
-    ),  # noqa: E501
+    ),
     (
         "copy-source-string",
         lambda c: c.copy_object(Bucket=BUCKET, Key=PREFIX + "x", CopySource=f"{BUCKET}/{SECRET}"),
         "CopySource",
-    ),  # noqa: E501
+    ),
     (
         "copy-source-other-bucket",
         lambda c: c.copy_object(Bucket=BUCKET, Key=PREFIX + "x", CopySource="other-bucket/tenants/acme/x"),
         "CopySource names bucket",
-    ),  # noqa: E501
+    ),
     (
         "upload-part-copy",
         lambda c: c.upload_part_copy(
             Bucket=BUCKET, Key=PREFIX + "x", UploadId="u", PartNumber=1, CopySource={"Bucket": BUCKET, "Key": SECRET}
         ),
         "CopySource",
-    ),  # noqa: E501
+    ),
     (
         "delete-objects",
         lambda c: c.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": PREFIX + "ok"}, {"Key": SECRET}]}),
         r"Delete.Objects\[1\].Key",
-    ),  # noqa: E501
+    ),
     ("list-objects-v1", lambda c: c.list_objects(Bucket=BUCKET), "ListObjects with no Prefix"),
     ("list-objects-v1-prefix", lambda c: c.list_objects(Bucket=BUCKET, Prefix="tenants/"), "Prefix 'tenants/'"),
     ("list-objects-v2", lambda c: c.list_objects_v2(Bucket=BUCKET), "ListObjectsV2 with no Prefix"),
@@ -245,13 +245,13 @@ ESCAPES: list[tuple[str, Callable[[Any], Any], str]] = [
         "presigned-url",
         lambda c: c.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": SECRET}),
         "GetObject: Key",
-    ),  # noqa: E501
+    ),
     ("presigned-post", lambda c: c.generate_presigned_post(BUCKET, SECRET), "PutObject: Key"),
     (
         "presigned-url-admin",
         lambda c: c.generate_presigned_url("put_bucket_acl", Params={"Bucket": BUCKET, "ACL": "public-read"}),
         "whole bucket",
-    ),  # noqa: E501
+    ),
 ]
 
 

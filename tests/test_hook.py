@@ -322,13 +322,11 @@ def test_test_connection_names_missing_list_permission(iam: IamFactory, make_con
     assert "Put-only" in message
 
 
-def test_test_connection_without_bucket_uses_get_caller_identity(
+def test_test_connection_on_aws_without_bucket_uses_get_caller_identity(
     iam: IamFactory, make_conn: Callable[..., str]
 ) -> None:
     user = iam.user("noperms", [])
-    conn_id = make_conn(
-        "tc_id", user.key, user.secret, region_name=REGION, endpoint_url=iam.server.url, sts_endpoint_url=iam.server.url
-    )
+    conn_id = make_conn("tc_id", user.key, user.secret, region_name=REGION, sts_endpoint_url=iam.server.url)
     iam.enforce()
     with iam.server.recording() as rec:
         ok, message = S3ConnectHook(s3connect_conn_id=conn_id).test_connection()

@@ -8,6 +8,7 @@ knows: where the connection comes from, secret masking, and the Test button.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from airflow_s3connect.errors import (
     S3ConnectError,
     translated,
 )
-from airflow_s3connect.macros import MacroError, MacroValues, render
+from airflow_s3connect.macros import MacroError, MacroValues, connection_pattern, render
 from airflow_s3connect.scope import ObjectRef
 
 if TYPE_CHECKING:
@@ -141,36 +142,98 @@ class S3ConnectHook(BaseHook):
         """Where ``key`` lives: joined to path_prefix, checked against the scope, before any request."""
         return self.scope_settings.scope.resolve(key, bucket)
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Prove the connection works with the least permission its scope implies.
+    def probe_prefix(self) -> str:
+        """The path_prefix to test without a run: the connection's own macro values
+        rendered, every other macro replaced by :data:`PROBE_SEGMENT`. It has the shape of
+        what operators list, and it lies inside the policy the setup page prints."""
+        return connection_pattern(self.settings.path_prefix, self.macro_fallbacks(), wildcard=PROBE_SEGMENT)
 
-        With a bucket: one ListObjectsV2 (MaxKeys=1) on the scoped prefix, never
-        ListAllMyBuckets. Without one: STS GetCallerIdentity, which needs no permission.
+    def test_connection(self) -> tuple[bool, str]:
+        """Prove the connection works with the least permission its scope implies, quickly.
+
+        With a bucket: one ListObjectsV2 (MaxKeys=1) under :meth:`probe_prefix`, never
+        ListAllMyBuckets. Without one: on a custom endpoint, ListBuckets at that endpoint
+        (AccessDenied still proves the keys); on AWS, STS GetCallerIdentity, which needs no
+        permission. Short timeouts and at most :data:`TEST_ATTEMPTS` attempts keep an
+        unreachable endpoint from holding the UI's request for minutes.
         """
+        typed = typed_conn_id(self.s3connect_conn_id)
         try:
-            settings = self.settings
-            if "{" in settings.path_prefix:
-                # The Test button has no run to render macros from: test the literal directories before them.
-                literal = settings.path_prefix.split("{")[0].rpartition("/")[0]
-                settings = dataclasses.replace(settings, path_prefix=literal)
-            scope = settings.scope
-            if scope.bucket is None:
-                sts = build_sts_client(settings, self.get_session())
-                with translated("GetCallerIdentity", role_arn=settings.role_arn):
-                    identity = sts.get_caller_identity()
-                return True, (
-                    f"Authenticated as {identity['Arn']}. No bucket is set: "
-                    "operators must pass bucket=..., and no S3 permission was tested."
-                )
-            client = build_s3_client(settings, self.get_session())
+            settings = dataclasses.replace(
+                self.settings,
+                conn_id=typed,
+                path_prefix=self.probe_prefix(),
+                connect_timeout=min(self.settings.connect_timeout, TEST_TIMEOUT),
+                read_timeout=min(self.settings.read_timeout, TEST_TIMEOUT),
+                max_attempts=min(self.settings.max_attempts, TEST_ATTEMPTS),
+            )
+            return self._test(settings)
+        except S3ConnectError as exc:
+            return False, str(exc).replace(repr(self.s3connect_conn_id), repr(typed))
+
+    @staticmethod
+    def _test(settings: ConnectionSettings) -> tuple[bool, str]:
+        session = build_session(settings)
+        scope = settings.scope
+        if scope.bucket is None and settings.endpoint_url:
+            endpoint = urlsplit(settings.endpoint_url).netloc
+            try:
+                with translated("ListBuckets", role_arn=settings.role_arn):
+                    build_s3_client(settings, session).list_buckets()
+                seen = "ListBuckets works"
+            except AccessDeniedError:
+                seen = "ListBuckets is denied, which no operator needs"
+            return True, (
+                f"Connected: {endpoint} accepted the credentials ({seen}). No bucket is set: "
+                "operators must pass bucket=..., and no object permission was tested."
+            )
+        if scope.bucket is None:
+            sts = build_sts_client(settings, session)
+            with translated("GetCallerIdentity", role_arn=settings.role_arn):
+                identity = sts.get_caller_identity()
+            return True, (
+                f"Authenticated as {identity['Arn']}. No bucket is set: "
+                "operators must pass bucket=..., and no S3 permission was tested."
+            )
+        client = build_s3_client(settings, session)
+        try:
             with translated("ListObjectsV2", scope.bucket, role_arn=settings.role_arn):
                 page = client.list_objects_v2(Bucket=scope.bucket, Prefix=scope.prefix, MaxKeys=1)
-            seen = "objects present" if page.get("KeyCount", 0) else "empty so far"
-            return True, f"Connected: s3:ListBucket works on {scope.describe()} ({seen})."
         except AccessDeniedError as exc:
-            note = ""
-            if exc.action == "s3:ListBucket":
-                note = " A Put-only connection needs only s3:PutObject and can ignore this."
+            note = (
+                " A Put-only connection needs only s3:PutObject and can ignore this."
+                if exc.action == "s3:ListBucket"
+                else ""
+            )
             return False, f"{exc}{note}"
-        except S3ConnectError as exc:
-            return False, str(exc)
+        seen = "objects present" if page.get("KeyCount", 0) else "empty so far"
+        return True, f"Connected: s3:ListBucket works on {scope.describe()} ({seen})."
+
+
+#: Stands for each macro the connection cannot fix when the Test button or ``s3connect
+#: check`` probes a macro path_prefix.
+PROBE_SEGMENT = "s3connect-test"
+#: Seconds to connect and to wait for an answer, and attempts, for the Test button.
+TEST_TIMEOUT = 5
+TEST_ATTEMPTS = 2
+
+
+def typed_conn_id(conn_id: str) -> str:
+    """The connection id the user typed, when Airflow's Test button runs the hook.
+
+    The API server tests a connection under a random transient id (so that the form's
+    unsaved values can be read through an environment variable); messages naming that id
+    would confuse the user. The route's request body, a local of Airflow's handler, still
+    has the typed one. Isolated here, and tested through the real API server, so that a
+    change in Airflow shows as a failing test rather than a wrong name.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        typed = getattr(frame.f_locals.get("test_body"), "connection_id", None)
+        in_route = frame.f_code.co_name == "test_connection" and str(frame.f_globals.get("__name__", "")).startswith(
+            "airflow.api_fastapi"
+        )
+        if in_route and isinstance(typed, str) and typed:
+            return typed
+        frame = frame.f_back
+    return conn_id

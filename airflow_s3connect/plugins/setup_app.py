@@ -1,7 +1,8 @@
 """The setup page's FastAPI app (mounted by :mod:`airflow_s3connect.plugins.setup_page`):
 the help of ``s3connect policy / trust-policy / external-id`` in the Airflow UI. An admin
-picks an ``s3connect`` connection and gets its external ID, the role trust policy and the
-least-privilege policy, ready to copy.
+picks or types an ``s3connect`` connection id (resolved as tasks resolve it, so connections
+of environment variables and secrets backends work too) and gets its external ID, the role
+trust policy and the least-privilege policy for the operations ticked, ready to copy.
 
 Only users allowed to read connections see it (Airflow's own authorization dependency).
 Nothing secret is shown: no key, no secret, no token; the external ID is the connection's
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-import re
+import os
 from typing import Any
 
 from airflow.api_fastapi.core_api.security import requires_access_connection
@@ -20,35 +21,48 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
 
 from airflow_s3connect.cli import external_id_secret
-from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings, settings_from_connection
+from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings
 from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.iam import OPERATION_ACTIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.macros import connection_pattern
 
-DEFAULT_OPERATIONS = ("put", "get", "list", "sensor", "delete")
+#: Ticked when the page opens: reading and writing, never deleting unless asked for.
+DEFAULT_OPERATIONS = ("put", "get", "list", "sensor")
 PRINCIPAL_HINT = "arn:aws:iam::111122223333:role/airflow-worker"
 
 app = FastAPI(title="S3 Connect setup", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _connections() -> dict[str, ConnectionSettings | S3ConnectError]:
-    """Every s3connect connection of the metadata database, parsed (or why it cannot be)."""
+def _known_conn_ids() -> list[str]:
+    """s3connect connections the page can list: the metadata database's and those of
+    ``AIRFLOW_CONN_*`` variables. Secrets backends cannot be listed; their ids are typed."""
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
-    parsed: dict[str, ConnectionSettings | S3ConnectError] = {}
     with create_session() as session:
-        rows = session.query(Connection).filter(Connection.conn_type == CONN_TYPE).order_by(Connection.conn_id)
-        for row in rows:
-            try:
-                parsed[row.conn_id] = settings_from_connection(row)
-            except S3ConnectError as exc:
-                parsed[row.conn_id] = exc
-    return parsed
+        ids = {row.conn_id for row in session.query(Connection).filter(Connection.conn_type == CONN_TYPE)}
+    for name, value in os.environ.items():
+        if name.startswith("AIRFLOW_CONN_") and _is_s3connect(value):
+            ids.add(name[len("AIRFLOW_CONN_") :].lower())
+    return sorted(ids)
 
 
-def _iam_prefix(settings: ConnectionSettings) -> str:
-    """The connection's path_prefix for IAM: each macro ({tenant}, {date}...) becomes ``*``."""
-    return re.sub(r"\{[^{}]*\}", "*", settings.path_prefix)
+def _is_s3connect(value: str) -> bool:
+    if value.startswith(f"{CONN_TYPE}://"):
+        return True
+    try:
+        return bool(json.loads(value).get("conn_type") == CONN_TYPE)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _resolve(conn_id: str) -> tuple[ConnectionSettings, str]:
+    """The connection as a task resolves it (environment, secrets backends, then the
+    metadata database) and its path_prefix for IAM: the connection's own macro values
+    rendered, every other macro ``*`` (the prefix the Test button probes lies inside it)."""
+    hook = S3ConnectHook(s3connect_conn_id=conn_id)
+    return hook.settings, connection_pattern(hook.settings.path_prefix, hook.macro_fallbacks())
 
 
 def _external_id(settings: ConnectionSettings) -> tuple[str, str]:
@@ -79,7 +93,9 @@ label {{ display: block; margin: .4rem 0; }} .error {{ color: #b91c1c; }}
 </style></head><body>
 <h1>S3 Connect setup</h1>
 <form method="get">
-<label>Connection <select name="conn_id" id="conn_id" onchange="this.form.submit()">{options}</select></label>
+<label>Connection id (from the metadata database, an AIRFLOW_CONN_ variable or a secrets backend)
+<input name="conn_id" id="conn_id" list="known" value="{conn_id}" size="40"></label>
+<datalist id="known">{options}</datalist>
 <label>Principal that assumes the role (the workers' identity)
 <input name="principal" id="principal" size="60" value="{principal}"></label>
 <fieldset><legend>Operations</legend>{checkboxes}</fieldset>
@@ -102,12 +118,9 @@ def setup_page(
     principal: str = PRINCIPAL_HINT,
     operations: list[str] = Query(default=list(DEFAULT_OPERATIONS)),  # noqa: B008 - FastAPI's idiom
 ) -> str:
-    connections = _connections()
-    chosen = conn_id if conn_id in connections else next(iter(connections), None)
-    options = "".join(
-        f"<option value='{html.escape(c)}'{' selected' if c == chosen else ''}>{html.escape(c)}</option>"
-        for c in connections
-    )
+    known = _known_conn_ids()
+    chosen = conn_id or next(iter(known), None)
+    options = "".join(f"<option value='{html.escape(c)}'></option>" for c in known)
     checkboxes = "".join(
         f"<label><input type='checkbox' name='operations' value='{op}'{' checked' if op in operations else ''}> "
         f"{op}: {', '.join(actions)}</label>"
@@ -115,24 +128,31 @@ def setup_page(
     )
     body = ""
     if chosen is None:
-        body = f"<p>No connection of type {CONN_TYPE!r} yet: create one in Admin &gt; Connections.</p>"
+        body = (
+            f"<p>No connection of type {CONN_TYPE!r} found: create one, "
+            "or type the id of one a secrets backend holds.</p>"
+        )
     else:
         try:
-            settings = connections[chosen]
-            if isinstance(settings, S3ConnectError):
-                raise settings
+            settings, prefix = _resolve(chosen)
             if settings.bucket is None:
                 raise SetupError("the connection has no bucket: fill its Bucket field to scope the policy")
             external_id, origin = _external_id(settings)
             sections = [f"<p>Bucket <code>{html.escape(settings.bucket)}</code>, prefix "
-                        f"<code>{html.escape(_iam_prefix(settings) or '(whole bucket)')}</code>, "
+                        f"<code>{html.escape(prefix or '(whole bucket)')}</code>, "
                         f"auth <code>{settings.auth_type.value}</code>.</p>"]  # fmt: skip
             sections.append(_block(f"External ID ({origin})", "external-id", external_id or "(none)"))
             if external_id:
                 sections.append(_block("Role trust policy", "trust-policy", trust_policy(principal, external_id)))
-            policy = least_privilege_policy(settings.bucket, _iam_prefix(settings), operations)
+            policy = least_privilege_policy(settings.bucket, prefix, operations)
             sections.append(_block("Least-privilege policy (attach to the role)", "policy", policy))
             body = "".join(sections)
         except (S3ConnectError, SetupError) as exc:
             body = f"<p class='error'>Connection {html.escape(chosen)!s}: {html.escape(str(exc))}</p>"
-    return PAGE.format(options=options, principal=html.escape(principal), checkboxes=checkboxes, body=body)
+    return PAGE.format(
+        options=options,
+        conn_id=html.escape(chosen or ""),
+        principal=html.escape(principal),
+        checkboxes=checkboxes,
+        body=body,
+    )
