@@ -32,7 +32,7 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-from airflow_s3connect import __version__
+from airflow_s3connect import __version__, checksums
 from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError
@@ -162,6 +162,8 @@ def client_config(settings: ConnectionSettings) -> Config:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         tcp_keepalive=True,
+        # Only botocore's "sdk" mode lets it add checksums of its own (trailers over HTTPS).
+        request_checksum_calculation="when_supported" if settings.upload_checksums == "sdk" else "when_required",
         user_agent_appid=f"airflow-s3connect_{__version__}",  # type: ignore[call-arg]
     )
 
@@ -272,6 +274,7 @@ def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session
     )
     client.meta.events.register_last("before-parameter-build.s3", scope_guard(settings.scope))
     guard_presigned_post(client, settings.scope)
+    checksums.register(client, settings.upload_checksums)
     return client
 
 

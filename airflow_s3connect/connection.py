@@ -20,6 +20,8 @@ from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from airflow_s3connect.checksums import MODES as CHECKSUM_MODES
+from airflow_s3connect.checksums import effective_mode
 from airflow_s3connect.errors import ConnectionSettingsError, InvalidKeyError
 from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix
 
@@ -156,6 +158,14 @@ FIELDS: tuple[FieldSpec, ...] = (
         {"type": "string", "format": "url"},
     ),
     FieldSpec(
+        "checksum_mode",
+        "Upload Checksums",
+        "auto: the SDK's on AWS, headers elsewhere. sdk: botocore's (aws-chunked trailers over HTTPS, which "
+        "many S3-compatible stores refuse or store). header: computed here and sent as headers with "
+        "Content-MD5, and the returned ETag compared with it. off: none.",
+        {"type": "string", "enum": list(CHECKSUM_MODES), "default": "auto"},
+    ),
+    FieldSpec(
         "bucket",
         "Bucket",
         "Restrict the connection to this bucket; also the default bucket of every operator.",
@@ -269,6 +279,7 @@ class ConnectionSettings:
     verify_ssl: bool = True
     ca_bundle: str | None = None
     proxy_url: str | None = None
+    checksum_mode: str = "auto"
     bucket: str | None = None
     path_prefix: str = ""
     tenant: str | None = None
@@ -286,6 +297,11 @@ class ConnectionSettings:
             return self.role_session_name
         derived = re.sub(r"[^A-Za-z0-9_+=,.@-]", "-", f"airflow-s3connect-{self.conn_id}")
         return derived[:64]
+
+    @property
+    def upload_checksums(self) -> str:
+        """``checksum_mode`` with ``auto`` resolved for this endpoint: sdk, header or off."""
+        return effective_mode(self.checksum_mode, self.endpoint_url)
 
     @property
     def scope(self) -> Scope:

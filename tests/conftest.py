@@ -49,6 +49,7 @@ for _name in (
     os.environ.pop(_name, None)
 
 from tests.moto_server import IamFactory, MotoServer  # noqa: E402
+from tests.stores import STORES, store_for  # noqa: E402
 
 REGION = "eu-west-1"
 BUCKET = "s3connect-test"
@@ -144,3 +145,20 @@ def api_server(airflow_db: Path) -> Iterator[str]:
     env = {"AIRFLOW_CONN_ENV_PARTNER": json.dumps(ENV_ONLY_CONNECTION)}
     with running_api_server(airflow_db, env) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[Any]:
+    """Ceph's RADOS Gateway (HTTP and HTTPS) from Debian's packages, for the whole session."""
+    from tests.rgw_server import RgwServer
+
+    server = RgwServer.start(_HOME / "rgw")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, moto_plain: MotoServer) -> Any:
+    """Each behaviour test once per S3 server: moto, RGW over HTTP, RGW over HTTPS."""
+    rgw = request.getfixturevalue("rgw") if request.param != "moto" else None
+    return store_for(request.param, moto_plain, rgw)

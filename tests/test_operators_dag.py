@@ -1,4 +1,5 @@
-"""Put, Get and List operators in real DAG runs (dag.test, SQLite) against a moto server."""
+"""Put, Get, List, sensor and catalog in real DAG runs (dag.test, SQLite), on every S3 server:
+moto, Ceph RGW over HTTP and Ceph RGW over HTTPS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,19 @@ from airflow_s3connect.macros import NAMESPACE
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import RunResult, run_dag, write_dag
 from tests.moto_server import MotoServer
+from tests.stores import STORES, Store, store_for
 
 ROUNDTRIP = """
 import pendulum
 from airflow.sdk import DAG, AssetAlias
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.operators import (
+    S3CatalogOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+)
+from airflow_s3connect.sensors import S3ObjectSensor
 
 RECORDS = [{"id": i, "name": f"row {i}", "amount": i * 1.5} for i in range(1000)]
 
-with DAG("s3c_roundtrip", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
+with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
          params={"tenant": "acme"}) as dag:
     conn = dict(s3connect_conn_id="rt")
     put_tree = S3PutObjectOperator(task_id="put_tree", source="TREE", key="tree/", outlets=[AssetAlias("tree")], **conn)
@@ -53,6 +59,19 @@ with DAG("s3c_roundtrip", schedule=None, start_date=pendulum.datetime(2025, 4, 1
     archive = S3GetObjectOperator(task_id="archive_inbox", prefix="inbox/", pattern="*.json", local_dir="OUT/inbox",
                                   after="archive", archive_prefix="processed/{ds_nodash}", **conn)
     drop = S3GetObjectOperator(task_id="delete_drop", prefix="drop/", local_dir="OUT/drop", after="delete", **conn)
+
+    parts = dict(multipart_threshold=5 * 2**20, chunk_size=5 * 2**20)
+    put_big = S3PutObjectOperator(task_id="put_big", source="BIG", key="big/blob.bin", **parts, **conn)
+    get_big = S3GetObjectOperator(task_id="get_big", key="big/blob.bin", local_dir="OUT/big", **parts, **conn)
+    put_big >> get_big
+    once = S3PutObjectOperator(task_id="put_once", data="first", key="once/{ds_nodash}.txt", overwrite=False, **conn)
+    once_big = S3PutObjectOperator(task_id="put_once_big", source="BIG", key="once/big.bin", overwrite=False,
+                                   **parts, **conn)
+    sense = S3ObjectSensor(task_id="sense_note", key="notes/{tenant}.txt", mode="poke", poke_interval=1,
+                           timeout=60, **conn)
+    note >> sense
+    S3CatalogOperator(task_id="catalog", prefix="datasource/", patterns=["{YYYYMMDD}/file_{YYYYMM}_{zz}.csv"],
+                      catalog_key="catalogs/{ds_nodash}/datasource.json", **conn)
 """
 
 
@@ -71,43 +90,70 @@ def make_tree(root: Path, count: int = 500) -> dict[str, bytes]:
     return files
 
 
-@pytest.fixture(scope="module")
+@dataclass
+class Roundtrip:
+    result: RunResult
+    files: dict[str, bytes]
+    out: Path
+    store: Store
+    bucket: str
+    big: bytes
+
+    @property
+    def dag_id(self) -> str:
+        return f"s3c_roundtrip_{self.store.name.replace('-', '_')}"
+
+
+@pytest.fixture(scope="module", params=STORES)
 def roundtrip(
-    moto_plain: MotoServer, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RunResult, dict[str, bytes], Path]]:
-    moto_plain.reset()
-    admin = moto_plain.admin_client("s3")
-    admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    request: pytest.FixtureRequest, moto_plain: MotoServer, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Roundtrip:
+    rgw = request.getfixturevalue("rgw") if request.param != "moto" else None
+    store = store_for(request.param, moto_plain, rgw)
+    if store.name == "moto":
+        moto_plain.reset()
+        store.admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        bucket = BUCKET
+    else:
+        bucket = store.new_bucket()
+    admin = store.admin
     for i in range(3):
-        admin.put_object(Bucket=BUCKET, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
-    admin.put_object(Bucket=BUCKET, Key="inbox/skip.txt", Body=b"not matched")
-    admin.put_object(Bucket=BUCKET, Key="drop/a.txt", Body=b"a")
+        admin.put_object(Bucket=bucket, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
+    admin.put_object(Bucket=bucket, Key="inbox/skip.txt", Body=b"not matched")
+    admin.put_object(Bucket=bucket, Key="drop/a.txt", Body=b"a")
+    admin.put_object(Bucket=bucket, Key="datasource/20250114/file_202501_aa.csv", Body=b"id,name\n1,a\n")
     base = tmp_path_factory.mktemp("roundtrip")
     files = make_tree(base / "tree-src")
-    source = ROUNDTRIP.replace("TREE", str(base / "tree-src")).replace("OUT", str(base / "out"))
-    path = write_dag("s3c_roundtrip", source)
-    conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
-            "extra": {"endpoint_url": moto_plain.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
-    os.environ["AIRFLOW_CONN_RT"] = json.dumps(conn)
+    big = random.Random(11).randbytes(12 * 2**20 + 12345)
+    (base / "big.bin").write_bytes(big)
+    dag_id = f"s3c_roundtrip_{store.name.replace('-', '_')}"
+    source = (
+        ROUNDTRIP.replace("TREE", str(base / "tree-src"))
+        .replace("OUT", str(base / "out"))
+        .replace("BIG", str(base / "big.bin"))
+        .replace("DAG_ID", dag_id)
+    )
+    path = write_dag(dag_id, source)
+    os.environ["AIRFLOW_CONN_RT"] = json.dumps(store.conn(bucket))
     try:
-        result = run_dag(path, "s3c_roundtrip", datetime.datetime(2025, 4, 14, tzinfo=datetime.timezone.utc))
+        result = run_dag(path, dag_id, datetime.datetime(2025, 4, 14, tzinfo=datetime.timezone.utc))
     finally:
         del os.environ["AIRFLOW_CONN_RT"]
-    return result, files, base / "out"
+    return Roundtrip(result, files, base / "out", store, bucket, big)
 
 
-def test_every_task_succeeded(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
-    result, _, _ = roundtrip
+def test_every_task_succeeded(roundtrip: Roundtrip) -> None:
+    result = roundtrip.result
     assert {k: v for k, v in result.task_states.items() if v != "success"} == {}
     assert result.state == "success"
 
 
-def test_500_file_tree_round_trips_byte_for_byte(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
-    result, files, out = roundtrip
+def test_500_file_tree_round_trips_byte_for_byte(roundtrip: Roundtrip) -> None:
+    result, files, out, bucket = roundtrip.result, roundtrip.files, roundtrip.out, roundtrip.bucket
     put = result.value("put_tree")
     assert len(put) == 500
     assert sorted(p["key"] for p in put) == sorted(f"tree/{name}" for name in files)
-    assert all(p["bucket"] == BUCKET and p["etag"] and p["checksum"] for p in put)
+    assert all(p["bucket"] == bucket and p["etag"] for p in put)
     got = {str(p.relative_to(out / "tree")): p.read_bytes() for p in (out / "tree").rglob("*") if p.is_file()}
     assert got == files
     entries = result.value("get_tree")
@@ -115,8 +161,8 @@ def test_500_file_tree_round_trips_byte_for_byte(roundtrip: tuple[RunResult, dic
     assert {e["local_path"] for e in entries} == {str(out / "tree" / name) for name in files}
 
 
-def test_get_expanded_over_list_output(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
-    result, files, out = roundtrip
+def test_get_expanded_over_list_output(roundtrip: Roundtrip) -> None:
+    result, files, out = roundtrip.result, roundtrip.files, roundtrip.out
     keys = result.value("list_csv")
     csv_names = sorted(name for name in files if name.endswith(".csv"))
     assert keys == [f"tree/{name}" for name in csv_names]
@@ -126,26 +172,22 @@ def test_get_expanded_over_list_output(roundtrip: tuple[RunResult, dict[str, byt
         assert (out / "each" / Path(name).name).read_bytes() == files[name]
 
 
-def test_listing_above_the_cap_goes_to_an_s3_manifest(
-    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
-) -> None:
-    result, files, _ = roundtrip
+def test_listing_above_the_cap_goes_to_an_s3_manifest(roundtrip: Roundtrip) -> None:
+    result, files, bucket = roundtrip.result, roundtrip.files, roundtrip.bucket
     summary = result.value("list_capped")
     run_id = result.run_id.replace(":", "-").replace("+", "-")
-    assert summary["manifest"] == f"s3://{BUCKET}/manifests/{run_id}.jsonl"
+    assert summary["manifest"] == f"s3://{bucket}/manifests/{run_id}.jsonl"
     assert summary["count"] == 500
     assert summary["bytes"] == sum(len(b) for b in files.values())
-    body = moto_plain.admin_client("s3").get_object(Bucket=BUCKET, Key=f"manifests/{run_id}.jsonl")["Body"].read()
+    body = roundtrip.store.admin.get_object(Bucket=bucket, Key=f"manifests/{run_id}.jsonl")["Body"].read()
     lines = [json.loads(line) for line in body.decode().splitlines()]
     assert len(lines) == 500
     assert {line["key"] for line in lines} == {f"tree/{name}" for name in files}
     assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
 
 
-def test_download_above_the_cap_goes_to_a_local_manifest(
-    roundtrip: tuple[RunResult, dict[str, bytes], Path],
-) -> None:
-    result, files, out = roundtrip
+def test_download_above_the_cap_goes_to_a_local_manifest(roundtrip: Roundtrip) -> None:
+    result, files, out = roundtrip.result, roundtrip.files, roundtrip.out
     under_d0 = {name: data for name, data in files.items() if name.startswith("d0/")}
     summary = result.value("get_capped")
     assert summary == {
@@ -158,61 +200,75 @@ def test_download_above_the_cap_goes_to_a_local_manifest(
     assert all(Path(line["local_path"]).read_bytes() == files[line["key"][5:]] for line in lines)
 
 
-def test_records_exported_with_seed_macros(
-    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
-) -> None:
+def test_records_exported_with_seed_macros(roundtrip: Roundtrip) -> None:
     import uuid
 
     import pyarrow.parquet as pq
 
-    result, _, _ = roundtrip
-    run_uuid = uuid.uuid5(NAMESPACE, f"s3c_roundtrip\x1f{result.run_id}")
+    result, bucket = roundtrip.result, roundtrip.bucket
+    run_uuid = uuid.uuid5(NAMESPACE, f"{roundtrip.dag_id}\x1f{result.run_id}")
     (csv_entry,) = result.value("export_csv")
     (parquet_entry,) = result.value("export_parquet")
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y_%m_%d")
     assert csv_entry["key"] == f"exports/acme/orders/{day}/{run_uuid}.csv.gz"
     assert parquet_entry["key"] == f"exports/acme/orders/{day}/{run_uuid}.parquet"
-    admin = moto_plain.admin_client("s3")
-    obj = admin.get_object(Bucket=BUCKET, Key=csv_entry["key"])
+    admin = roundtrip.store.admin
+    obj = admin.get_object(Bucket=bucket, Key=csv_entry["key"])
     assert obj["ContentType"] == "application/gzip"
     lines = gzip.decompress(obj["Body"].read()).decode().splitlines()
     assert lines[0] == "id,name,amount"
     assert lines[1:3] == ["0,row 0,0.0", "1,row 1,1.5"]
     assert len(lines) == 1001
-    table = pq.read_table(io.BytesIO(admin.get_object(Bucket=BUCKET, Key=parquet_entry["key"])["Body"].read()))
+    table = pq.read_table(io.BytesIO(admin.get_object(Bucket=bucket, Key=parquet_entry["key"])["Body"].read()))
     assert table.num_rows == 1000
     assert table.column("name")[999].as_py() == "row 999"
 
 
-def test_data_put_and_read_into_xcom(
-    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
-) -> None:
-    result, _, _ = roundtrip
+def test_data_put_and_read_into_xcom(roundtrip: Roundtrip) -> None:
+    result = roundtrip.result
     assert result.value("read_note") == "hello 2025-04-14"
-    head = moto_plain.admin_client("s3").head_object(Bucket=BUCKET, Key="notes/acme.txt")
+    head = roundtrip.store.admin.head_object(Bucket=roundtrip.bucket, Key="notes/acme.txt")
     assert head["Metadata"] == {"run": result.run_id}
     assert head["ContentType"] == "text/plain"
 
 
-def test_archive_and_delete_after_download(
-    roundtrip: tuple[RunResult, dict[str, bytes], Path], moto_plain: MotoServer
-) -> None:
-    _result, _, out = roundtrip
-    admin = moto_plain.admin_client("s3")
-    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="inbox/").get("Contents", []))
+def test_archive_and_delete_after_download(roundtrip: Roundtrip) -> None:
+    out, admin, bucket = roundtrip.out, roundtrip.store.admin, roundtrip.bucket
+    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix="inbox/").get("Contents", []))
     assert keys == ["inbox/skip.txt"]  # the unmatched object stays
-    archived = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="processed/")["Contents"])
+    archived = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix="processed/")["Contents"])
     assert archived == [f"processed/20250414/{i}.json" for i in range(3)]
     assert json.loads((out / "inbox" / "2.json").read_text()) == {"i": 2}
-    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="drop/").get("KeyCount") == 0
+    assert admin.list_objects_v2(Bucket=bucket, Prefix="drop/").get("KeyCount") == 0
     assert (out / "drop" / "a.txt").read_text() == "a"
 
 
-def test_asset_events_for_every_object_written(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+def test_multipart_put_and_ranged_get_round_trip(roundtrip: Roundtrip) -> None:
+    result, out, admin, bucket = roundtrip.result, roundtrip.out, roundtrip.store.admin, roundtrip.bucket
+    (put,) = result.value("put_big")
+    assert put["size"] == len(roundtrip.big)
+    assert admin.get_object(Bucket=bucket, Key="big/blob.bin")["Body"].read() == roundtrip.big
+    assert (out / "big" / "blob.bin").read_bytes() == roundtrip.big
+    (once_big,) = result.value("put_once_big")
+    assert admin.get_object(Bucket=bucket, Key="once/big.bin")["Body"].read() == roundtrip.big
+    assert once_big["size"] == len(roundtrip.big)
+    uploads = admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert uploads == []  # nothing left half-written
+
+
+def test_sensor_and_catalog(roundtrip: Roundtrip) -> None:
+    admin, bucket = roundtrip.store.admin, roundtrip.bucket
+    assert roundtrip.result.task_states[("sense_note", -1)] == "success"
+    catalog = json.loads(admin.get_object(Bucket=bucket, Key="catalogs/20250414/datasource.json")["Body"].read())
+    assert "id" in json.dumps(catalog)
+    assert "name" in json.dumps(catalog)
+
+
+def test_asset_events_for_every_object_written(roundtrip: Roundtrip) -> None:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    result, files, _ = roundtrip
+    result, files, bucket = roundtrip.result, roundtrip.files, roundtrip.bucket
     with create_session() as session:
         uris = [
             uri
@@ -220,7 +276,7 @@ def test_asset_events_for_every_object_written(roundtrip: tuple[RunResult, dict[
             .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
             .filter(AssetEvent.source_run_id == result.run_id, AssetEvent.source_task_id == "put_tree")
         ]
-    assert sorted(uris) == sorted(f"s3://{BUCKET}/tree/{name}" for name in files)
+    assert sorted(uris) == sorted(f"s3://{bucket}/tree/{name}" for name in files)
 
 
 # --------------------------------------------------------------------------- incremental modes
@@ -297,19 +353,19 @@ def test_watermark_mode_only_new_objects(incremental: Any) -> None:
     assert third.value("get") == []
 
 
-def test_openlineage_datasets(roundtrip: tuple[RunResult, dict[str, bytes], Path], airflow_home: Path) -> None:
-    result, _, _ = roundtrip
+def test_openlineage_datasets(roundtrip: Roundtrip, airflow_home: Path) -> None:
+    result, bucket = roundtrip.result, roundtrip.bucket
     events = [json.loads(line) for line in (airflow_home / "openlineage.jsonl").read_text().splitlines()]
     complete = {
         e["job"]["name"].rpartition(".")[2]: e
         for e in events
-        if e.get("eventType") == "COMPLETE" and e["job"]["name"].startswith("s3c_roundtrip.")
+        if e.get("eventType") == "COMPLETE" and e["job"]["name"].startswith(f"{roundtrip.dag_id}.")
     }
 
     def names(task: str, side: str) -> list[tuple[str, str]]:
         return [(d["namespace"], d["name"]) for d in complete[task][side]]
 
-    namespace = f"s3://{BUCKET}"
+    namespace = f"s3://{bucket}"
     assert names("get_tree", "inputs") == [(namespace, "tree/")]  # 500 objects: their prefix stands for them
     assert names("put_tree", "outputs") == [(namespace, "tree/")]
     assert names("read_note", "inputs") == [(namespace, "notes/acme.txt")]
@@ -318,17 +374,17 @@ def test_openlineage_datasets(roundtrip: tuple[RunResult, dict[str, bytes], Path
     assert names("list_csv", "inputs") == [(namespace, "tree/")]
 
 
-def test_console_link_only_on_aws(roundtrip: tuple[RunResult, dict[str, bytes], Path]) -> None:
+def test_console_link_only_on_aws(roundtrip: Roundtrip) -> None:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     from airflow_s3connect.links import CONSOLE_XCOM_KEY, console_url
 
-    result, _, _ = roundtrip
+    result = roundtrip.result
     with create_session() as session:
         row = (
             session.query(XComModel)
-            .filter_by(dag_id="s3c_roundtrip", run_id=result.run_id, task_id="get_tree", key=CONSOLE_XCOM_KEY)
+            .filter_by(dag_id=roundtrip.dag_id, run_id=result.run_id, task_id="get_tree", key=CONSOLE_XCOM_KEY)
             .one()
         )
     assert row.value == {}  # a custom endpoint: the AWS console knows nothing of it

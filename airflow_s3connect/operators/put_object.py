@@ -14,6 +14,7 @@ from typing import IO, Any, cast
 
 from airflow.sdk import Asset, AssetAlias
 
+from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.formats import RecordFormat, encode_records, get_format, write_parquet
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
 from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Uploader, relative_posix
@@ -21,7 +22,6 @@ from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Upload
 #: Per-object macros, rendered for each file rather than once per task.
 PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".zip")
-CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 #: Asset events per run at most (one per object): past it, downstream DAGs would be flooded.
 MAX_ASSET_EVENTS = 1000
@@ -93,8 +93,9 @@ class S3PutObjectOperator(S3ConnectOperator):
     :param server_side_encryption: ``AES256`` or ``aws:kms`` (with ``kms_key_id``).
     :param kms_key_id: KMS key id or ARN for ``aws:kms``.
     :param storage_class: e.g. ``STANDARD_IA``, ``INTELLIGENT_TIERING``, ``GLACIER_IR``.
-    :param checksum_algorithm: CRC32 (default), CRC32C, SHA1, SHA256 or CRC64NVME; S3
-        verifies it on receipt.
+    :param checksum_algorithm: CRC32 (default), SHA1, SHA256, or CRC32C / CRC64NVME with
+        ``botocore[crt]`` installed. Who verifies it depends on the connection's
+        ``checksum_mode`` (see the README's "Checksums").
 
     Large objects go multipart through s3transfer (``multipart_threshold``,
     ``chunk_size``, the connection's ``max_concurrency``); a failed multipart upload is
@@ -147,8 +148,7 @@ class S3PutObjectOperator(S3ConnectOperator):
             get_format(format)
         if source is None and not key:
             raise ValueError("data= and records= need key=... (the object to write).")
-        if checksum_algorithm.upper() not in CHECKSUM_ALGORITHMS:
-            raise ValueError(f"checksum_algorithm={checksum_algorithm!r}: use one of {', '.join(CHECKSUM_ALGORITHMS)}.")
+        checksum_algorithm = check_algorithm(checksum_algorithm)
         if server_side_encryption is not None and server_side_encryption not in SSE_ALGORITHMS:
             raise ValueError(
                 f"server_side_encryption={server_side_encryption!r}: use one of {', '.join(SSE_ALGORITHMS)}."

@@ -1,0 +1,146 @@
+"""Upload checksums that every S3-compatible store accepts, and a check that it stored our bytes.
+
+No Airflow. boto3 ≥ 1.36 sends flexible checksums over HTTPS as an ``aws-chunked`` body
+with a trailer. AWS verifies it; stores that do not speak that framing refuse the upload
+(411 MissingContentLength, 501 NotImplemented) or, worse, store the framing as the object.
+Over HTTP botocore sends a header instead, so a test store on HTTP never shows it.
+
+The connection's ``checksum_mode`` chooses (:func:`effective_mode`):
+
+* ``sdk``: botocore's own behaviour (the default on AWS, which verifies the trailer);
+* ``header``: we compute the checksum and the MD5 of each PutObject / UploadPart body
+  and send them as headers (``x-amz-checksum-crc32``, ``Content-MD5``), plain bodies with
+  a Content-Length that any store reads. Stores that know the checksum header verify it,
+  every store verifies Content-MD5, and where the answer's ETag is an MD5 (single-part
+  objects and parts without SSE-KMS/SSE-C) we compare it with ours: a store that kept
+  other bytes fails the write with :class:`IntegrityError` instead of a green task.
+  The default for any custom endpoint;
+* ``off``: no checksum at all (only for a store that refuses even the headers).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from botocore.compat import HAS_CRT
+from botocore.httpchecksum import Crc32Checksum, Sha1Checksum, Sha256Checksum
+
+from airflow_s3connect.errors import S3ConnectError
+
+ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
+#: Algorithms only the AWS CRT (``botocore[crt]``) computes.
+CRT_ALGORITHMS = ("CRC32C", "CRC64NVME")
+MODES = ("auto", "sdk", "header", "off")
+_MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
+_CHUNK = 1024 * 1024
+
+
+class IntegrityError(S3ConnectError):
+    """The store answered for other bytes than the ones we sent."""
+
+
+def check_algorithm(algorithm: str) -> str:
+    """``algorithm`` upper-cased if usable here, else a message saying what to install or pick."""
+    name = algorithm.upper()
+    if name not in ALGORITHMS:
+        raise ValueError(f"checksum_algorithm={algorithm!r}: use one of {', '.join(ALGORITHMS)}.")
+    if name in CRT_ALGORITHMS and not HAS_CRT:
+        raise ValueError(
+            f"checksum_algorithm={name} needs the AWS CRT on every worker: pip install 'botocore[crt]', "
+            "or use CRC32, SHA1 or SHA256."
+        )
+    return name
+
+
+def effective_mode(mode: str, endpoint_url: str | None) -> str:
+    """``auto`` resolved: the SDK's trailers on AWS, headers on any other endpoint."""
+    if mode != "auto":
+        return mode
+    if not endpoint_url:
+        return "sdk"
+    host = endpoint_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return "sdk" if host.endswith(".amazonaws.com") else "header"
+
+
+def _hasher(algorithm: str) -> Any:
+    classes: dict[str, Callable[[], Any]] = {"CRC32": Crc32Checksum, "SHA1": Sha1Checksum, "SHA256": Sha256Checksum}
+    if HAS_CRT:
+        from botocore.httpchecksum import CrtCrc32cChecksum, CrtCrc64NvmeChecksum
+
+        classes.update(CRC32C=CrtCrc32cChecksum, CRC64NVME=CrtCrc64NvmeChecksum)
+    return classes[check_algorithm(algorithm)]()
+
+
+def _digest_body(body: Any, algorithm: str) -> tuple[str, str, str]:
+    """(checksum as base64, MD5 as base64, MD5 as hex) of a body, left where it was."""
+    checksum, md5 = _hasher(algorithm), hashlib.md5(usedforsecurity=False)
+    if isinstance(body, bytes | bytearray | memoryview):
+        checksum.update(bytes(body))
+        md5.update(body)
+    elif isinstance(body, str):
+        checksum.update(body.encode())
+        md5.update(body.encode())
+    else:
+        seekable = getattr(body, "seekable", None)  # s3transfer's part chunks have seek/tell only
+        if not (hasattr(body, "seek") and hasattr(body, "tell")) or (callable(seekable) and not seekable()):
+            raise S3ConnectError(
+                "checksum_mode 'header' needs a seekable body (bytes or a file) to compute its checksum before "
+                "sending it: pass one, or set the connection's checksum_mode to 'off'."
+            )
+        start = body.tell()
+        while chunk := body.read(_CHUNK):
+            checksum.update(chunk)
+            md5.update(chunk)
+        body.seek(start)
+    digest = md5.digest()
+    return checksum.b64digest(), base64.b64encode(digest).decode(), digest.hex()
+
+
+def register(client: Any, mode: str) -> None:
+    """Install the handlers of ``mode`` (``header`` or ``off``) on an S3 client."""
+    if mode not in ("header", "off"):
+        return
+    events = client.meta.events
+
+    def before_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        algorithm = params.pop("ChecksumAlgorithm", None) or "CRC32"
+        if mode == "off" or any(name.startswith("Checksum") for name in params) or "Body" not in params:
+            return
+        checksum, md5_b64, md5_hex = _digest_body(params["Body"], algorithm)
+        params[f"Checksum{algorithm.upper()}"] = checksum
+        params["ContentMD5"] = md5_b64
+        if not params.get("SSECustomerAlgorithm") and not str(params.get("ServerSideEncryption", "")).startswith(
+            "aws:kms"
+        ):
+            context["s3connect_md5"] = md5_hex
+
+    def no_algorithm(params: dict[str, Any], **_: Any) -> None:
+        # The store would then expect a composite checksum of the parts at completion.
+        params.pop("ChecksumAlgorithm", None)
+
+    def plain_parts(params: dict[str, Any], **_: Any) -> None:
+        for part in (params.get("MultipartUpload") or {}).get("Parts") or ():
+            for name in [n for n in part if n.startswith("Checksum")]:
+                del part[name]
+
+    def after_body(http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        sent = context.get("s3connect_md5")
+        if sent is None or "Error" in parsed:
+            return
+        found = _MD5_ETAG.match(str(parsed.get("ETag", "")))
+        if found and found.group(1) != sent:
+            raise IntegrityError(
+                f"{model.name}: the store answered ETag {found.group(1)} for a body whose MD5 is {sent}: "
+                "it stored other bytes than were sent. Nothing is reported written; check the store and "
+                "the connection's checksum_mode."
+            )
+
+    for operation in ("PutObject", "UploadPart"):
+        events.register(f"before-parameter-build.s3.{operation}", before_body)
+        events.register(f"after-call.s3.{operation}", after_body)
+    events.register("before-parameter-build.s3.CreateMultipartUpload", no_algorithm)
+    events.register("before-parameter-build.s3.CompleteMultipartUpload", plain_parts)

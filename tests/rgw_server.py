@@ -1,0 +1,265 @@
+"""Ceph's RADOS Gateway on loopback, from Debian's packages, started by the tests.
+
+One monitor, one manager and one OSD on ``memstore`` (RAM, no disk to prepare), pools of
+size 1, authentication off inside the cluster, and ``radosgw`` with the beast frontend
+serving HTTP and HTTPS (a self-signed CA made here) on free loopback ports. S3 keys come
+from ``radosgw-admin user create``. All state lives under one folder and every daemon is
+stopped with the server; it comes up in about 15 s.
+
+Run as ``python -m tests.rgw_server DIR`` to keep one up by hand (Ctrl-C stops it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from tests.moto_server import free_port
+
+PACKAGES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "ceph-common")
+BINARIES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "radosgw-admin", "ceph", "monmaptool")
+
+
+def available() -> bool:
+    return all(shutil.which(binary) for binary in BINARIES)
+
+
+@dataclass
+class RgwServer:
+    """A running RGW: ``http_url``, ``https_url`` (verify with ``ca_file``), and keys."""
+
+    workdir: Path
+    http_url: str
+    https_url: str
+    ca_file: str
+    access_key: str
+    secret_key: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, workdir: Path, timeout: float = 120) -> RgwServer:
+        if not available():
+            raise RuntimeError("Ceph is not installed: apt-get install " + " ".join(PACKAGES) + " (.ci/run does it)")
+        shutil.rmtree(workdir, ignore_errors=True)
+        for sub in ("log", "run", "mon", "osd", "mgr", "rgw"):
+            (workdir / sub).mkdir(parents=True)
+        mon_port, http_port, https_port = free_port(), free_port(), free_port()
+        cert, key = _self_signed(workdir)
+        conf = workdir / "ceph.conf"
+        conf.write_text(
+            _CONF.format(
+                fsid=uuid.uuid4(),
+                dir=workdir,
+                mon=f"127.0.0.1:{mon_port}",
+                frontends=f"beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} "
+                f"ssl_certificate={cert} ssl_private_key={key}",
+            )
+        )
+        server = cls(
+            workdir,
+            f"http://127.0.0.1:{http_port}",
+            f"https://127.0.0.1:{https_port}",
+            str(cert),
+            "S3CONNECTRGWKEY",
+            "s3connect-rgw-secret-0123456789",
+        )
+        try:
+            server._bring_up(mon_port, timeout)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _ceph(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            [args[0], "--conf", str(self.workdir / "ceph.conf"), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    def _daemon(self, *args: str) -> None:
+        log = open(self.workdir / "log" / f"{args[0]}.out", "wb")  # noqa: SIM115 - lives with the daemon
+        self.processes.append(
+            subprocess.Popen(
+                [args[0], "--conf", str(self.workdir / "ceph.conf"), "--foreground", *args[1:]],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        )
+
+    def _bring_up(self, mon_port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        fsid = next(
+            line.split("=", 1)[1].strip()
+            for line in (self.workdir / "ceph.conf").read_text().splitlines()
+            if line.startswith("fsid")
+        )
+        monmap = str(self.workdir / "monmap")
+        self._ceph("monmaptool", "--create", "--fsid", fsid, "--addv", "a", f"[v1:127.0.0.1:{mon_port}]", monmap)
+        self._ceph("ceph-mon", "--mkfs", "-i", "a", "--monmap", monmap, "--keyring", "/dev/null")
+        self._daemon("ceph-mon", "-i", "a")
+        self._ceph("ceph", "status", timeout=max(5.0, deadline - time.monotonic()))
+        self._daemon("ceph-mgr", "-i", "x")
+        osd_uuid = str(uuid.uuid4())
+        osd_id = self._ceph("ceph", "osd", "new", osd_uuid).strip()
+        self._ceph("ceph-osd", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid)
+        self._ceph("ceph", "osd", "crush", "add", f"osd.{osd_id}", "1", "root=default", "host=localhost")
+        self._daemon("ceph-osd", "-i", osd_id)
+        self._daemon("radosgw", "-n", "client.rgw")
+        user = [
+            "radosgw-admin", "user", "create", "--uid", "s3connect", "--display-name", "s3connect",
+            "--access-key", self.access_key, "--secret-key", self.secret_key,
+        ]  # fmt: skip
+        while True:
+            try:
+                self._ceph(*user, timeout=30)
+                break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        while True:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                    raise RuntimeError(f"radosgw did not answer: see {self.workdir / 'log'}") from None
+                time.sleep(0.5)
+
+    def client(self, https: bool = False, **config: Any) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.https_url if https else self.http_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            verify=self.ca_file if https else None,
+            # RGW 16 refuses botocore's aws-chunked trailers over HTTPS (MissingContentLength).
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"total_max_attempts": 2},
+                request_checksum_calculation="when_required",
+                **config,
+            ),
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        self.processes.clear()
+
+
+def _die_with_parent() -> None:
+    """A daemon gets SIGKILL when the test process dies, however it dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA: verify with the same file)."""
+    cert, key = workdir / "rgw.crt", workdir / "rgw.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+_CONF = """[global]
+fsid = {fsid}
+mon host = v1:{mon}
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth allow insecure global id reclaim = false
+ms bind msgr2 = false
+osd pool default size = 1
+osd pool default min size = 1
+mon allow pool size one = true
+osd crush chooseleaf type = 0
+mon warn on pool no redundancy = false
+run dir = {dir}/run
+admin socket = {dir}/run/$name.asok
+log file = {dir}/log/$name.log
+pid file = {dir}/run/$name.pid
+keyring = /dev/null
+setuser match path = {dir}
+
+[mon.a]
+mon data = {dir}/mon
+mon data avail crit = 0
+mon allow pool delete = true
+
+[mgr.x]
+mgr data = {dir}/mgr
+
+[osd]
+osd data = {dir}/osd
+osd objectstore = memstore
+memstore device bytes = 4294967296
+osd class load list = *
+osd class default list = *
+# The OSD places itself in the CRUSH map at start with a command the monitor refuses
+# before it knows the cluster's fsid; the launcher adds it instead.
+osd class update on start = false
+osd crush update on start = false
+
+[client.rgw]
+rgw data = {dir}/rgw
+rgw frontends = {frontends}
+rgw dns name = localhost
+rgw enable usage log = false
+"""
+
+
+def main() -> None:
+    workdir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/s3connect-rgw")
+    started = time.monotonic()
+    server = RgwServer.start(workdir)
+    print(json.dumps({"http": server.http_url, "https": server.https_url, "ca": server.ca_file,
+                      "key": server.access_key, "secret": server.secret_key,
+                      "seconds": round(time.monotonic() - started, 1)}))  # fmt: skip
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

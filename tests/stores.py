@@ -1,0 +1,57 @@
+"""The S3 servers behaviour suites run on: moto (HTTP), Ceph RGW over HTTP and over HTTPS.
+
+A :class:`Store` gives what a test needs of a server, whichever it is: the connection
+extras that reach it, and an admin client to set up and inspect buckets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+STORES = ("moto", "rgw-http", "rgw-https")
+
+
+@dataclass
+class Store:
+    name: str
+    endpoint_url: str
+    key: str
+    secret: str
+    ca_bundle: str | None
+    region: str
+    admin: Any
+
+    def conn(self, bucket: str, **extra: Any) -> dict[str, Any]:
+        """An ``AIRFLOW_CONN_*`` body for this store, scoped to ``bucket``."""
+        fields: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region_name": self.region, "bucket": bucket,
+                                  "addressing_style": "path"}  # fmt: skip
+        if self.ca_bundle:
+            fields["ca_bundle"] = self.ca_bundle
+        return {"conn_type": "s3connect", "login": self.key, "password": self.secret, "extra": {**fields, **extra}}
+
+    def new_bucket(self, stem: str = "s3c") -> str:
+        """A fresh, empty bucket (RGW has no reset: each test takes its own)."""
+        name = f"{stem}-{uuid.uuid4().hex[:12]}"
+        if self.region == "us-east-1":
+            self.admin.create_bucket(Bucket=name)
+        else:
+            self.admin.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        return name
+
+
+def store_for(name: str, moto_server: Any, rgw: Any) -> Store:
+    if name == "moto":
+        return Store(name, moto_server.url, "AKIAEXAMPLE", "secret", None, "eu-west-1",
+                     moto_server.admin_client("s3"))  # fmt: skip
+    https = name == "rgw-https"
+    return Store(
+        name,
+        rgw.https_url if https else rgw.http_url,
+        rgw.access_key,
+        rgw.secret_key,
+        rgw.ca_file if https else None,
+        "us-east-1",
+        rgw.client(https=https),
+    )
