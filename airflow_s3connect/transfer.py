@@ -23,6 +23,7 @@ import functools
 import io
 import itertools
 import json
+import logging
 import os
 import queue
 import secrets
@@ -40,8 +41,11 @@ from s3transfer.manager import TransferConfig as S3TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
+from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.errors import S3ConnectError, translate, translated
 from airflow_s3connect.patterns import KeyPattern
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -755,15 +759,24 @@ _RESPONSE_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
 class Uploader:
     """Uploads through one s3transfer TransferManager sharing the connection's client.
 
-    s3transfer does not accept ``IfNoneMatch`` nor return responses, so two handlers on
-    the client's event system, limited to this uploader's keys, add the condition to
+    s3transfer does not accept ``IfNoneMatch`` nor return responses, so handlers on the
+    client's event system, limited to this uploader's keys, add the condition to
     PutObject / CompleteMultipartUpload and keep their ETag, version id and checksum.
+
+    With ``overwrite=False`` the store's support for conditional writes is probed first
+    (:mod:`airflow_s3connect.conditional`, under ``prefix``): a store that cannot refuse an
+    overwrite is refused before anything is written, and where only PutObject honours the
+    condition, each multipart upload first reserves its key with a conditional empty
+    PutObject, removed again if the upload fails.
     """
 
-    def __init__(self, client: S3Client, bucket: str, config: TransferConfig, options: PutOptions) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, config: TransferConfig, options: PutOptions, prefix: str = ""
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.options = options
+        self.prefix = prefix
         self._manager = TransferManager(
             client,
             S3TransferConfig(
@@ -778,37 +791,79 @@ class Uploader:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
         self._id = f"s3connect-upload-{uuid.uuid4().hex}"
+        self._support = AWS_SUPPORT
+        self._reserved: set[str] = set()
+
+    def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
+        handlers: list[tuple[str, Callable[..., None]]] = []
+        for operation in _RESPONSE_OPERATIONS:
+            handlers.append((f"before-parameter-build.s3.{operation}", self._before))
+            handlers.append((f"after-call.s3.{operation}", self._after))
+        handlers.append(("before-parameter-build.s3.CreateMultipartUpload", self._reserve))
+        return handlers
 
     def __enter__(self) -> Uploader:
-        events = self.client.meta.events
-        for operation in _RESPONSE_OPERATIONS:
-            events.register(
-                f"before-parameter-build.s3.{operation}", self._before, unique_id=f"{self._id}-b{operation}"
-            )
-            events.register(f"after-call.s3.{operation}", self._after, unique_id=f"{self._id}-a{operation}")
+        if not self.options.overwrite:
+            self._support = conditional_support(self.client, self.bucket, self.prefix)
+            self._support.require(str(self.client.meta.endpoint_url))
+        for index, (event, handler) in enumerate(self._handlers()):
+            self.client.meta.events.register(event, handler, unique_id=f"{self._id}-{index}")
         return self
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
-            self._manager.shutdown(cancel=exc is not None)
+            # TransferManager.shutdown(cancel=True) passes its arguments in the wrong order
+            # (s3transfer 0.19: TypeError "'str' object is not callable", hiding the real
+            # error, and worker threads left running). The context-manager exit cancels the
+            # transfers in flight correctly, with the failure as the reason.
+            self._manager.__exit__(exc_type, exc, tb)
         finally:
-            events = self.client.meta.events
-            for operation in _RESPONSE_OPERATIONS:
-                events.unregister(f"before-parameter-build.s3.{operation}", unique_id=f"{self._id}-b{operation}")
-                events.unregister(f"after-call.s3.{operation}", unique_id=f"{self._id}-a{operation}")
+            for index, (event, _handler) in enumerate(self._handlers()):
+                self.client.meta.events.unregister(event, unique_id=f"{self._id}-{index}")
+            if exc is not None:
+                self._release_reservations()
 
-    def _before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def _before(self, params: dict[str, Any], context: dict[str, Any], model: Any, **_: Any) -> None:
         key = params.get("Key")
         if params.get("Bucket") == self.bucket and key in self._keys:
             context["s3connect_key"] = key
-            if not self.options.overwrite:
+            conditional = model.name == "PutObject" or self._support.complete == HONOURED
+            if not self.options.overwrite and conditional:
                 params["IfNoneMatch"] = "*"
 
-    def _after(self, parsed: Mapping[str, Any], context: Mapping[str, Any], **_: Any) -> None:
+    def _after(self, parsed: Mapping[str, Any], context: Mapping[str, Any], model: Any, **_: Any) -> None:
         key = context.get("s3connect_key")
         if key is not None and "Error" not in parsed:
             with self._lock:
                 self._responses[key] = parsed
+                if model.name == "CompleteMultipartUpload":
+                    self._reserved.discard(key)
+
+    def _reserve(self, params: dict[str, Any], **_: Any) -> None:
+        """Claim a multipart upload's key with a conditional empty PutObject, where the
+        store ignores or refuses the condition on CompleteMultipartUpload."""
+        key = params.get("Key")
+        if self.options.overwrite or self._support.complete == HONOURED or key not in self._keys:
+            return
+        with translated("PutObject", self.bucket, key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=str(key),
+                Body=b"",
+                IfNoneMatch="*",
+                Metadata={"s3connect-reservation": "upload in progress"},
+            )
+        with self._lock:
+            self._reserved.add(str(key))
+
+    def _release_reservations(self) -> None:
+        """Remove the empty reservations of uploads that did not complete (best effort)."""
+        for key in sorted(self._reserved):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError):
+                log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", self.bucket, key)
+        self._reserved.clear()
 
     def _claim(self, key: str) -> None:
         with self._lock:

@@ -10,7 +10,12 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``reset``: the connection is reset (RST) before any response, request not forwarded;
 - ``cut``: moto's answer is forwarded with its full Content-Length but only half its body,
   then the connection is closed;
-- ``slow``: the request is forwarded, and its answer held back ``delay`` seconds.
+- ``slow``: the request is forwarded, and its answer held back ``delay`` seconds;
+- ``strip``: the request is forwarded without ``header``, as a store that ignores it;
+- ``etag``: moto's answer is forwarded with another ETag, as a store that kept other bytes.
+
+``header`` also narrows any fault to requests that carry that header (``501`` for
+conditional writes only: ``Fault("501", "PutObject", header="if-none-match")``).
 
 Schedules are deterministic: a fault applies to the first ``times`` matching requests
 (``None``: all of them), counted in arrival order. ``injected`` records what was done.
@@ -19,6 +24,7 @@ Schedules are deterministic: a fault applies to the first ``times`` matching req
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import socketserver
 import struct
@@ -28,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
+#: The ETag an ``etag`` fault answers: an MD5, of nothing that was sent.
+WRONG_MD5 = "00000000000000000000000000000bad"
 FAULT_BODIES = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
@@ -63,16 +71,19 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
 
 @dataclass
 class Fault:
-    kind: str  # "500" | "501" | "503" | "reset" | "cut" | "slow"
+    kind: str  # "500" | "501" | "503" | "reset" | "cut" | "slow" | "strip" | "etag"
     operation: str
     times: int | None = 1
     delay: float = 0.0
     ranged: bool | None = None  # GetObject only: True ranged GETs, False whole ones, None both
     key_contains: str = ""
+    header: str = ""
     seen: int = 0
 
     def matches(self, operation: str, path: str, headers: dict[str, str]) -> bool:
         if operation != self.operation or self.key_contains not in path:
+            return False
+        if self.header and self.header not in headers:
             return False
         if self.ranged is not None and ("range" in headers) != self.ranged:
             return False
@@ -183,7 +194,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             return
-        status, reason, upstream_headers, answer = self._forward(body)
+        dropped = fault.header if fault is not None and fault.kind == "strip" else ""
+        status, reason, upstream_headers, answer = self._forward(body, dropped)
+        if fault is not None and fault.kind == "etag":
+            upstream_headers = [(k, '"00000000000000000000000000000bad"' if k.lower() == "etag" else v)
+                                for k, v in upstream_headers]  # fmt: skip
+            answer = re.sub(
+                rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;00000000000000000000000000000bad&quot;</ETag>", answer
+            )
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
         if fault is not None and fault.kind == "cut":
@@ -200,13 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._respond(status, upstream_headers, answer, reason)
 
-    def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    def _forward(self, body: bytes, dropped: str = "") -> tuple[int, str, list[tuple[str, str]], bytes]:
         upstream = urlsplit(self.owner.upstream)
         connection = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port, timeout=120)
         try:
             connection.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
-                connection.putheader(name, value)
+                if name.lower() != dropped:
+                    connection.putheader(name, value)
             connection.endheaders(body if body else None)
             response = connection.getresponse()
             answer = response.read()

@@ -180,12 +180,13 @@ class S3PutObjectOperator(S3ConnectOperator):
         )
 
     def execute(self, context: Any) -> Any:
-        bucket = self.hook.scope_settings.scope.bucket_for(self.bucket)
+        scope = self.hook.scope_settings.scope
+        bucket = scope.bucket_for(self.bucket)
         sink = self.open_sink()
         written: list[Uploaded] = []
         with (
             tempfile.TemporaryDirectory(prefix="s3connect-put-") as scratch,
-            Uploader(self.client, bucket, self.transfer_config(), self._options()) as uploader,
+            Uploader(self.client, bucket, self.transfer_config(), self._options(), scope.prefix) as uploader,
         ):
             if self.source is not None:
                 self._queue_files(context, uploader)

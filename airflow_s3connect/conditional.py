@@ -1,0 +1,127 @@
+"""Whether a store honours conditional writes (``If-None-Match: *``), probed once per endpoint.
+
+No Airflow. ``overwrite=False`` is only a guarantee if the store refuses the write when the
+key exists. AWS does, on PutObject and on CompleteMultipartUpload. Other stores differ:
+some ignore the header (the write silently replaces the object), some honour it on
+PutObject but not on CompleteMultipartUpload (Ceph RGW 16), some answer 501 or 400 to any
+conditional write. The probe writes a key of its own under the connection's prefix, tries
+to overwrite it conditionally both ways, and deletes it:
+
+* PutObject honoured, Complete honoured: conditional writes as on AWS;
+* PutObject honoured, Complete not: a multipart upload first reserves its key with a
+  conditional empty PutObject (see :class:`~airflow_s3connect.transfer.Uploader`);
+* PutObject not honoured: ``overwrite=False`` is refused before anything is written.
+
+Results are cached per (endpoint, bucket) for the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from airflow_s3connect.errors import S3ConnectError, translate
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+HONOURED, IGNORED, REJECTED = "honoured", "ignored", "rejected"
+_PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+class ConditionalWriteUnsupportedError(S3ConnectError):
+    """The store cannot refuse a write to an existing key, so overwrite=False cannot hold."""
+
+
+@dataclass(frozen=True)
+class ConditionalSupport:
+    """How a store answers ``If-None-Match: *`` on an existing key, per operation."""
+
+    put: str
+    complete: str
+
+    def require(self, endpoint: str) -> None:
+        """Refuse ``overwrite=False`` where the store cannot keep it, before any write."""
+        if self.put != HONOURED:
+            what = "ignores" if self.put == IGNORED else "refuses"
+            raise ConditionalWriteUnsupportedError(
+                f"The store at {endpoint} {what} conditional writes (If-None-Match on PutObject), so overwrite=False "
+                "cannot be guaranteed; nothing was written. Use overwrite=True with a key no other run writes "
+                "(add {uuid} or {connection_run_id}), or a store that supports conditional writes."
+            )
+
+
+#: AWS documents both conditional writes; no probe there.
+AWS_SUPPORT = ConditionalSupport(HONOURED, HONOURED)
+_cache: dict[tuple[str, str], ConditionalSupport] = {}
+_lock = threading.Lock()
+
+
+def is_aws(endpoint: str) -> bool:
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return host.endswith(".amazonaws.com")
+
+
+def conditional_support(client: S3Client, bucket: str, prefix: str) -> ConditionalSupport:
+    """The store's support, probed under ``prefix`` the first time this process asks."""
+    endpoint = str(client.meta.endpoint_url)
+    if is_aws(endpoint):
+        return AWS_SUPPORT
+    with _lock:
+        if (endpoint, bucket) not in _cache:
+            _cache[(endpoint, bucket)] = _probe(client, bucket, f"{prefix}.s3connect-probe-{uuid.uuid4().hex}")
+        return _cache[(endpoint, bucket)]
+
+
+def _outcome(call: Any) -> str:
+    try:
+        call()
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _PRECONDITION and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+            return HONOURED
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise
+        return REJECTED
+    return IGNORED
+
+
+def _probe(client: S3Client, bucket: str, key: str) -> ConditionalSupport:
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"")
+        put = _outcome(lambda: client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*"))
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x")
+        complete = _outcome(
+            lambda: client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+                IfNoneMatch="*",
+            )
+        )
+        if complete != IGNORED:
+            _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
+    except ClientError as exc:
+        raise translate(exc, "PutObject", bucket, key) from None
+    finally:
+        _quietly(lambda: client.delete_object(Bucket=bucket, Key=key))
+    log.info("Conditional writes at %s: PutObject %s, CompleteMultipartUpload %s.", client.meta.endpoint_url, put,
+             complete)  # fmt: skip
+    return ConditionalSupport(put, complete)
+
+
+def _quietly(call: Any) -> None:
+    """Best-effort cleanup of the probe (the connection may lack DeleteObject or AbortMultipartUpload)."""
+    try:
+        call()
+    except ClientError as exc:
+        log.warning("Could not clean up the conditional-write probe: %s", exc.response.get("Error", {}).get("Code"))

@@ -1,0 +1,205 @@
+"""What S3-compatible stores do differently, on real servers (moto, Ceph RGW over HTTP and
+HTTPS) and on the fault proxy for what neither server does: checksums, conditional writes,
+stored bytes, and an uploader that fails cleanly."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_s3connect import conditional
+from airflow_s3connect.checksums import IntegrityError, effective_mode
+from airflow_s3connect.client import build_s3_client, build_session
+from airflow_s3connect.conditional import ConditionalWriteUnsupportedError
+from airflow_s3connect.connection import parse_settings
+from airflow_s3connect.errors import KeyExistsError, S3ConnectError
+from airflow_s3connect.transfer import PutOptions, TransferConfig, Uploader
+from tests.conftest import BUCKET, REGION
+from tests.fault_proxy import Fault, FaultProxy
+from tests.moto_server import MotoServer
+from tests.stores import Store
+
+MiB = 1024 * 1024
+PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=4)
+
+
+def _client(store: Store, bucket: str, **extra: Any) -> Any:
+    conn = store.conn(bucket, max_attempts=1, **extra)
+    settings = parse_settings("store", conn["login"], conn["password"], conn["extra"])
+    return build_s3_client(settings, build_session(settings))
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test probes its store's conditional writes anew."""
+    monkeypatch.setattr(conditional, "_cache", {})
+
+
+def _put(client: Any, bucket: str, key: str, body: bytes, overwrite: bool, config: TransferConfig = PARTS) -> Any:
+    with Uploader(client, bucket, config, PutOptions(overwrite=overwrite)) as up:
+        up.put_stream(io.BytesIO(body), key)
+        return list(up.results())
+
+
+def test_checksum_mode_auto_is_the_sdk_on_aws_and_headers_elsewhere() -> None:
+    assert effective_mode("auto", None) == "sdk"
+    assert effective_mode("auto", "https://s3.eu-west-1.amazonaws.com") == "sdk"
+    assert effective_mode("auto", "https://rgw.internal:8443") == "header"
+    assert effective_mode("off", None) == "off"
+
+
+@pytest.mark.parametrize("size", [11, 12 * MiB + 5])
+def test_uploads_store_exactly_our_bytes(store: Store, size: int) -> None:
+    """Single and multipart, on every store; over HTTPS the SDK's trailer would be refused."""
+    bucket = store.new_bucket()
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    (done,) = _put(_client(store, bucket), bucket, "exact.bin", body, overwrite=True)
+    assert done.size == size
+    assert store.admin.get_object(Bucket=bucket, Key="exact.bin")["Body"].read() == body
+    assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_sdk_checksums_over_https_fail_on_rgw_and_say_so(rgw: Any) -> None:
+    """What every boto3 ≥ 1.36 user meets on RGW over HTTPS, and why ``auto`` is headers there."""
+    from tests.stores import store_for
+
+    store = store_for("rgw-https", None, rgw)
+    bucket = store.new_bucket()
+    with pytest.raises(S3ConnectError, match="MissingContentLength"):
+        _put(_client(store, bucket, checksum_mode="sdk"), bucket, "sdk.bin", b"data", overwrite=True)
+    assert _put(_client(store, bucket), bucket, "auto.bin", b"data", overwrite=True)[0].size == 4
+
+
+@pytest.mark.parametrize("size", [100, 6 * MiB])
+def test_overwrite_off_never_overwrites(store: Store, size: int) -> None:
+    """RGW honours If-None-Match on PutObject only: multipart uploads reserve their key first."""
+    bucket = store.new_bucket()
+    store.admin.put_object(Bucket=bucket, Key="taken.bin", Body=b"original")
+    client = _client(store, bucket)
+    with pytest.raises(KeyExistsError, match="already exists and overwrite is off"):
+        _put(client, bucket, "taken.bin", b"z" * size, overwrite=False)
+    assert store.admin.get_object(Bucket=bucket, Key="taken.bin")["Body"].read() == b"original"
+    assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    (done,) = _put(client, bucket, "free.bin", b"z" * size, overwrite=False)
+    assert store.admin.get_object(Bucket=bucket, Key="free.bin")["Body"].read() == b"z" * size
+    head = store.admin.head_object(Bucket=bucket, Key="free.bin")
+    assert "s3connect-reservation" not in head["Metadata"]
+    keys = [o["Key"] for o in store.admin.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert sorted(keys) == ["free.bin", "taken.bin"]  # the probe cleaned up after itself
+    assert done.size == size
+
+
+def test_rgw_is_probed_as_honouring_conditional_puts_only(rgw: Any) -> None:
+    from tests.stores import store_for
+
+    store = store_for("rgw-http", None, rgw)
+    bucket = store.new_bucket()
+    support = conditional.conditional_support(_client(store, bucket), bucket, "")
+    assert (support.put, support.complete) == ("honoured", "ignored")
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    running = FaultProxy(moto.url).start()
+    yield running
+    running.stop()
+
+
+def _proxied(proxy: FaultProxy) -> Any:
+    settings = parse_settings("proxied", "AKIA1", "s", {"endpoint_url": proxy.url, "region_name": REGION,
+                                                         "addressing_style": "path", "max_attempts": 1})  # fmt: skip
+    return build_s3_client(settings, build_session(settings))
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        (Fault("strip", "PutObject", times=None, header="if-none-match"), "ignores conditional writes"),
+        (Fault("501", "PutObject", times=None, header="if-none-match"), "refuses conditional writes"),
+    ],
+    ids=["ignores-if-none-match", "501-on-conditional-put"],
+)
+def test_overwrite_off_is_refused_before_writing_where_the_store_cannot_keep_it(
+    moto: MotoServer, proxy: FaultProxy, fault: Fault, words: str
+) -> None:
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="taken.bin", Body=b"original")
+    proxy.schedule(fault)
+    with pytest.raises(ConditionalWriteUnsupportedError, match=words) as info:
+        _put(_proxied(proxy), BUCKET, "taken.bin", b"new", overwrite=False)
+    assert "nothing was written" in str(info.value)
+    assert "{uuid}" in str(info.value)
+    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="taken.bin")["Body"].read() == b"original"
+    written = [op for op in proxy.operations if op in ("PutObject", "CompleteMultipartUpload")]
+    assert len(written) == 3  # the probe's own key only: create, conditional put, (multipart) …
+    keys = [o["Key"] for o in moto.admin_client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys == ["taken.bin"]
+
+
+def test_a_store_ignoring_the_condition_on_complete_gets_reservations(moto: MotoServer, proxy: FaultProxy) -> None:
+    proxy.schedule(Fault("strip", "CompleteMultipartUpload", times=None, header="if-none-match"))
+    client = _proxied(proxy)
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="taken.bin", Body=b"original")
+    with pytest.raises(KeyExistsError):
+        _put(client, BUCKET, "taken.bin", b"z" * (6 * MiB), overwrite=False)
+    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="taken.bin")["Body"].read() == b"original"
+    (done,) = _put(client, BUCKET, "new.bin", b"z" * (6 * MiB), overwrite=False)
+    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="new.bin")["Body"].read() == b"z" * (6 * MiB)
+    assert done.etag
+
+
+def test_a_store_keeping_other_bytes_fails_the_write(moto: MotoServer, proxy: FaultProxy) -> None:
+    """The ETag a store answers is the MD5 of what it stored: ours must match."""
+    proxy.schedule(Fault("etag", "PutObject", times=None))
+    with pytest.raises(IntegrityError, match=r"answered ETag 0+bad for a body whose MD5 is [0-9a-f]{32}"):
+        _put(_proxied(proxy), BUCKET, "corrupt.bin", b"payload", overwrite=True)
+    proxy.schedule(Fault("etag", "UploadPart", times=None))
+    with pytest.raises(IntegrityError, match="UploadPart"):
+        _put(_proxied(proxy), BUCKET, "corrupt-big.bin", b"p" * (6 * MiB), overwrite=True)
+    assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert moto.admin_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="corrupt-big")["KeyCount"] == 0
+
+
+def test_one_failing_upload_among_many_surfaces_its_own_error(moto: MotoServer, proxy: FaultProxy) -> None:
+    """s3transfer's shutdown(cancel=True) raised TypeError over the real error."""
+    proxy.schedule(Fault("500", "PutObject", times=None, key_contains="bad-7"))
+    client = _proxied(proxy)
+
+    def upload_twenty() -> None:
+        with Uploader(client, BUCKET, PARTS, PutOptions()) as up:
+            for i in range(20):
+                up.put_stream(io.BytesIO(b"x" * 1000), f"bad-{i}.bin")
+            list(up.results())
+
+    with pytest.raises(S3ConnectError, match="InternalError") as info:
+        upload_twenty()
+    assert "not callable" not in str(info.value)
+
+
+def test_a_plain_process_with_a_failed_upload_exits(moto: MotoServer, proxy: FaultProxy) -> None:
+    proxy.schedule(Fault("500", "UploadPart", times=None))
+    script = textwrap.dedent(
+        f"""
+        import io
+        from airflow_s3connect.client import build_s3_client, build_session
+        from airflow_s3connect.connection import parse_settings
+        from airflow_s3connect.transfer import PutOptions, TransferConfig, Uploader
+        settings = parse_settings("p", "AKIA1", "s", {{"endpoint_url": "{proxy.url}", "region_name": "{REGION}",
+                                                       "addressing_style": "path", "max_attempts": 1}})
+        client = build_s3_client(settings, build_session(settings))
+        config = TransferConfig(multipart_threshold=5 * 2**20, chunk_size=5 * 2**20, max_concurrency=4)
+        with Uploader(client, "{BUCKET}", config, PutOptions()) as up:
+            up.put_stream(io.BytesIO(b"x" * (30 * 2**20)), "big.bin")
+            list(up.results())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "InternalError" in done.stderr
+    assert "not callable" not in done.stderr
+    assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
