@@ -113,6 +113,7 @@ def register(client: Any, mode: str) -> None:
         checksum, md5_b64, md5_hex = _digest_body(params["Body"], algorithm)
         params[f"Checksum{algorithm.upper()}"] = checksum
         params["ContentMD5"] = md5_b64
+        context["s3connect_checksum"] = (f"Checksum{algorithm.upper()}", checksum)
         if not params.get("SSECustomerAlgorithm") and not str(params.get("ServerSideEncryption", "")).startswith(
             "aws:kms"
         ):
@@ -129,15 +130,20 @@ def register(client: Any, mode: str) -> None:
 
     def after_body(http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         sent = context.get("s3connect_md5")
-        if sent is None or "Error" in parsed:
+        if sent is None or "Error" in parsed or http_response.status_code >= 300:
             return
         found = _MD5_ETAG.match(str(parsed.get("ETag", "")))
-        if found and found.group(1) != sent:
-            raise IntegrityError(
-                f"{model.name}: the store answered ETag {found.group(1)} for a body whose MD5 is {sent}: "
-                "it stored other bytes than were sent. Nothing is reported written; check the store and "
-                "the connection's checksum_mode."
-            )
+        if not found or found.group(1) == sent:
+            # Stores that ignore the checksum header answer none: report the one sent, whose
+            # bytes the MD5 comparison (or the store's Content-MD5 check) just vouched for.
+            name, value = context["s3connect_checksum"]
+            parsed.setdefault(name, value)
+            return
+        raise IntegrityError(
+            f"{model.name}: the store answered ETag {found.group(1)} for a body whose MD5 is {sent}: "
+            "it stored other bytes than were sent. Nothing is reported written; check the store and "
+            "the connection's checksum_mode."
+        )
 
     for operation in ("PutObject", "UploadPart"):
         events.register(f"before-parameter-build.s3.{operation}", before_body)

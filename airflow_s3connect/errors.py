@@ -2,11 +2,14 @@
 
 botocore's errors name HTTP codes; ours name the IAM action, the resource and the
 connection field to change. Messages never carry a secret: botocore texts such as
-SignatureDoesNotMatch can echo the canonical request, so they are never copied.
+SignatureDoesNotMatch can echo the canonical request, so they are never copied; for
+other codes the store's own message is quoted (:func:`store_message`), because a bare
+``NotImplemented`` or ``InvalidRequest`` does not say what to change.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -201,7 +204,22 @@ def translate(
         )
         hint = f" it is in {found};" if found else ""
         return WrongRegionError(f"Bucket {bucket!r} is in another region:{hint} set the connection's region_name.")
-    return S3ConnectError(f"{operation} on {resource_arn(bucket, key)} failed: {code or status}{where}")
+    said = store_message(error.get("Message"))
+    return S3ConnectError(f"{operation} on {resource_arn(bucket, key)} failed: {code or status}{where}{said}")
+
+
+#: Words of an error text that may carry a signed request (and so a session token).
+_SIGNED_TEXT = re.compile(r"canonical|stringtosign|signature|security-token|authorization", re.IGNORECASE)
+
+
+def store_message(message: object) -> str:
+    """The store's own explanation, for codes that do not explain themselves (NotImplemented:
+    which header?). Only printable text, at most 300 characters, and never a text that may
+    echo the signed request."""
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", str(message or "")).strip()
+    if not text or text == "None" or _SIGNED_TEXT.search(text):
+        return ""
+    return f': the store says "{text[:300]}"'
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from s3transfer.manager import TransferConfig as S3TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
+from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support, is_aws
 from airflow_s3connect.errors import S3ConnectError, translate, translated
 from airflow_s3connect.patterns import KeyPattern
 
@@ -192,14 +192,20 @@ class Lister:
             params["StartAfter"] = query.start_after
         yielded = 0
         limit = query.max_objects or None
+        # A store whose key order is not S3's byte order can repeat a key across a page
+        # boundary: each page's names are checked against the previous page's.
+        previous: set[str] = set()
         while True:
             with translated("ListObjectsV2", self.bucket, query.prefix):
                 page = self.client.list_objects_v2(**params)
             self.requests += 1
+            names = {p["Prefix"] for p in page.get("CommonPrefixes", [])} | {o["Key"] for o in page.get("Contents", [])}
             entries: list[ObjectInfo | CommonPrefix] = [
-                CommonPrefix(p["Prefix"]) for p in page.get("CommonPrefixes", [])
+                CommonPrefix(p["Prefix"]) for p in page.get("CommonPrefixes", []) if p["Prefix"] not in previous
             ]
             for item in page.get("Contents", []):
+                if item["Key"] in previous:
+                    continue
                 self.scanned += 1
                 info = ObjectInfo(
                     item["Key"], item["Size"], item["ETag"], item["LastModified"], item.get("StorageClass")
@@ -217,6 +223,7 @@ class Lister:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+            previous = names
             params["ContinuationToken"] = token
             params.pop("StartAfter", None)
 
@@ -494,6 +501,9 @@ class Downloader:
             return True
         job.size = object_size(response)
         self._remember(job, response)
+        if job.size == 0:
+            response["Body"].close()  # some stores answer an empty object's range with 206 and no body
+            return True
         self._drain(job, response, 0, min(self.config.chunk_size, job.size) - 1)
         return True
 
@@ -513,7 +523,16 @@ class Downloader:
             raise translate(exc, "GetObject", self.bucket, key) from None
 
     def _remember(self, job: _Job, response: Mapping[str, Any]) -> None:
-        job.etag = job.etag or response.get("ETag")
+        """Pin the object's version on the first answer; every later one must be the same
+        version (a store that ignores If-Match would answer the new bytes)."""
+        etag = response.get("ETag")
+        if job.etag and etag and etag != job.etag:
+            response["Body"].close()
+            raise ObjectChangedError(
+                f"s3://{self.bucket}/{job.task.key} was replaced while it was being downloaded (ETag {job.etag} "
+                f"became {etag}, and the store ignored If-Match): nothing was kept; run again."
+            )
+        job.etag = job.etag or etag
         job.last_modified = job.last_modified or response.get("LastModified")
 
     def _fetch(self, job: _Job, start: int, end: int | None) -> None:
@@ -542,22 +561,32 @@ class Downloader:
                     if self._abort.is_set() or job.error is not None:
                         body.close()
                         raise TransferInterrupted("Download cancelled after another part failed.")
+                    if position + len(chunk) > end + 1:
+                        body.close()
+                        raise TransferInterrupted(
+                            f"GetObject of s3://{self.bucket}/{job.task.key} answered more bytes than bytes "
+                            f"{start}-{end} asked for (a store that ignores Range): nothing was kept."
+                        )
                     os.pwrite(job.fd, chunk, position)
                     position += len(chunk)
-                return
+                if position == end + 1:
+                    return
+                # A body that ends early without an error: what is missing is asked for again.
             except S3_RETRYABLE_DOWNLOAD_ERRORS:
                 if position > end:
                     return
-                if attempts >= self.config.max_attempts:
-                    raise TransferInterrupted(
-                        f"GetObject of s3://{self.bucket}/{job.task.key} broke off {attempts} times "
-                        f"(at byte {position}): check the network or the store, then run again."
-                    ) from None
-                attempts += 1
-                extra: dict[str, Any] = {"Range": f"bytes={position}-{end}"}
-                if job.etag:
-                    extra["IfMatch"] = job.etag
-                body = self._get(job.task.key, **extra)["Body"]
+            if attempts >= self.config.max_attempts:
+                raise TransferInterrupted(
+                    f"GetObject of s3://{self.bucket}/{job.task.key} broke off {attempts} times "
+                    f"(at byte {position} of bytes {start}-{end}): check the network or the store, then run again."
+                ) from None
+            attempts += 1
+            extra: dict[str, Any] = {"Range": f"bytes={position}-{end}"}
+            if job.etag:
+                extra["IfMatch"] = job.etag
+            again = self._get(job.task.key, **extra)
+            self._remember(job, again)
+            body = again["Body"]
 
     def _part(self, job: _Job, start: int, end: int) -> None:
         try:
@@ -636,6 +665,9 @@ def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> byte
                 raise
             return b""  # empty object
         total = object_size(response)
+        if total == 0:
+            response["Body"].close()
+            return b""
         if total > max_bytes:
             response["Body"].close()
             raise S3ConnectError(
@@ -646,22 +678,65 @@ def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> byte
 
 
 # --------------------------------------------------------------------------- after a download
-def delete_object(client: S3Client, bucket: str, key: str) -> None:
+def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> None:
+    """Delete ``key`` only if it is still the version downloaded (``etag``).
+
+    AWS honours ``If-Match`` on DeleteObject. Other stores may ignore it, so there a
+    HeadObject checks the version first (a window of one round trip instead of the whole
+    run); a store that refuses the header gets a plain delete after that check.
+    """
     with translated("DeleteObject", bucket, key):
-        client.delete_object(Bucket=bucket, Key=key)
+        if not etag:
+            client.delete_object(Bucket=bucket, Key=key)
+            return
+        if not is_aws(str(client.meta.endpoint_url)) and client.head_object(Bucket=bucket, Key=key)["ETag"] != etag:
+            raise _replaced_after_download(bucket, key, etag)
+        try:
+            client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412"):
+                raise _replaced_after_download(bucket, key, etag) from None
+            if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest", "501"):
+                raise
+            client.delete_object(Bucket=bucket, Key=key)
 
 
 def archive_object(client: S3Client, bucket: str, key: str, target: str, etag: str, size: int) -> None:
-    """Move an object: copy it (pinned to the ETag we downloaded), then delete the original."""
+    """Move an object: copy it (pinned to the ETag we downloaded), check the copy is that
+    version, then delete the original (conditionally too).
+
+    Some stores ignore ``x-amz-copy-source-if-match`` (Ceph RGW 16 reads another name):
+    the copy's size and, for a single-part original, its ETag prove which version was
+    copied, so a replaced original is never deleted unread.
+    """
     with translated("CopyObject", bucket, target):
-        if size <= MAX_COPY_BYTES:
-            params: dict[str, Any] = {"Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}}
-            if etag:
-                params["CopySourceIfMatch"] = etag
-            client.copy_object(**params)
-        else:
-            client.copy({"Bucket": bucket, "Key": key}, bucket, target)
-    delete_object(client, bucket, key)
+        try:
+            if size <= MAX_COPY_BYTES:
+                params: dict[str, Any] = {"Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}}
+                if etag:
+                    params["CopySourceIfMatch"] = etag
+                client.copy_object(**params)
+            else:
+                client.copy({"Bucket": bucket, "Key": key}, bucket, target)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412"):
+                raise _replaced_after_download(bucket, key, etag) from None
+            raise
+        copied = client.head_object(Bucket=bucket, Key=target)
+    single_part = bool(etag) and "-" not in etag
+    if copied["ContentLength"] != size or (single_part and copied.get("ETag") != etag):
+        with contextlib.suppress(BotoCoreError, ClientError):
+            client.delete_object(Bucket=bucket, Key=target)
+        raise _replaced_after_download(bucket, key, etag)
+    delete_object(client, bucket, key, etag)
+
+
+def _replaced_after_download(bucket: str, key: str, etag: str) -> ObjectChangedError:
+    return ObjectChangedError(
+        f"s3://{bucket}/{key} was replaced after it was downloaded (it is no longer ETag {etag}): it was not "
+        "archived nor deleted, so its new content is kept; run again to fetch it."
+    )
 
 
 # --------------------------------------------------------------------------- uploading
@@ -900,6 +975,10 @@ class Uploader:
             except (BotoCoreError, ClientError) as exc:
                 raise translate(exc, "PutObject", self.bucket, key) from None
             response = self._responses.get(key, {})
+            if not response.get("ETag"):
+                # Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag.
+                with translated("HeadObject", self.bucket, key):
+                    response = {**response, "ETag": self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]}
             checksum = next(
                 (str(v) for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"), None
             )

@@ -12,7 +12,14 @@ matches, gets that fault instead of (or on top of) moto's answer:
   then the connection is closed;
 - ``slow``: the request is forwarded, and its answer held back ``delay`` seconds;
 - ``strip``: the request is forwarded without ``header``, as a store that ignores it;
-- ``etag``: moto's answer is forwarded with another ETag, as a store that kept other bytes.
+- ``etag``: moto's answer is forwarded with another ETag, as a store that kept other bytes;
+- ``short``: moto's answer without its last byte, Content-Length and Content-Range telling
+  the truth about the short body, as a store that loses bytes without a network error;
+- ``repeat``: a ListObjectsV2 continuation page that starts with the previous page's last
+  object again, as a store whose key order is not S3's;
+- ``noetag``: moto's answer with an empty ``<ETag>``, as RGW answers CompleteMultipartUpload;
+- ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
+  as a store answers a ranged GET of an empty object.
 
 ``header`` also narrows any fault to requests that carry that header (``501`` for
 conditional writes only: ``Fault("501", "PutObject", header="if-none-match")``).
@@ -71,7 +78,7 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
 
 @dataclass
 class Fault:
-    kind: str  # "500" | "501" | "503" | "reset" | "cut" | "slow" | "strip" | "etag"
+    kind: str  # one of the kinds listed in the module docstring
     operation: str
     times: int | None = 1
     delay: float = 0.0
@@ -103,6 +110,7 @@ class FaultProxy:
     faults: list[Fault] = field(default_factory=list)
     injected: list[Injected] = field(default_factory=list)
     operations: list[str] = field(default_factory=list)
+    last_listed: bytes = b""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: socketserver.ThreadingTCPServer | None = None
 
@@ -145,6 +153,11 @@ class FaultProxy:
                     self.injected.append(Injected(fault.kind, operation, path))
                     return fault
         return None
+
+
+def _one_byte_less(content_range: str) -> str:
+    """``bytes 0-99/500`` → ``bytes 0-98/500``: the range a short body really covers."""
+    return re.sub(r"(\d+)-(\d+)/", lambda m: f"{m[1]}-{int(m[2]) - 1}/", content_range)
 
 
 class _QuietServer(socketserver.ThreadingTCPServer):
@@ -202,6 +215,33 @@ class _Handler(BaseHTTPRequestHandler):
             answer = re.sub(
                 rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;00000000000000000000000000000bad&quot;</ETag>", answer
             )
+        if fault is not None and fault.kind == "noetag":
+            answer = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", answer)
+        if operation == "ListObjectsV2":
+            blocks = re.findall(rb"<Contents>.*?</Contents>", answer, re.S)
+            if fault is not None and fault.kind == "repeat" and self.owner.last_listed:
+                answer = answer.replace(b"<Contents>", self.owner.last_listed + b"<Contents>", 1)
+            self.owner.last_listed = blocks[-1] if blocks else b""
+        if fault is not None and fault.kind == "short" and answer:
+            answer = answer[:-1]
+            upstream_headers = [
+                (
+                    k,
+                    re.sub(r"(\d+)-(\d+)/", lambda m: f"{m[1]}-{int(m[2]) - 1}/", v)
+                    if k.lower() == "content-range"
+                    else v,
+                )
+                for k, v in upstream_headers
+            ]
+        if fault is not None and fault.kind == "empty206":
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes 0-0/0")
+            self.send_header("Content-Length", "1")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.close()
+            return
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
         if fault is not None and fault.kind == "cut":

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.client import build_s3_client, build_session
+from airflow_s3connect.conditional import conditional_support
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import EndpointUnreachableError, KeyExistsError, S3ConnectError
 from airflow_s3connect.transfer import (
@@ -288,6 +289,7 @@ def _put_once(client: Any) -> None:
 def test_a_retried_conditional_write_says_it_may_be_its_own(moto: MotoServer, proxy: FaultProxy, client: Any) -> None:
     """The first PUT reaches S3 but its answer is lost (slow past read_timeout); the retry
     then meets the object it wrote itself. The error must not claim someone else did."""
+    conditional_support(client, BUCKET, "")  # the store's probe first, so that the fault hits our PUT
     proxy.schedule(Fault("slow", "PutObject", delay=1.6))
     with pytest.raises(KeyExistsError) as info:
         _put_once(client)

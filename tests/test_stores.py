@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,21 @@ from airflow_s3connect.checksums import IntegrityError, effective_mode
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.conditional import ConditionalWriteUnsupportedError
 from airflow_s3connect.connection import parse_settings
-from airflow_s3connect.errors import KeyExistsError, S3ConnectError
-from airflow_s3connect.transfer import PutOptions, TransferConfig, Uploader
+from airflow_s3connect.errors import KeyExistsError, S3ConnectError, store_message
+from airflow_s3connect.transfer import (
+    Downloader,
+    DownloadTask,
+    Lister,
+    ListQuery,
+    ObjectChangedError,
+    PutOptions,
+    TransferConfig,
+    TransferInterrupted,
+    Uploader,
+    archive_object,
+    delete_object,
+    read_object,
+)
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
@@ -203,3 +217,105 @@ def test_a_plain_process_with_a_failed_upload_exits(moto: MotoServer, proxy: Fau
     assert "InternalError" in done.stderr
     assert "not callable" not in done.stderr
     assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+# -- reads: the version downloaded is the version acted on -----------------------------------
+
+
+def _versions(store: Store, bucket: str, key: str) -> str:
+    """Put v1, remember its ETag, replace it by v2 of the same size; return v1's ETag."""
+    store.admin.put_object(Bucket=bucket, Key=key, Body=b"version-1")
+    etag = str(store.admin.head_object(Bucket=bucket, Key=key)["ETag"])
+    store.admin.put_object(Bucket=bucket, Key=key, Body=b"version-2")
+    return etag
+
+
+def test_archive_never_moves_or_deletes_a_replaced_original(store: Store) -> None:
+    """RGW 16 ignores x-amz-copy-source-if-match: the copy's ETag shows the replacement."""
+    bucket = store.new_bucket()
+    etag = _versions(store, bucket, "inbox/a.csv")
+    client = _client(store, bucket)
+    with pytest.raises(ObjectChangedError, match=r"replaced after it was downloaded .* not archived nor deleted"):
+        archive_object(client, bucket, "inbox/a.csv", "processed/a.csv", etag, 9)
+    assert store.admin.get_object(Bucket=bucket, Key="inbox/a.csv")["Body"].read() == b"version-2"
+    assert store.admin.list_objects_v2(Bucket=bucket, Prefix="processed/")["KeyCount"] == 0
+    with pytest.raises(ObjectChangedError, match="not archived nor deleted"):
+        delete_object(client, bucket, "inbox/a.csv", etag)
+    assert store.admin.get_object(Bucket=bucket, Key="inbox/a.csv")["Body"].read() == b"version-2"
+    current = str(store.admin.head_object(Bucket=bucket, Key="inbox/a.csv")["ETag"])
+    archive_object(client, bucket, "inbox/a.csv", "processed/a.csv", current, 9)
+    assert store.admin.get_object(Bucket=bucket, Key="processed/a.csv")["Body"].read() == b"version-2"
+    assert store.admin.list_objects_v2(Bucket=bucket, Prefix="inbox/")["KeyCount"] == 0
+
+
+def _download(client: Any, key: str, path: Path, size: int | None = None, etag: str | None = None) -> Any:
+    config = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=4, max_attempts=3)
+    return list(Downloader(client, BUCKET, config).download([DownloadTask(key, path, size, etag)]))
+
+
+def test_a_store_answering_the_new_version_despite_if_match_is_caught(
+    moto: MotoServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="big.bin", Body=b"1" * (12 * MiB))
+    old = str(admin.head_object(Bucket=BUCKET, Key="big.bin")["ETag"])
+    admin.put_object(Bucket=BUCKET, Key="big.bin", Body=b"2" * (12 * MiB))
+    proxy.schedule(Fault("strip", "GetObject", times=None, header="if-match"))
+    with pytest.raises(ObjectChangedError, match="store ignored If-Match"):
+        _download(_proxied(proxy), "big.bin", tmp_path / "big.bin", 12 * MiB, old)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("times", [1, None], ids=["once", "always"])
+def test_short_bodies_are_fetched_again_or_fail(
+    moto: MotoServer, proxy: FaultProxy, tmp_path: Path, times: int | None
+) -> None:
+    body = bytes(range(256)) * (48 * 1024)  # 12 MiB: three ranged GETs
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="big.bin", Body=body)
+    proxy.schedule(Fault("short", "GetObject", times=times, ranged=True))
+    if times is None:
+        with pytest.raises(TransferInterrupted, match="broke off 3 times"):
+            _download(_proxied(proxy), "big.bin", tmp_path / "big.bin")
+        assert list(tmp_path.iterdir()) == []
+    else:
+        (done,) = _download(_proxied(proxy), "big.bin", tmp_path / "big.bin")
+        assert (tmp_path / "big.bin").read_bytes() == body
+        assert done.size == len(body)
+
+
+def test_an_empty_object_answered_206_without_a_body_reads_as_empty(
+    moto: MotoServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="empty.bin", Body=b"")
+    proxy.schedule(Fault("empty206", "GetObject", times=None, ranged=True))
+    (done,) = _download(_proxied(proxy), "empty.bin", tmp_path / "empty.bin")
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+    assert done.size == 0
+    assert read_object(_proxied(proxy), BUCKET, "empty.bin", 1000) == b""
+
+
+def test_errors_quote_the_stores_own_message(moto: MotoServer, proxy: FaultProxy) -> None:
+    proxy.schedule(Fault("501", "PutObject", times=None))
+    with pytest.raises(S3ConnectError) as info:
+        _put(_proxied(proxy), BUCKET, "any.bin", b"x", overwrite=True)
+    assert str(info.value).endswith(
+        'failed: NotImplemented: the store says "A header you provided implies functionality that is not implemented."'
+    )
+    assert store_message("The request signature we calculated does not match; StringToSign ...") == ""
+
+
+def test_a_key_repeated_across_a_page_boundary_is_listed_once(moto: MotoServer, proxy: FaultProxy) -> None:
+    admin = moto.admin_client("s3")
+    for i in range(1500):
+        admin.put_object(Bucket=BUCKET, Key=f"many/{i:04d}", Body=b"")
+    proxy.schedule(Fault("repeat", "ListObjectsV2", times=None))
+    listed = [o.key for o in Lister(_proxied(proxy), BUCKET, ListQuery(base="many/"))]
+    assert listed == [f"many/{i:04d}" for i in range(1500)]
+    assert proxy.operations.count("ListObjectsV2") == 2
+
+
+def test_an_empty_etag_from_complete_is_fetched(moto: MotoServer, proxy: FaultProxy) -> None:
+    proxy.schedule(Fault("noetag", "CompleteMultipartUpload", times=None))
+    (done,) = _put(_proxied(proxy), BUCKET, "big.bin", b"e" * (6 * MiB), overwrite=True)
+    assert done.etag == moto.admin_client("s3").head_object(Bucket=BUCKET, Key="big.bin")["ETag"]
+    assert done.etag.endswith('-2"')

@@ -233,7 +233,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             return None
         client = self.client
         if self.after == "delete":
-            return lambda done: delete_object(client, bucket, done.key)
+            return lambda done: delete_object(client, bucket, done.key, done.etag)
         assert self.archive_prefix is not None
         archive = scope.resolve_prefix(self.archive_prefix, bucket).key
         archive = archive if archive.endswith("/") else archive + "/"
