@@ -8,8 +8,9 @@ the file's value. Without patterns, date-shaped digit runs are masked the same w
 
 Fields come from the newest file of each dataset:
 - CSV: the header line of the first ``head_bytes``, delimiter sniffed among ``,`` ``;``
-  tab and ``|`` (compressed files are catalogued without fields: their head is not text);
-- JSONL: the keys of the complete lines in the first ``head_bytes``;
+  tab and ``|``; for ``.csv.gz`` the first ``head_bytes`` of the compressed file are
+  inflated (a gzip stream decompresses from its start, so no more is fetched);
+- JSONL (and ``.jsonl.gz``, likewise): the keys of the complete lines in the first ``head_bytes``;
 - Parquet: the schema in the footer (two ranged reads at most: the tail, then the footer if
   it is longer than the tail).
 """
@@ -21,6 +22,7 @@ import io
 import json
 import re
 import struct
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,12 +44,27 @@ _AUTO_MASKS = [
 
 
 def file_format(key: str) -> str | None:
-    name = key.rsplit("/", 1)[-1].lower()
+    """csv, jsonl or parquet by the key's suffix, gzipped text formats included."""
+    name = key.rsplit("/", 1)[-1].lower().removesuffix(".gz")
     for suffix, kind in ((".csv", "csv"), (".tsv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
                          (".parquet", "parquet")):  # fmt: skip
         if name.endswith(suffix):
             return kind
     return None
+
+
+def gunzip_head(head: bytes, complete: bool) -> tuple[bytes, bool]:
+    """The text at the start of a gzip file from its first bytes only: (text, truncated).
+
+    A range of compressed bytes decompresses to a prefix of the text; unless the whole
+    file was fetched, that prefix is cut somewhere, so its last line is not trusted.
+    """
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        text = inflater.decompress(head, HEAD_BYTES * 16)
+    except zlib.error as exc:
+        raise ValueError(f"not gzip data: {exc}") from None
+    return text, not (complete and inflater.eof)
 
 
 def _keep_date_masks(source: str, values: Mapping[str, str]) -> str:
@@ -212,6 +229,8 @@ def _read_fields(client: S3Client, bucket: str, group: Dataset, head_bytes: int)
         elif group.format in ("csv", "jsonl") and group.newest_size:
             head = read_range(client, bucket, group.newest_key, 0, min(head_bytes, group.newest_size) - 1)
             truncated = group.newest_size > head_bytes
+            if group.newest_key.lower().endswith(".gz"):
+                head, truncated = gunzip_head(head, complete=not truncated)
             if group.format == "csv":
                 names, group.delimiter = csv_fields(head, truncated)
                 group.fields = [{"name": n} for n in names]

@@ -3,13 +3,47 @@
 No Airflow, no S3. Text formats are encoded as a stream of byte chunks, so an iterator
 of millions of records is uploaded in bounded memory; parquet is written batch by batch
 (one row group per batch) to a local file, because its footer comes last.
+
+Every value is written by one table (:data:`TYPE_MAPPING`, mirrored in the README), so
+that pyarrow, DuckDB, polars and pandas read back what was written; a value a format
+cannot hold fails with :class:`FormatError` naming the record and the field, never
+silently changed:
+
+============================  =====================  =====================  ======================
+Python                        csv                    jsonl                  parquet
+============================  =====================  =====================  ======================
+str                           text; quoted if empty  string                 string
+                              or holding , " CR LF
+int                           digits (any size)      number (any size)      int64 (beyond: error)
+float                         shortest repr; NaN,    number; NaN and        double
+                              inf, -inf              infinities: error
+bool                          true / false           true / false           bool
+None                          empty, unquoted        null                   null
+decimal.Decimal               digits, no exponent    string (every digit)   decimal128
+datetime.date                 2025-01-14             "2025-01-14"           date32
+datetime.datetime, naive      2025-01-14T08:00:00    ISO 8601 string        timestamp[us]
+datetime.datetime, aware      UTC, +00:00 offset     ISO 8601 string, UTC   timestamp[us, UTC]
+bytes                         base64                 base64 string          binary
+dict / list                   compact JSON           object / array         struct / list
+uuid.UUID, enum.Enum          str / the value        str / the value        string / the value
+============================  =====================  =====================  ======================
+
+Parquet keeps one schema per file: a field that first appears later is added as a
+nullable column, ints and floats mixed in one field become double only with
+``widen_ints=True``, and any other mix of types in a field fails.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import base64
+import datetime
+import decimal
+import enum
 import json
+import math
+import mimetypes
+import tempfile
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,39 +91,142 @@ def get_format(name: str) -> RecordFormat:
         raise FormatError(f"Unknown format {name!r}: choose one of {', '.join(FORMATS)}.") from None
 
 
-def _csv_lines(records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """CSV text, header from the first record's keys; a later record with other keys is refused."""
-    buffer = io.StringIO()
-    writer: csv.DictWriter[str] | None = None
+def content_type_for(key: str, fmt: RecordFormat | None = None) -> str:
+    """The one Content-Type rule of every put path: the format's when there is one, else the
+    key's suffix (our formats first, compound ``.csv.gz`` included), else octet-stream."""
+    if fmt is not None:
+        return fmt.content_type
+    name = key.rpartition("/")[2].lower()
+    for suffix, known in sorted(FORMATS.items(), key=lambda item: -len(item[0])):
+        if name.endswith("." + suffix):
+            return known.content_type
+    guessed, encoding = mimetypes.guess_type(name)
+    if guessed and encoding is None:
+        return guessed
+    return "application/gzip" if encoding == "gzip" else "application/octet-stream"
+
+
+def _unsupported(value: Any, number: int, field: str, fmt: str) -> FormatError:
+    return FormatError(
+        f"Record {number}, field {field!r}: a {type(value).__name__} cannot be written to {fmt}; "
+        "convert it to one of str, int, float, bool, None, Decimal, date, datetime, bytes, dict or list."
+    )
+
+
+def _plain(value: Any, number: int, field: str, fmt: str) -> Any:
+    """A value as JSON would hold it (the jsonl mapping; also nested values in csv)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FormatError(
+                f"Record {number}, field {field!r}: {value} is not a JSON number (RFC 8259): write None, "
+                "or a string, or use csv or parquet, which hold NaN and infinities."
+            )
+        return value
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime.datetime):
+        return _iso(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, number, field, fmt)
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise FormatError(f"Record {number}, field {field!r}: nested dicts need string keys for {fmt}.")
+        return {k: _plain(v, number, f"{field}.{k}", fmt) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, number, f"{field}[{i}]", fmt) for i, v in enumerate(value)]
+    raise _unsupported(value, number, field, fmt)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    """ISO 8601; an aware datetime in UTC (one offset, whatever zones the records used)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc)
+    return moment.isoformat()
+
+
+_QUOTE = str.maketrans({",": None, '"': None, "\r": None, "\n": None})
+
+
+def _csv_field(value: Any, number: int, field: str) -> str:
+    """One CSV field: the csv column of the mapping, quoted as RFC 4180 says."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else repr(value)  # repr: the shortest text that reads back equal
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Mapping | list | tuple):
+        text = json.dumps(_plain(value, number, field, "csv"), ensure_ascii=False, separators=(",", ":"))
+    else:
+        plain = _plain(value, number, field, "csv")
+        text = plain if isinstance(plain, str) else str(plain)
+    if text == "" or text.translate(_QUOTE) != text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _numbered(records: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, Mapping[str, Any]]]:
     for number, record in enumerate(records, start=1):
         if not isinstance(record, Mapping):
             raise FormatError(f"Record {number} is a {type(record).__name__}, not a dict: records must be dicts.")
-        if writer is None:
-            writer = csv.DictWriter(buffer, fieldnames=list(record), extrasaction="raise", lineterminator="\n")
-            writer.writeheader()
-        try:
-            writer.writerow(record)
-        except ValueError:
-            extra = sorted(set(record) - set(writer.fieldnames))
+        yield number, record
+
+
+def _csv_lines(records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """CSV lines, header from the first record's keys; a later record with other keys is refused."""
+    columns: list[str] | None = None
+    known: set[str] = set()
+    for number, record in _numbered(records):
+        if columns is None:
+            columns = [str(name) for name in record]
+            known = set(columns)
+            yield ",".join(_csv_field(name, 0, name) for name in columns) + "\n"
+        extra = [name for name in record if name not in known]
+        if extra:
             raise FormatError(
-                f"Record {number} has fields {extra} that the first record lacks: CSV columns come from the "
-                "first record; give every record the same fields (missing ones may be left out)."
-            ) from None
-        if buffer.tell() >= CHUNK_BYTES:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue()
+                f"Record {number} has fields {sorted(extra)} that the first record lacks: CSV columns come from the "
+                "first record; give every record the same fields (missing ones may be left out), or use jsonl "
+                "or parquet."
+            )
+        line = ",".join(_csv_field(record.get(name), number, name) for name in columns) + "\n"
+        if line == "\n":
+            raise FormatError(
+                f"Record {number}: its only field {columns[0]!r} is None, which makes a blank CSV line that every "
+                "reader skips. Write '' for it, add a field, or use jsonl or parquet."
+            )
+        yield line
+
+
+#: Characters some readers take for line breaks (Python's splitlines, older JavaScript):
+#: escaped, so that one record is one line for every reader.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def _jsonl_lines(records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    for number, record in _numbered(records):
+        plain = {str(k): _plain(v, number, str(k), "jsonl") for k, v in record.items()}
+        yield json.dumps(plain, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS) + "\n"
+
+
+def _chunked(lines: Iterator[str]) -> Iterator[str]:
+    """Lines gathered into texts of about CHUNK_BYTES (fewer, larger writes)."""
     parts: list[str] = []
     size = 0
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, Mapping):
-            raise FormatError(f"Record {number} is a {type(record).__name__}, not a dict: records must be dicts.")
-        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+    for line in lines:
         parts.append(line)
         size += len(line)
         if size >= CHUNK_BYTES:
@@ -103,7 +240,7 @@ def encode_records(records: Iterable[Mapping[str, Any]], fmt: RecordFormat) -> I
     """Byte chunks of ``records`` in a text format (csv, jsonl, optionally gzipped)."""
     if fmt.name == "parquet":
         raise FormatError("parquet is not a streamed format: use write_parquet().")
-    lines = _csv_lines(records) if fmt.name.startswith("csv") else _jsonl_lines(records)
+    lines = _chunked(_csv_lines(records) if fmt.name.startswith("csv") else _jsonl_lines(records))
     if not fmt.gzip:
         for text in lines:
             yield text.encode("utf-8")
@@ -115,37 +252,158 @@ def encode_records(records: Iterable[Mapping[str, Any]], fmt: RecordFormat) -> I
     yield compressor.flush()
 
 
-def write_parquet(records: Iterable[Mapping[str, Any]], path: Path, batch_rows: int = PARQUET_BATCH_ROWS) -> int:
+# --------------------------------------------------------------------------- parquet
+def _kind(value: Any) -> str:
+    """The mapping's row for a value (what must agree within one parquet column)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, datetime.datetime):
+        return "timestamp_tz" if value.tzinfo is not None else "timestamp"
+    if isinstance(value, enum.Enum):
+        return _kind(value.value)
+    for kind, types in _KINDS:
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+_KINDS: tuple[tuple[str, Any], ...] = (
+    ("string", (str, uuid.UUID)),
+    ("decimal", decimal.Decimal),
+    ("date", datetime.date),
+    ("binary", (bytes, bytearray, memoryview)),
+    ("struct", Mapping),
+    ("list", (list, tuple)),
+)
+_PARQUET_KINDS = ("bool", "int", "float", "timestamp", "timestamp_tz", *(kind for kind, _ in _KINDS))
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _Columns:
+    """Types of each field across every batch so far; refuses a lossy mix, first where it occurs."""
+
+    def __init__(self, widen_ints: bool) -> None:
+        self.widen_ints = widen_ints
+        self.kinds: dict[str, str] = {}
+
+    def batch(self, batch: list[Mapping[str, Any]], first: int) -> dict[str, list[Any]]:
+        names: dict[str, None] = dict.fromkeys(self.kinds)
+        for record in batch:
+            names.update(dict.fromkeys(str(k) for k in record))
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for offset, record in enumerate(batch):
+            number = first + offset
+            if not isinstance(record, Mapping):
+                raise FormatError(f"Record {number} is a {type(record).__name__}, not a dict: records must be dicts.")
+            for name, column in columns.items():
+                value = record.get(name)
+                if value is not None:
+                    value = self._admit(name, value, number)
+                column.append(value)
+        return columns
+
+    def _admit(self, name: str, value: Any, number: int) -> Any:
+        kind = _kind(value)
+        if kind not in _PARQUET_KINDS:
+            raise _unsupported(value, number, name, "parquet")
+        if kind == "int" and not _INT64[0] <= value <= _INT64[1]:
+            raise FormatError(
+                f"Record {number}, field {name!r}: {value} does not fit parquet's int64: write it as a str or a "
+                "Decimal, or use csv or jsonl, which keep every digit."
+            )
+        known = self.kinds.get(name)
+        if known is None or known == kind:
+            self.kinds[name] = kind
+        elif {known, kind} == {"int", "float"} and self.widen_ints:
+            self.kinds[name] = "float"
+        else:
+            hint = " (pass widen_ints=True to store them all as double)" if {known, kind} == {"int", "float"} else ""
+            raise FormatError(
+                f"Record {number}, field {name!r}: a {kind} value where earlier records have {known} values; a parquet "
+                f"column has one type{hint}. Give the field one type in every record."
+            )
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        if kind == "timestamp_tz":
+            value = value.astimezone(datetime.timezone.utc)
+        return value
+
+
+def _arrow_type(pa: Any, kind: str) -> Any:
+    return {
+        "bool": pa.bool_(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "string": pa.string(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "timestamp_tz": pa.timestamp("us", tz="UTC"),
+        "binary": pa.binary(),
+    }.get(kind)
+
+
+def write_parquet(
+    records: Iterable[Mapping[str, Any]],
+    path: Path,
+    batch_rows: int = PARQUET_BATCH_ROWS,
+    widen_ints: bool = False,
+) -> int:
     """Write ``records`` to ``path`` as parquet, one row group per batch; returns the row count.
 
-    The schema is inferred from the first batch; later batches must fit it.
+    A parquet file has one schema, known before its first row group, while records may
+    gain fields and widen types late. Each batch is spooled to a local Arrow IPC file as it
+    comes (memory holds one batch), the schema of all of them is unified, and the spooled
+    batches are then written in that schema.
     """
     try:
         import pyarrow as pa
+        import pyarrow.ipc as ipc
         import pyarrow.parquet as pq
     except ImportError:
         raise FormatError(
             "format='parquet' needs pyarrow: install airflow-s3connect[parquet] (or pyarrow) on the workers."
         ) from None
+    columns = _Columns(widen_ints)
     iterator = iter(records)
-    writer: Any = None
     rows = 0
-    try:
+    schemas: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="s3connect-parquet-", dir=path.parent) as spool:
+        spooled: list[Path] = []
         while batch := list(islice(iterator, batch_rows)):
-            try:
-                table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise FormatError(
-                    f"Records {rows + 1}-{rows + len(batch)} do not fit the parquet schema inferred from "
-                    f"the first batch: {exc}. Give every record the same fields and types."
-                ) from None
-            if writer is None:
-                writer = pq.ParquetWriter(str(path), table.schema)
-            writer.write_table(table)
+            values = columns.batch(batch, rows + 1)
+            arrays = {}
+            for name, column in values.items():
+                try:
+                    arrays[name] = pa.array(column, type=_arrow_type(pa, columns.kinds.get(name, "")))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                    raise FormatError(
+                        f"Records {rows + 1}-{rows + len(batch)}, field {name!r}: {exc}. Give nested values "
+                        "one shape in every record."
+                    ) from None
+            table = pa.table(arrays)
+            schemas.append(table.schema)
+            spooled.append(Path(spool) / f"{len(spooled):06d}.arrow")
+            with ipc.new_file(str(spooled[-1]), table.schema) as sink:
+                sink.write_table(table)
             rows += len(batch)
-        if writer is None:
+        if not rows:
             raise FormatError("No records to write: parquet needs at least one record to know its schema.")
-    finally:
-        if writer is not None:
-            writer.close()
+        try:
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise FormatError(f"Records do not share one parquet schema: {exc}.") from None
+        with pq.ParquetWriter(str(path), schema) as writer:
+            for part in spooled:
+                table = ipc.open_file(str(part)).read_all()
+                for field in schema:
+                    if field.name not in table.column_names:
+                        table = table.append_column(field, pa.nulls(len(table), field.type))
+                writer.write_table(table.select(schema.names).cast(schema))
+                part.unlink()
     return rows

@@ -123,3 +123,28 @@ def test_catalog_operator_in_a_dag_run(moto: MotoServer, make_conn: Any, airflow
     stored = json.loads(admin.get_object(Bucket=BUCKET, Key="catalogs/20250401/zone.json")["Body"].read())
     assert stored == returned
     assert len(returned["datasets"]) == 5
+
+
+def test_catalog_reads_our_own_outputs_gzipped_and_parquet(moto: MotoServer, tmp_path: Path) -> None:
+    """What S3PutObjectOperator(records=...) writes, catalogued from the first bytes only."""
+    from airflow_s3connect.formats import encode_records, get_format, write_parquet
+
+    rows = [{"id": i, "name": f"row {i}", "when": datetime.date(2025, 1, 14)} for i in range(100_000)]
+    admin = moto.admin_client("s3")
+    bodies = {f"out/orders.{fmt}": b"".join(encode_records(rows, get_format(fmt))) for fmt in ("csv.gz", "jsonl.gz")}
+    write_parquet(rows, tmp_path / "orders.parquet")
+    bodies["out/orders.parquet"] = (tmp_path / "orders.parquet").read_bytes()
+    for key, body in bodies.items():
+        admin.put_object(Bucket=BUCKET, Key=key, Body=body)
+    assert all(len(body) > HEAD_BYTES for body in bodies.values())
+    settings = parse_settings("cat", "AKIAEXAMPLE", "secret", {"endpoint_url": moto.url, "region_name": REGION})
+    client = build_s3_client(settings, build_session(settings))
+    with moto.recording() as rec:
+        catalog = build_catalog(client, BUCKET, "out/")
+    fields = {d["name"]: [f["name"] for f in d["fields"]] for d in catalog["datasets"]}
+    assert fields == {"orders.csv.gz": ["id", "name", "when"], "orders.jsonl.gz": ["id", "name", "when"],
+                      "orders.parquet": ["id", "name", "when"]}  # fmt: skip
+    assert all(d["error"] is None for d in catalog["datasets"])
+    gets = [r for r in rec.s3() if r.method == "GET" and "list-type" not in r.query]
+    assert len(gets) == 3
+    assert all(r.headers["Range"].startswith("bytes=") for r in gets)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
 
@@ -79,3 +81,51 @@ def test_256_mib_put_and_get_in_bounded_memory(moto: MotoServer, tmp_path: Path)
         while block := handle.read(1 << 20):
             check.update(block)
     assert check.hexdigest() == digest.hexdigest()
+
+
+RECORDS_CHILD = r"""
+import datetime, json, sys, tempfile
+from pathlib import Path
+from airflow_s3connect.formats import encode_records, get_format, write_parquet
+
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+ROWS = int(sys.argv[2])
+def records():
+    day = datetime.date(2025, 1, 14)
+    for i in range(ROWS):
+        yield {"id": i, "name": f"customer {i}", "amount": i * 0.25, "day": day, "active": i % 2 == 0}
+
+fmt = sys.argv[1]
+import pyarrow.compute, pyarrow.ipc, pyarrow.parquet  # imported before the baseline: not what grows with rows
+baseline = rss("VmRSS")
+if fmt == "parquet":
+    with tempfile.TemporaryDirectory() as scratch:
+        written = write_parquet(records(), Path(scratch) / "out.parquet")
+        size = (Path(scratch) / "out.parquet").stat().st_size
+else:
+    size = sum(len(chunk) for chunk in encode_records(records(), get_format(fmt)))
+    written = ROWS
+print(json.dumps({"baseline": baseline, "peak": rss("VmHWM"), "rows": written, "bytes": size}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "jsonl", "jsonl.gz", "parquet"])
+def test_a_million_records_in_bounded_memory(fmt: str) -> None:
+    """Peak RSS of an export of 1,000,000 records is that of 100,000: memory does not grow
+    with the rows (parquet's writer has a fixed cost of its own, about 100 MiB)."""
+    reports = {}
+    for rows in (100_000, 1_000_000):
+        completed = subprocess.run(
+            [sys.executable, "-c", RECORDS_CHILD, fmt, str(rows)], capture_output=True, text=True, timeout=600,
+            check=True,
+        )  # fmt: skip
+        reports[rows] = json.loads(completed.stdout.strip().splitlines()[-1])
+        assert reports[rows]["rows"] == rows
+    growth = {rows: (r["peak"] - r["baseline"]) / 2**20 for rows, r in reports.items()}
+    print(fmt, growth, reports[1_000_000]["bytes"] / 2**20)
+    assert growth[1_000_000] < 128, f"{fmt}: RSS grew by {growth[1_000_000]:.0f} MiB"
+    assert growth[1_000_000] - growth[100_000] < 16, f"{fmt}: memory grows with the rows: {growth}"

@@ -20,6 +20,8 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
     (S3PutObjectOperator, {"key": "k", "records": [], "format": "xlsx"}, "Unknown format 'xlsx': choose one of csv"),
     (S3PutObjectOperator, {"data": "x"}, "data= and records= need key=..."),
     (S3PutObjectOperator, {"key": "k", "data": "x", "checksum_algorithm": "md5"}, "checksum_algorithm='md5'"),
+    # The CRT is not installed here (nor by default): refused when the DAG is parsed, not in the upload.
+    (S3PutObjectOperator, {"key": "k", "data": "x", "checksum_algorithm": "crc32c"}, "needs the AWS CRT"),
     (S3PutObjectOperator, {"key": "k", "data": "x", "server_side_encryption": "kms"}, "use one of AES256, aws:kms"),
     (S3PutObjectOperator, {"key": "k", "data": "x", "kms_key_id": "k1"}, "kms_key_id needs server_side_encryption"),
     (S3GetObjectOperator, {"local_dir": "/tmp"}, "Give either key=... (one object) or prefix=..."),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import polars as pl
 import pytest
 
 from airflow_s3connect.macros import NAMESPACE
@@ -215,7 +217,13 @@ def test_records_exported_with_seed_macros(roundtrip: Roundtrip) -> None:
     admin = roundtrip.store.admin
     obj = admin.get_object(Bucket=bucket, Key=csv_entry["key"])
     assert obj["ContentType"] == "application/gzip"
-    lines = gzip.decompress(obj["Body"].read()).decode().splitlines()
+    compressed = obj["Body"].read()
+    lines = gzip.decompress(compressed).decode().splitlines()
+    # Read by the tools people use, as S3 returned it.
+    local = Path(os.environ["AIRFLOW_HOME"]) / f"{roundtrip.dag_id}.csv.gz"
+    local.write_bytes(compressed)
+    assert duckdb.sql(f"SELECT sum(amount) FROM read_csv('{local}', header=true)").fetchall() == [(749250.0,)]
+    assert pl.read_csv(gzip.decompress(compressed))["name"][999] == "row 999"
     assert lines[0] == "id,name,amount"
     assert lines[1:3] == ["0,row 0,0.0", "1,row 1,1.5"]
     assert len(lines) == 1001

@@ -28,6 +28,7 @@ SPEC_FIELDS = {
     "verify_ssl",
     "ca_bundle",
     "proxy_url",
+    "checksum_mode",
     "bucket",
     "path_prefix",
     "tenant",

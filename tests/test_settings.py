@@ -46,7 +46,9 @@ def test_defaults_are_the_form_defaults() -> None:
         "max_attempts": 5,
         "connect_timeout": 10,
         "read_timeout": 60,
+        "checksum_mode": "auto",
     }
+    assert settings.upload_checksums == "sdk"  # no endpoint: AWS
     assert (settings.max_attempts, settings.connect_timeout, settings.read_timeout) == (5, 10, 60)
 
 
@@ -74,8 +76,10 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "max_attempts": 8,
         "connect_timeout": 3,
         "read_timeout": 120,
+        "checksum_mode": "header",
     }
     s = parse(extra, login="ASIAEXAMPLE", password=SECRET)
+    assert s.upload_checksums == "header"
     assert s.auth_type is AuthType.ASSUME_ROLE
     assert s.aws_session_token == TOKEN
     assert (s.role_arn, s.external_id, s.session_name, s.session_duration) == (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import io
-import mimetypes
 import os
 import posixpath
 import tempfile
@@ -15,7 +14,7 @@ from typing import IO, Any, cast
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_s3connect.checksums import check_algorithm
-from airflow_s3connect.formats import RecordFormat, encode_records, get_format, write_parquet
+from airflow_s3connect.formats import RecordFormat, content_type_for, encode_records, get_format, write_parquet
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
 from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Uploader, relative_posix
 
@@ -88,7 +87,12 @@ class S3PutObjectOperator(S3ConnectOperator):
     :param overwrite: False makes the write conditional (``If-None-Match: *``): it fails
         with KeyExistsError if the key exists, atomically, so of concurrent writers exactly
         one wins.
-    :param content_type: default: guessed from the key (or the format).
+    :param content_type: default: the format's, else from the key's suffix (``.csv.gz`` is
+        ``application/gzip``, ``.jsonl`` ``application/x-ndjson``, ``.parquet``
+        ``application/vnd.apache.parquet``), else ``application/octet-stream``; one rule for
+        files, data and records.
+    :param widen_ints: parquet only: store a field holding both ints and floats as double
+        (ints above 2**53 then lose precision). Default: such a field fails with FormatError.
     :param metadata: user metadata (``x-amz-meta-*``).
     :param server_side_encryption: ``AES256`` or ``aws:kms`` (with ``kms_key_id``).
     :param kms_key_id: KMS key id or ARN for ``aws:kms``.
@@ -134,6 +138,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         kms_key_id: str | None = None,
         storage_class: str | None = None,
         checksum_algorithm: str = "CRC32",
+        widen_ints: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -167,6 +172,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         self.kms_key_id = kms_key_id
         self.storage_class = storage_class
         self.checksum_algorithm = checksum_algorithm.upper()
+        self.widen_ints = widen_ints
 
     def _options(self) -> PutOptions:
         return PutOptions(
@@ -243,7 +249,7 @@ class S3PutObjectOperator(S3ConnectOperator):
                 raise ValueError(f"{keys[key]} and {path} would both be written to {key!r}: make keys unique.")
             keys[key] = path
         for key, path in keys.items():
-            uploader.put_file(path, key, mimetypes.guess_type(path.name)[0])
+            uploader.put_file(path, key, content_type_for(key))
 
     def _queue_records(self, context: Any, uploader: Uploader, scratch: Path) -> None:
         fmt: RecordFormat = get_format(str(self.format))
@@ -252,11 +258,11 @@ class S3PutObjectOperator(S3ConnectOperator):
         records = cast(Iterable[Mapping[str, Any]], self.records)
         if fmt.name == "parquet":
             path = scratch / "records.parquet"
-            rows = write_parquet(records, path)
+            rows = write_parquet(records, path, widen_ints=self.widen_ints)
             self.log.info("Wrote %d records as parquet (%d bytes)", rows, path.stat().st_size)
-            uploader.put_file(path, key, fmt.content_type)
+            uploader.put_file(path, key, content_type_for(key, fmt))
         else:
-            uploader.put_stream(ChunkStream(encode_records(records, fmt)), key, fmt.content_type)
+            uploader.put_stream(ChunkStream(encode_records(records, fmt)), key, content_type_for(key, fmt))
 
     def _queue_data(self, context: Any, uploader: Uploader) -> None:
         data = self.data
@@ -273,9 +279,10 @@ class S3PutObjectOperator(S3ConnectOperator):
             raise TypeError(
                 f"data is a {type(data).__name__}: give str, bytes, a binary file object or an iterator of bytes."
             )
-        extension = get_format(self.format).extension if self.format else "bin"
+        fmt = get_format(self.format) if self.format else None
+        extension = fmt.extension if fmt else "bin"
         key = self._key(context, extension=extension, filename=f"{self.task_id}.{extension}")
-        uploader.put_stream(stream, key, mimetypes.guess_type(key)[0])
+        uploader.put_stream(stream, key, content_type_for(key, fmt))
 
     # -- assets -----------------------------------------------------------------------------
     def _emit_assets(self, context: Any, written: list[Uploaded], count: int, size: int) -> None:
