@@ -5,7 +5,8 @@ with a trailer. AWS verifies it; stores that do not speak that framing refuse th
 (411 MissingContentLength, 501 NotImplemented) or, worse, store the framing as the object.
 Over HTTP botocore sends a header instead, so a test store on HTTP never shows it.
 
-The connection's ``checksum_mode`` chooses (:func:`effective_mode`):
+The connection's ``checksum_mode`` chooses
+(:attr:`~airflow_s3connect.connection.ConnectionSettings.upload_checksums`):
 
 * ``sdk``: botocore's own behaviour (the default on AWS, which verifies the trailer);
 * ``header``: we compute the checksum and the MD5 of each PutObject / UploadPart body
@@ -34,7 +35,6 @@ from airflow_s3connect.errors import S3ConnectError
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: Algorithms only the AWS CRT (``botocore[crt]``) computes.
 CRT_ALGORITHMS = ("CRC32C", "CRC64NVME")
-MODES = ("auto", "sdk", "header", "off")
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
 _CHUNK = 1024 * 1024
 
@@ -54,16 +54,6 @@ def check_algorithm(algorithm: str) -> str:
             "or use CRC32, SHA1 or SHA256."
         )
     return name
-
-
-def effective_mode(mode: str, endpoint_url: str | None) -> str:
-    """``auto`` resolved: the SDK's trailers on AWS, headers on any other endpoint."""
-    if mode != "auto":
-        return mode
-    if not endpoint_url:
-        return "sdk"
-    host = endpoint_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    return "sdk" if host.endswith(".amazonaws.com") else "header"
 
 
 def _hasher(algorithm: str) -> Any:

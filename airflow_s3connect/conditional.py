@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import S3ConnectError, translate
 
 if TYPE_CHECKING:
@@ -64,15 +65,10 @@ _cache: dict[tuple[str, str], ConditionalSupport] = {}
 _lock = threading.Lock()
 
 
-def is_aws(endpoint: str) -> bool:
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    return host.endswith(".amazonaws.com")
-
-
 def conditional_support(client: S3Client, bucket: str, prefix: str) -> ConditionalSupport:
     """The store's support, probed under ``prefix`` the first time this process asks."""
     endpoint = str(client.meta.endpoint_url)
-    if is_aws(endpoint):
+    if is_aws_endpoint(endpoint):
         return AWS_SUPPORT
     with _lock:
         if (endpoint, bucket) not in _cache:

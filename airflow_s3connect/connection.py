@@ -20,8 +20,6 @@ from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_s3connect.checksums import MODES as CHECKSUM_MODES
-from airflow_s3connect.checksums import effective_mode
 from airflow_s3connect.errors import ConnectionSettingsError, InvalidKeyError
 from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix
 
@@ -33,6 +31,23 @@ EXTRA_PREFIX = f"extra__{CONN_TYPE}__"
 class AuthType(str, Enum):
     ACCESS_KEY = "access_key"
     ASSUME_ROLE = "assume_role"
+
+
+#: How uploads carry checksums (see :mod:`airflow_s3connect.checksums`).
+CHECKSUM_MODES = ("auto", "sdk", "header", "off")
+
+
+def is_aws_endpoint(endpoint_url: str | None) -> bool:
+    """Whether requests go to AWS itself (no endpoint_url, or an amazonaws.com host), whose
+    behaviour is documented, rather than to another S3 implementation."""
+    return not endpoint_url or (urlsplit(endpoint_url).hostname or "").lower().endswith(".amazonaws.com")
+
+
+def effective_mode(mode: str, endpoint_url: str | None) -> str:
+    """``auto`` resolved: the SDK's trailers on AWS, headers on any other endpoint."""
+    if mode != "auto":
+        return mode
+    return "sdk" if is_aws_endpoint(endpoint_url) else "header"
 
 
 class AddressingStyle(str, Enum):

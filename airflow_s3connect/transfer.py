@@ -41,7 +41,8 @@ from s3transfer.manager import TransferConfig as S3TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support, is_aws
+from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
+from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import S3ConnectError, translate, translated
 from airflow_s3connect.patterns import KeyPattern
 
@@ -689,7 +690,10 @@ def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> No
         if not etag:
             client.delete_object(Bucket=bucket, Key=key)
             return
-        if not is_aws(str(client.meta.endpoint_url)) and client.head_object(Bucket=bucket, Key=key)["ETag"] != etag:
+        if (
+            not is_aws_endpoint(str(client.meta.endpoint_url))
+            and client.head_object(Bucket=bucket, Key=key)["ETag"] != etag
+        ):
             raise _replaced_after_download(bucket, key, etag)
         try:
             client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)

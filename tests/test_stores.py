@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from airflow_s3connect import conditional
-from airflow_s3connect.checksums import IntegrityError, effective_mode
+from airflow_s3connect.checksums import IntegrityError
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.conditional import ConditionalWriteUnsupportedError
-from airflow_s3connect.connection import parse_settings
+from airflow_s3connect.connection import effective_mode, parse_settings
 from airflow_s3connect.errors import KeyExistsError, S3ConnectError, store_message
 from airflow_s3connect.transfer import (
     Downloader,
@@ -201,7 +201,7 @@ def test_a_plain_process_with_a_failed_upload_exits(moto: MotoServer, proxy: Fau
         f"""
         import io
         from airflow_s3connect.client import build_s3_client, build_session
-        from airflow_s3connect.connection import parse_settings
+        from airflow_s3connect.connection import effective_mode, parse_settings
         from airflow_s3connect.transfer import PutOptions, TransferConfig, Uploader
         settings = parse_settings("p", "AKIA1", "s", {{"endpoint_url": "{proxy.url}", "region_name": "{REGION}",
                                                        "addressing_style": "path", "max_attempts": 1}})
