@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.exceptions import CancelledError as S3TransferCancelledError
 from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferConfig as S3TransferConfig
 from s3transfer.manager import TransferManager
@@ -43,7 +44,7 @@ from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import S3ConnectError, translate, translated
+from airflow_s3connect.errors import KeyExistsError, S3ConnectError, translate, translated
 from airflow_s3connect.patterns import KeyPattern
 
 log = logging.getLogger(__name__)
@@ -352,12 +353,20 @@ _TEMP_TOKEN = secrets.token_hex(4)
 _TEMP_SERIAL = itertools.count()
 
 
+def temp_path(target: Path, owner: str | None) -> Path:
+    """Where ``target`` is written until complete: beside it, hidden. With an ``owner`` (one
+    task instance, the same for all its tries) the name is stable, so a retry finds and
+    replaces what a killed try left; without, unique to this process and file."""
+    tag = owner or f"{_TEMP_TOKEN}-{next(_TEMP_SERIAL)}"
+    return target.with_name(f".{target.name}.s3connect-{tag}.part")
+
+
 class _Job:
     """One object being downloaded: a temporary file and the parts still outstanding."""
 
-    def __init__(self, task: DownloadTask) -> None:
+    def __init__(self, task: DownloadTask, owner: str | None) -> None:
         self.task = task
-        self.temp = task.path.with_name(f".{task.path.name}.s3connect-{_TEMP_TOKEN}-{next(_TEMP_SERIAL)}.part")
+        self.temp = temp_path(task.path, owner)
         self.fd: int | None = None
         self.size = task.size
         self.etag = task.etag
@@ -375,6 +384,7 @@ class Downloader:
     million keys is consumed lazily, as the listing produces it.
 
     :param after: runs in the worker once a file is complete and renamed (delete, archive).
+    :param owner: a stable tag of the task instance (see :func:`temp_path`).
     """
 
     def __init__(
@@ -385,12 +395,15 @@ class Downloader:
         *,
         skip_unchanged: bool = False,
         after: Callable[[Downloaded], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.config = config
         self.skip_unchanged = skip_unchanged
         self.after = after
+        self.owner = owner
+        self._cancelled: str | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._results: queue.Queue[tuple[Downloaded | None, BaseException | None]] = queue.Queue()
         self._abort = threading.Event()
@@ -414,9 +427,11 @@ class Downloader:
                     if error is not None:
                         break
                     in_flight += 1
-                    self._submit(self._start, _Job(task))
+                    self._submit(self._start, _Job(task, self.owner))
             except BaseException as exc:  # the task iterator itself failed (listing, planning)
                 error = exc
+            if error is None and self._cancelled is not None:
+                error = TransferInterrupted(f"Download cancelled: {self._cancelled}. No partial file was kept.")
             if error is not None:
                 self._abort.set()
             while in_flight:
@@ -424,11 +439,19 @@ class Downloader:
                 in_flight -= 1
                 if failure is not None and error is None:
                     error = failure
+                    if self._cancelled is not None:
+                        error = TransferInterrupted(f"Download cancelled: {self._cancelled}. No partial file was kept.")
                     self._abort.set()
                 if done is not None and error is None:
                     yield done
         if error is not None:
             raise error
+
+    def cancel(self, reason: str) -> None:
+        """Stop (from another thread: ``on_kill``): parts in flight end at their next chunk,
+        their temporary files are removed, and :meth:`download` raises TransferInterrupted."""
+        self._cancelled = reason
+        self._abort.set()
 
     # The pool's futures are not kept: every job reports through the results queue.
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
@@ -449,6 +472,8 @@ class Downloader:
                 if task.path.parent not in self._made_dirs:
                     task.path.parent.mkdir(parents=True, exist_ok=True)
                     self._made_dirs.add(task.path.parent)
+                if self.owner:
+                    job.temp.unlink(missing_ok=True)  # an earlier try of this task instance left it
                 job.fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except OSError as exc:
                 raise LocalPathError(
@@ -751,6 +776,8 @@ class PutOptions:
     :param overwrite: False makes every write conditional (``If-None-Match: *``): S3
         refuses it atomically when the key exists, so of concurrent writers exactly one
         wins, and no HeadObject (or s3:GetObject / s3:ListBucket) is needed.
+    :param writer: who writes, the same for every try of one task instance; stored as
+        metadata, so that a retry recognises the object its earlier try completed.
     """
 
     overwrite: bool = True
@@ -760,13 +787,15 @@ class PutOptions:
     kms_key_id: str | None = None
     storage_class: str | None = None
     checksum_algorithm: str = "CRC32"
+    writer: str | None = None
 
     def extra_args(self, content_type: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {"ChecksumAlgorithm": self.checksum_algorithm}
         if self.content_type or content_type:
             args["ContentType"] = self.content_type or content_type
-        if self.metadata:
-            args["Metadata"] = dict(self.metadata)
+        metadata = {**self.metadata, **({WRITER_METADATA: self.writer} if self.writer else {})}
+        if metadata:
+            args["Metadata"] = metadata
         if self.server_side_encryption:
             args["ServerSideEncryption"] = self.server_side_encryption
         if self.kms_key_id:
@@ -833,6 +862,8 @@ class ChunkStream(io.RawIOBase):
 
 
 _RESPONSE_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
+#: Metadata naming the task instance that wrote an object (``x-amz-meta-s3connect-writer``).
+WRITER_METADATA = "s3connect-writer"
 
 
 class Uploader:
@@ -850,12 +881,23 @@ class Uploader:
     """
 
     def __init__(
-        self, client: S3Client, bucket: str, config: TransferConfig, options: PutOptions, prefix: str = ""
+        self,
+        client: S3Client,
+        bucket: str,
+        config: TransferConfig,
+        options: PutOptions,
+        prefix: str = "",
+        on_uploads: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
+        """:param on_uploads: called with the multipart uploads open now (upload id → key)
+        whenever one starts or ends, so that a later try can abort what a killed one left."""
         self.client = client
         self.bucket = bucket
         self.options = options
         self.prefix = prefix
+        self._on_uploads = on_uploads
+        self._open_uploads: dict[str, str] = {}
+        self._cancelled: str | None = None
         self._manager = TransferManager(
             client,
             S3TransferConfig(
@@ -879,7 +921,38 @@ class Uploader:
             handlers.append((f"before-parameter-build.s3.{operation}", self._before))
             handlers.append((f"after-call.s3.{operation}", self._after))
         handlers.append(("before-parameter-build.s3.CreateMultipartUpload", self._reserve))
+        for operation in ("CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload"):
+            handlers.append((f"after-call.s3.{operation}", self._track))
+        for operation in ("CompleteMultipartUpload", "AbortMultipartUpload"):
+            handlers.append((f"before-parameter-build.s3.{operation}", self._upload_of))
         return handlers
+
+    @staticmethod
+    def _upload_of(params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["s3connect_upload_id"] = params.get("UploadId")
+
+    def _track(self, parsed: Mapping[str, Any], model: Any, params: Mapping[str, Any] | None = None,
+               context: Mapping[str, Any] | None = None, **_: Any) -> None:  # fmt: skip
+        """Keep the open multipart uploads of this uploader's keys, and report them."""
+        upload = parsed.get("UploadId") if model.name == "CreateMultipartUpload" else None
+        with self._lock:
+            if upload and parsed.get("Key") in self._keys:
+                self._open_uploads[str(upload)] = str(parsed["Key"])
+            elif model.name != "CreateMultipartUpload" and "Error" not in parsed:
+                ended = (context or {}).get("s3connect_upload_id")
+                self._open_uploads.pop(str(ended), None)
+            else:
+                return
+            snapshot = dict(self._open_uploads)
+        if self._on_uploads is not None:
+            self._on_uploads(snapshot)
+
+    def cancel(self, reason: str) -> None:
+        """Stop every upload (from another thread: ``on_kill``); s3transfer aborts their
+        multipart uploads, and :meth:`results` raises :class:`TransferInterrupted`."""
+        self._cancelled = reason
+        for _key, future, _size in list(self._pending):
+            future.cancel()
 
     def __enter__(self) -> Uploader:
         if not self.options.overwrite:
@@ -901,6 +974,7 @@ class Uploader:
                 self.client.meta.events.unregister(event, unique_id=f"{self._id}-{index}")
             if exc is not None:
                 self._release_reservations()
+                self._abort_open_uploads()
 
     def _before(self, params: dict[str, Any], context: dict[str, Any], model: Any, **_: Any) -> None:
         key = params.get("Key")
@@ -934,6 +1008,21 @@ class Uploader:
             )
         with self._lock:
             self._reserved.add(str(key))
+
+    def _abort_open_uploads(self) -> None:
+        """Abort what is still open after a failure: s3transfer aborts the uploads it knows
+        failed, but one whose CreateMultipartUpload answered after the cancellation escapes it."""
+        with self._lock:
+            left, self._open_uploads = dict(self._open_uploads), {}
+        try:
+            aborted = abort_uploads(self.client, self.bucket, left)
+        except S3ConnectError as error:
+            log.warning("Could not abort unfinished multipart uploads: %s", error)
+            return
+        if aborted:
+            log.info("Aborted the unfinished multipart uploads of %s", ", ".join(aborted))
+        if self._on_uploads is not None and left:
+            self._on_uploads({})
 
     def _release_reservations(self) -> None:
         """Remove the empty reservations of uploads that did not complete (best effort)."""
@@ -977,7 +1066,17 @@ class Uploader:
             try:
                 future.result()
             except (BotoCoreError, ClientError) as exc:
-                raise translate(exc, "PutObject", self.bucket, key) from None
+                error = translate(exc, "PutObject", self.bucket, key)
+                own = self._own_earlier_write(key, error) if isinstance(error, KeyExistsError) else None
+                if own is None:
+                    raise error from None
+                yield own
+                continue
+            except S3TransferCancelledError:
+                raise TransferInterrupted(
+                    f"Upload of s3://{self.bucket}/{key} cancelled: {self._cancelled or 'the transfer was stopped'}. "
+                    "Its multipart upload, if any, was aborted."
+                ) from None
             response = self._responses.get(key, {})
             if not response.get("ETag"):
                 # Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag.
@@ -995,6 +1094,43 @@ class Uploader:
                 checksum,
             )
         self._pending.clear()
+
+    def _own_earlier_write(self, key: str, error: KeyExistsError) -> Uploaded | None:
+        """The object at ``key``, if an earlier try of this same task instance completed it
+        (its writer metadata is ours); None if another writer's, or if that cannot be told."""
+        if not self.options.writer:
+            return None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError):
+            return None  # no s3:GetObject: the KeyExistsError stands, with its own advice
+        metadata = head.get("Metadata", {})
+        if metadata.get(WRITER_METADATA) != self.options.writer or "s3connect-reservation" in metadata:
+            raise KeyExistsError(
+                f"s3://{self.bucket}/{key} already exists and overwrite is off; it was written by "
+                f"{'another task' if WRITER_METADATA in metadata else 'something other than airflow-s3connect'}, "
+                "not by an earlier try of this one: choose another key (add {uuid} or {connection_run_id}) or set "
+                "overwrite=True."
+            ) from None
+        log.info("s3://%s/%s was completed by an earlier try of this task: kept as this try's result.", self.bucket,
+                 key)  # fmt: skip
+        return Uploaded(self.bucket, key, int(head["ContentLength"]), str(head.get("ETag", "")),
+                        head.get("VersionId"), None)  # fmt: skip
+
+
+def abort_uploads(client: S3Client, bucket: str, uploads: Mapping[str, str]) -> list[str]:
+    """Abort multipart uploads an earlier, killed try left open (upload id → key); returns
+    the keys whose upload was aborted. An upload already gone is not an error."""
+    aborted = []
+    for upload, key in uploads.items():
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            aborted.append(key)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("NoSuchUpload", "404"):
+                raise translate(exc, "AbortMultipartUpload", bucket, key) from None
+    return aborted
 
 
 # --------------------------------------------------------------------------- results and manifests

@@ -1,13 +1,20 @@
-"""Import what arrived during the run's data interval: sensor → List → Get per object → archive.
+"""Import what arrives each hour: the sensor's matches are exactly what the run fetches.
 
-* The sensor waits (in the triggerer) for CSV files modified since the interval's start.
-* List keeps the files modified within the interval, [start, end): every run takes exactly
-  its own files, so reruns and backfills are idempotent ("interval" mode).
-* Get is mapped over the listing (no second listing), one task per file, and archives each
-  object under ``processed/{ds_nodash}/`` once its local file is complete.
+* The sensor waits, in the triggerer, for CSV files modified since the interval's start
+  (``collect_all``: every file present when the first one is seen). An hour with no file
+  is normal: the sensor then gives up at the hour's end and the run is *skipped*
+  (``soft_fail``), not failed.
+* Get is mapped over the sensor's own result, so the files that ended the wait are the
+  files imported, by the same run, even when they arrive after the interval's end.
+  Each is archived under ``processed/{ds_nodash}/`` once its local file is complete, so
+  the next run does not see it again.
 
-``S3GetObjectOperator(prefix=..., incremental="interval")`` does the last two in one task.
-Needs s3:ListBucket, s3:GetObject, s3:DeleteObject, and s3:PutObject on ``processed/``.
+Executor assumptions: ``local_dir`` is on the worker that ran each mapped ``fetch`` task.
+With the Local executor that is this machine; on Celery or Kubernetes every mapped task
+may run elsewhere (a pod's disk disappears with it), so consume a downloaded file in the
+task that downloaded it, or keep the data in S3 (``read_into_xcom`` for small files).
+Needs s3:ListBucket, s3:GetObject,
+s3:DeleteObject, and s3:PutObject on ``processed/``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import datetime
 import pendulum
 from airflow.sdk import DAG, DeltaDataIntervalTimetable
 
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator
+from airflow_s3connect.operators import S3GetObjectOperator
 from airflow_s3connect.sensors import S3ObjectSensor
 
 with DAG(
@@ -33,21 +40,15 @@ with DAG(
         prefix="incoming/",
         pattern="*.csv",
         new_since="data_interval_start",
+        collect_all=True,
         deferrable=True,
         poke_interval=30,
-        timeout=3600,
+        timeout=3300,
+        soft_fail=True,
     )
-    listing = S3ListObjectsOperator(
-        task_id="list_interval",
-        prefix="incoming/",
-        pattern="*.csv",
-        modified_since="{{ data_interval_start }}",
-        modified_until="{{ data_interval_end }}",
-    )
-    fetch = S3GetObjectOperator.partial(
+    S3GetObjectOperator.partial(
         task_id="fetch",
         local_dir="/tmp/s3connect-demo/import/{{ ds_nodash }}",
         after="archive",
         archive_prefix="processed/{ds_nodash}",
-    ).expand(key=listing.output)
-    arrived >> listing
+    ).expand(key=arrived.output)

@@ -162,3 +162,13 @@ def store(request: pytest.FixtureRequest, moto_plain: MotoServer) -> Any:
     """Each behaviour test once per S3 server: moto, RGW over HTTP, RGW over HTTPS."""
     rgw = request.getfixturevalue("rgw") if request.param != "moto" else None
     return store_for(request.param, moto_plain, rgw)
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[Any]:
+    """The fault proxy in front of the (emptied) moto server; schedule faults on it."""
+    from tests.fault_proxy import FaultProxy
+
+    running = FaultProxy(moto.url).start()
+    yield running
+    running.stop()

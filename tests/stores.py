@@ -55,3 +55,14 @@ def store_for(name: str, moto_server: Any, rgw: Any) -> Store:
         "us-east-1",
         rgw.client(https=https),
     )
+
+
+def endpoint_client(endpoint_url: str, **extra: Any) -> Any:
+    """Our S3 client (scope guard, checksums, retries) for a connection to ``endpoint_url``:
+    path addressing, test keys, the tests' region; ``extra`` are more connection fields."""
+    from airflow_s3connect.client import build_s3_client, build_session
+    from airflow_s3connect.connection import parse_settings
+
+    fields = {"endpoint_url": endpoint_url, "region_name": "eu-west-1", "addressing_style": "path", **extra}
+    settings = parse_settings("test", "AKIAEXAMPLE", "secret", fields)
+    return build_s3_client(settings, build_session(settings))

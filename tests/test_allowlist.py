@@ -15,11 +15,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 import botocore
+import botocore.loaders
 import botocore.session
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_s3connect import client as client_module
 from airflow_s3connect.allowlist import CHECKED, OPERATIONS, Access, check_call
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import AddressingStyle, ConnectionSettings
@@ -304,6 +306,7 @@ def test_an_operation_botocore_adds_later_is_refused(
     target.mkdir(parents=True)
     (target / "service-2.json").write_text(json.dumps(model))
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    monkeypatch.setattr(client_module, "_LOADER", botocore.loaders.create_loader(str(tmp_path)))  # not the cache
     client = _scoped_client(wire.url)
     assert "GetObjectFuture" in client.meta.service_model.operation_names
     before = len(wire.requests)

@@ -86,7 +86,8 @@ def test_each_operation_with_exactly_its_permissions(
     iam.server.set_auth(enforced=False)
     assert admin.get_object(Bucket=BUCKET, Key="lp/new.txt")["Body"].read() == b"small"
     assert admin.head_object(Bucket=BUCKET, Key="lp/big.bin")["ContentLength"] == 11 * MiB
-    for sub in ("key", "prefix", "role"):
+    assert (tmp_path / "key" / "lp" / "seed.txt").read_bytes() == b"seed"  # a key keeps its path
+    for sub in ("prefix", "role"):
         assert (tmp_path / sub / "seed.txt").read_bytes() == b"seed"
     assert sorted(result.value("list")) == ["lp/big.bin", "lp/new.txt", "lp/seed.txt"]
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="done/")["KeyCount"] == 0

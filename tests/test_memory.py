@@ -128,4 +128,5 @@ def test_a_million_records_in_bounded_memory(fmt: str) -> None:
     growth = {rows: (r["peak"] - r["baseline"]) / 2**20 for rows, r in reports.items()}
     print(fmt, growth, reports[1_000_000]["bytes"] / 2**20)
     assert growth[1_000_000] < 128, f"{fmt}: RSS grew by {growth[1_000_000]:.0f} MiB"
-    assert growth[1_000_000] - growth[100_000] < 16, f"{fmt}: memory grows with the rows: {growth}"
+    # Ten times the rows held in memory would add hundreds of MiB; allocator noise is a few MiB.
+    assert growth[1_000_000] - growth[100_000] < 32, f"{fmt}: memory grows with the rows: {growth}"

@@ -261,8 +261,8 @@ def test_sensor_modes_in_a_dag_run(moto: MotoServer, airflow_db: Path, tmp_path:
     assert metadata[0]["size"] == 5
     assert result.value("deferred") == ["late/arrival.json"]
     assert result.value("absent") == []
-    assert (tmp_path / "a.csv").read_bytes() == b"a.csv"  # Get expanded over the sensor's matches
-    assert (tmp_path / "b.csv").read_bytes() == b"b.csv"
+    assert (tmp_path / "landing" / "a.csv").read_bytes() == b"a.csv"  # Get expanded over the sensor's matches
+    assert (tmp_path / "landing" / "b.csv").read_bytes() == b"b.csv"
 
 
 LOOP_PROBE = r"""

@@ -8,7 +8,6 @@ import io
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from airflow_s3connect.transfer import (
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
-from tests.stores import Store
+from tests.stores import Store, endpoint_client
 
 MiB = 1024 * 1024
 PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=4)
@@ -118,17 +117,8 @@ def test_rgw_is_probed_as_honouring_conditional_puts_only(rgw: Any) -> None:
     assert (support.put, support.complete) == ("honoured", "ignored")
 
 
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    running = FaultProxy(moto.url).start()
-    yield running
-    running.stop()
-
-
 def _proxied(proxy: FaultProxy) -> Any:
-    settings = parse_settings("proxied", "AKIA1", "s", {"endpoint_url": proxy.url, "region_name": REGION,
-                                                         "addressing_style": "path", "max_attempts": 1})  # fmt: skip
-    return build_s3_client(settings, build_session(settings))
+    return endpoint_client(proxy.url, max_attempts=1)
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,29 @@ the console link and OpenLineage datasets."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import tempfile
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import translated
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
+from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import ResultSink, TransferConfig
+from airflow_s3connect.transfer import Downloader, ResultSink, TransferConfig, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+TransferT = TypeVar("TransferT", Uploader, Downloader)
 #: Results kept in XCom before they go to a JSONL manifest instead.
 MAX_XCOM_OBJECTS = 10_000
 #: Datasets reported to OpenLineage one by one; beyond this, the prefix stands for them.
@@ -75,6 +79,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         self._lineage_inputs: list[str] = []
         self._lineage_outputs: list[str] = []
         self._manifest_upload: tuple[Path, ObjectRef] | None = None
+        self._transfers: list[Uploader | Downloader] = []
 
     # -- wiring -------------------------------------------------------------------------
     @property
@@ -88,6 +93,31 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             chunk_size=self.chunk_size,
             multipart_threshold=self.multipart_threshold,
         )
+
+    # -- crash safety ----------------------------------------------------------------------
+    @staticmethod
+    def task_tag(context: Any) -> str:
+        """A tag of this task instance, the same for all its tries (temporary file names, the
+        writer metadata of uploads), so that a retry recognises what an earlier try left."""
+        ti = context["ti"]
+        identity = f"{ti.dag_id}\x1f{ti.run_id}\x1f{ti.task_id}\x1f{getattr(ti, 'map_index', -1)}"
+        return uuid.uuid5(NAMESPACE, identity).hex[:16]
+
+    @contextlib.contextmanager
+    def running(self, transfer: TransferT) -> Iterator[TransferT]:
+        """Make ``transfer`` stoppable by :meth:`on_kill` while the block runs (an Uploader
+        is entered by its own ``with`` first)."""
+        self._transfers.append(transfer)
+        try:
+            yield transfer
+        finally:
+            self._transfers.remove(transfer)
+
+    def on_kill(self) -> None:
+        """SIGTERM, "Mark failed", a timeout: stop the transfers, which abort their multipart
+        uploads and remove their temporary files before the task process ends."""
+        for transfer in list(self._transfers):
+            transfer.cancel("the task was killed (on_kill: stopped, marked failed or timed out)")
 
     # -- results --------------------------------------------------------------------------
     def open_sink(self, default_manifest_path: Path | None = None) -> ResultSink:

@@ -21,6 +21,7 @@ from airflow_s3connect.transfer import (
     archive_object,
     delete_object,
     read_object,
+    temp_path,
 )
 
 #: XCom key of the watermark state of ``incremental="watermark"``.
@@ -47,7 +48,8 @@ class S3GetObjectOperator(S3ConnectOperator):
     parallel byte ranges, and memory stays O(concurrency x 256 KiB) whatever the size.
 
     :param key: one object (relative to path_prefix, macros allowed; ``s3://`` for a full
-        location). Lands as ``local_dir/<last segment>``. Needs s3:GetObject only.
+        location). Lands as ``local_dir/<key relative to path_prefix>``: ``20250114/a.csv`` and
+        ``20250115/a.csv`` stay two files. Needs s3:GetObject only.
     :param prefix: download every object under this prefix (structure relative to it kept).
         Needs s3:ListBucket + s3:GetObject.
     :param pattern: only keys (relative to ``prefix``) matching this glob / date-mask pattern.
@@ -151,8 +153,10 @@ class S3GetObjectOperator(S3ConnectOperator):
         if self.key is not None:
             ref = self.hook.resolve(self.key, self.bucket)
             bucket, base = ref.bucket, ref.key.rpartition("/")[0]
-            name = PurePosixPath(ref.key).name
-            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, LocalTree(local_dir).path_for(name))])
+            # The key's path below the connection's prefix, not its last segment: mapped Gets of
+            # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
+            local = LocalTree(local_dir).path_for(ref.key, scope.prefix)
+            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, local)])
             watermark = None
             lister = None
         else:
@@ -162,19 +166,24 @@ class S3GetObjectOperator(S3ConnectOperator):
             watermark = self._previous_watermark(context) if self.incremental == "watermark" else None
             tasks = self._plan(lister, base, LocalTree(local_dir), watermark)
 
+        owner = self.task_tag(context)
+        if int(getattr(context["ti"], "try_number", 1) or 1) > 1:
+            self._remove_earlier_tries_files(local_dir, owner)
         downloader = Downloader(
             self.client,
             bucket,
             self.transfer_config(),
             skip_unchanged=self.skip_unchanged,
             after=self._after(scope, bucket, base),
+            owner=owner,
         )
         sink = self.open_sink(local_dir / MANIFEST_NAME)
         uris: list[str] = []
-        for done in downloader.download(tasks):
-            sink.add(object_entry(scope, bucket, done), done.size)
-            if len(uris) <= 100:
-                uris.append(f"s3://{bucket}/{done.key}")
+        with self.running(downloader):
+            for done in downloader.download(tasks):
+                sink.add(object_entry(scope, bucket, done), done.size)
+                if len(uris) <= 100:
+                    uris.append(f"s3://{bucket}/{done.key}")
         if lister is not None:
             self.log.info("Listed %d objects in %d requests", lister.scanned, lister.requests)
         self.log.info("Downloaded %d objects (%d bytes) to %s", sink.count, sink.bytes, local_dir)
@@ -227,6 +236,16 @@ class S3GetObjectOperator(S3ConnectOperator):
             yield DownloadTask(entry.key, tree.path_for(entry.key, base), entry.size, entry.etag, entry.last_modified)
 
     _new_watermark: Watermark | None = None
+
+    def _remove_earlier_tries_files(self, local_dir: Path, owner: str) -> None:
+        """A killed try leaves its temporary files (named for this task instance): remove them."""
+        if not local_dir.is_dir():
+            return
+        left = list(local_dir.rglob(temp_path(Path("*"), owner).name))
+        for stale in left:
+            stale.unlink(missing_ok=True)
+        if left:
+            self.log.warning("Removed %d temporary files an earlier try left in %s", len(left), local_dir)
 
     def _after(self, scope: Scope, bucket: str, base: str) -> Any:
         if self.after == "keep":

@@ -1,0 +1,237 @@
+"""End to end on the real CeleryExecutor stack (``make stack``): PostgreSQL, Redis, the API
+server, scheduler, DAG processor, triggerer and two Celery workers as processes.
+
+What only exists there: tasks on two workers, a sensor deferred to the triggerer and
+resumed by an upload, and workers SIGKILLed in the middle of a multipart Put and of a
+ranged Get, after which Airflow's retry must succeed and leave no unfinished multipart
+upload and no temporary file behind. ``.ci/run`` installs PostgreSQL and Redis, so CI
+always runs this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from demo import run as demo
+from demo.stack import PG_BIN, Stack, api
+from tests.fault_proxy import Fault, FaultProxy
+from tests.moto_server import free_port
+
+if not (PG_BIN / "postgres").exists() or shutil.which("redis-server") is None:
+    pytest.fail("make stack needs Debian's postgresql and redis-server: .ci/run installs them", pytrace=False)
+
+MiB = 1024 * 1024
+HEARTBEAT_TIMEOUT = 10
+LOCAL = Path("/tmp/s3connect-stack-test")
+
+STACK_DAGS = """
+import datetime, time
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import S3GetObjectOperator, S3PutObjectOperator
+from airflow_s3connect.sensors import S3ObjectSensor
+
+common = dict(schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False)
+retry = dict(retries=2, retry_delay=datetime.timedelta(seconds=1))
+
+with DAG("s3c_stack_wait", **common):
+    found = S3ObjectSensor(task_id="wait", prefix="wait/", pattern="*.flag", deferrable=True, poke_interval=1,
+                           timeout=300)
+    found >> S3GetObjectOperator(task_id="fetch", prefix="wait/", pattern="*.flag", local_dir="LOCAL/wait")
+
+with DAG("s3c_stack_put", **common):
+    S3PutObjectOperator(task_id="put", source="LOCAL/source/", key="once/", overwrite=False,
+                        s3connect_conn_id="stack_slow", chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
+
+with DAG("s3c_stack_get", **common):
+    S3GetObjectOperator(task_id="get", key="big/blob.bin", local_dir="LOCAL/get", s3connect_conn_id="stack_slow",
+                        chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy_holder() -> Iterator[dict[str, FaultProxy]]:
+    holder: dict[str, FaultProxy] = {}
+    yield holder
+    if "proxy" in holder:
+        holder["proxy"].stop()
+
+
+@pytest.fixture(scope="module")
+def stack(proxy_holder: dict[str, FaultProxy]) -> Iterator[Stack]:
+    # Not under pytest's tmp_path: PostgreSQL runs as its own user, who must reach its folder.
+    home = Path(tempfile.mkdtemp(prefix="s3connect-stack-"))
+    home.chmod(0o755)
+    dags = home / "dags"
+    dags.mkdir()
+    for example in (demo.ROOT / "dags").glob("example_*.py"):
+        shutil.copy(example, dags)
+    (dags / "s3c_stack.py").write_text(STACK_DAGS.replace("LOCAL", str(LOCAL)))
+    shutil.rmtree(LOCAL, ignore_errors=True)
+    # The slow connection goes through a fault proxy in front of the stack's S3; its port is
+    # known before the stack starts, its upstream once the embedded S3 is up.
+    proxy = FaultProxy("http://127.0.0.1:1").start()
+    proxy_holder["proxy"] = proxy
+    slow = {"conn_type": "s3connect", "login": "demo", "password": "demo",
+            "extra": {"endpoint_url": proxy.url, "region_name": demo.REGION, "bucket": demo.BUCKET,
+                      "addressing_style": "path", "max_attempts": 2}}  # fmt: skip
+    extra_env = {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        "AIRFLOW_CONN_STACK_SLOW": json.dumps(slow),
+    }
+    with Stack(home, api_port=free_port(), extra_env=extra_env).running() as running:
+        proxy.upstream = running.s3_url
+        yield running
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _s3(stack: Stack) -> Any:
+    return boto3.client("s3", endpoint_url=stack.s3_url, region_name=demo.REGION, aws_access_key_id="demo",
+                        aws_secret_access_key="demo")  # fmt: skip
+
+
+def _trigger(stack: Stack, dag_id: str) -> str:
+    api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    run = api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": now})
+    return str(run["dag_run_id"])  # type: ignore[index]
+
+
+def _tis(stack: Stack, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])  # type: ignore[index]
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float = 240) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _finished(stack: Stack, dag_id: str, run_id: str, timeout: float = 240) -> str:
+    def state() -> str | None:
+        run = api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return str(run["state"]) if run["state"] in ("success", "failed") else None  # type: ignore[index]
+
+    return str(_until(f"{dag_id} {run_id}", state, timeout))
+
+
+def _wait_for_dag(stack: Stack, dag_id: str) -> None:
+    def parsed() -> bool:
+        try:
+            api(stack.api_url, f"/api/v2/dags/{dag_id}")
+            return True
+        except OSError:
+            return False
+
+    _until(f"the DAG processor to parse {dag_id}", parsed, 120)
+
+
+def test_every_example_runs_on_the_celery_workers(stack: Stack) -> None:
+    s3 = _s3(stack)
+    runs = {}
+    for dag_id in ("example_export", "example_import", "example_catalog", "example_cross_account"):
+        _wait_for_dag(stack, dag_id)
+        runs[dag_id] = _trigger(stack, dag_id)
+    states = {dag_id: _finished(stack, dag_id, run_id) for dag_id, run_id in runs.items()}
+    assert states == dict.fromkeys(runs, "success")
+    hosts = {ti["hostname"] for dag_id, run_id in runs.items() for ti in _tis(stack, dag_id, run_id)}
+    assert {h.split("@")[0] for h in hosts if h} <= {"worker1", "worker2"}
+    assert _keys(s3, "incoming/") == []
+    assert len(_keys(s3, "processed/")) == 3
+    assert [k.rsplit(".", 1)[-1] for k in _keys(s3, "exports/acme/orders/")] == ["gz", "parquet"]
+
+
+def _keys(s3: Any, prefix: str, bucket: str = demo.BUCKET) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def test_a_deferred_sensor_resumes_in_the_triggerer_after_an_upload(stack: Stack) -> None:
+    _wait_for_dag(stack, "s3c_stack_wait")
+    run_id = _trigger(stack, "s3c_stack_wait")
+
+    def sensor_is(state: str) -> bool:
+        tis = _tis(stack, "s3c_stack_wait", run_id)
+        return any(ti["task_id"] == "wait" and ti["state"] == state for ti in tis)
+
+    _until("the sensor to defer", lambda: sensor_is("deferred"), 120)
+    uploaded = time.monotonic()
+    _s3(stack).put_object(Bucket=demo.BUCKET, Key="wait/go.flag", Body=b"go")
+
+    _until("the sensor to resume", lambda: sensor_is("success"), 120)
+    print(f"upload -> sensor success: {time.monotonic() - uploaded:.1f} s")
+    assert _finished(stack, "s3c_stack_wait", run_id) == "success"
+    assert (LOCAL / "wait" / "go.flag").read_bytes() == b"go"
+
+
+def _kill_worker_running(stack: Stack, dag_id: str, run_id: str, task_id: str) -> str:
+    def host() -> str | None:
+        for ti in _tis(stack, dag_id, run_id):
+            if ti["task_id"] == task_id and ti["state"] == "running" and ti.get("hostname"):
+                return str(ti["hostname"]).split("@")[0]
+        return None
+
+    worker = str(_until(f"{task_id} to run", host, 120))
+    stack.kill(worker)
+    return worker
+
+
+def test_a_worker_killed_mid_multipart_put_is_retried_cleanly(
+    stack: Stack, proxy_holder: dict[str, FaultProxy]
+) -> None:
+    """The first object is complete when the worker dies: with overwrite=False, the retry
+    recognises it as its own; the second was mid-multipart: the retry aborts that upload."""
+    source = LOCAL / "source"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "a-small.txt").write_bytes(b"small")
+    big = bytes(range(256)) * (40 * 4096)  # 40 MiB: 8 parts
+    (source / "b-big.bin").write_bytes(big)
+    proxy = proxy_holder["proxy"]
+    proxy.schedule(Fault("slow", "UploadPart", times=None, delay=3.0))
+    s3 = _s3(stack)
+    _wait_for_dag(stack, "s3c_stack_put")
+    run_id = _trigger(stack, "s3c_stack_put")
+    _until("the multipart upload to start", lambda: s3.list_multipart_uploads(Bucket=demo.BUCKET).get("Uploads"))
+    assert _keys(s3, "once/") == ["once/a-small.txt"]
+    worker = _kill_worker_running(stack, "s3c_stack_put", run_id, "put")
+    proxy.schedule()
+    stack.start_worker(worker)
+    assert _finished(stack, "s3c_stack_put", run_id, timeout=300) == "success"
+    (ti,) = _tis(stack, "s3c_stack_put", run_id)
+    assert ti["try_number"] >= 2
+    assert s3.get_object(Bucket=demo.BUCKET, Key="once/b-big.bin")["Body"].read() == big
+    assert s3.list_multipart_uploads(Bucket=demo.BUCKET, Prefix="once/").get("Uploads", []) == []
+
+
+def test_a_worker_killed_mid_ranged_get_is_retried_without_leftovers(
+    stack: Stack, proxy_holder: dict[str, FaultProxy]
+) -> None:
+    big = bytes(range(256)) * (40 * 4096)
+    s3 = _s3(stack)
+    s3.put_object(Bucket=demo.BUCKET, Key="big/blob.bin", Body=big)
+    proxy = proxy_holder["proxy"]
+    proxy.schedule(Fault("slow", "GetObject", times=None, delay=3.0, ranged=True))
+    _wait_for_dag(stack, "s3c_stack_get")
+    run_id = _trigger(stack, "s3c_stack_get")
+    _until("the download to start", lambda: list((LOCAL / "get").glob(".*.part")) if (LOCAL / "get").exists() else [])
+    worker = _kill_worker_running(stack, "s3c_stack_get", run_id, "get")
+    proxy.schedule()
+    stack.start_worker(worker)
+    assert _finished(stack, "s3c_stack_get", run_id, timeout=300) == "success"
+    assert (LOCAL / "get" / "big" / "blob.bin").read_bytes() == big
+    assert sorted(p.name for p in (LOCAL / "get").rglob("*")) == ["big", "blob.bin"]
