@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean demo airflow bench bench-quick
+.PHONY: install test lint clean demo airflow stack bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/python -m demo.standalone
 
+# CeleryExecutor without Docker: needs Debian's postgresql and redis-server (.ci/run installs them).
+stack: $(STAMP)
+	$(BIN)/python -m demo.stack
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
@@ -35,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .airflow
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .airflow .stack

@@ -91,7 +91,8 @@ class Stack:
                 "AIRFLOW__API_AUTH__JWT_SECRET": "s3connect-stack-local-only-jwt-secret",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://airflow@127.0.0.1:{self.pg_port}/airflow",
+                # psycopg2: a plain "postgresql://" result backend needs psycopg 3.
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
