@@ -1,0 +1,114 @@
+"""Installs as users install it: the built wheel into a clean virtual environment with only
+Airflow, for the oldest and the newest supported Airflow lines, the oldest at the floors of
+our own dependencies (boto3/botocore/s3transfer, common-compat).
+
+Airflow's published constraint files cannot be reached from these machines, only the
+package registries: what a plain resolution breaks is pinned here, as measured, and the
+README says so. Each environment must list the provider, offer the form's fields, import
+every public module, and run a DAG that puts, senses, lists and gets against the embedded S3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_s3connect.connection import FIELDS
+from tests.moto_server import MotoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+UV = str(Path(sys.executable).parent / "uv")
+
+#: Airflow line → what must be pinned beside it. 3.2.2 resolves fastapi, cadwyn and svcs
+#: versions with which no task runs ("svcs_registry", pydantic discriminator errors):
+#: those are the versions its own constraints hold. The floor environment also holds our
+#: dependencies at their lowest declared versions.
+LINES: dict[str, list[str]] = {
+    "3.2.2": [
+        "svcs==25.1.0", "cadwyn==7.0.0", "fastapi==0.136.3",
+        "boto3==1.36.0", "botocore==1.36.0", "s3transfer==0.11.0", "apache-airflow-providers-common-compat==1.8.0",
+    ],
+    "3.3.2": [],
+}  # fmt: skip
+
+DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.sensors import S3ObjectSensor
+
+with DAG("s3c_compat", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")):
+    put = S3PutObjectOperator(task_id="put", data="hello {{ ds }}", key="compat/{run_id}.txt", overwrite=False)
+    sensed = S3ObjectSensor(task_id="sense", prefix="compat/", poke_interval=1, timeout=60)
+    listed = S3ListObjectsOperator(task_id="list", prefix="compat/")
+    got = S3GetObjectOperator(task_id="get", prefix="compat/", local_dir="OUT", after="delete")
+    put >> sensed >> listed >> got
+"""
+
+CHECKS = """
+import json
+import airflow_s3connect.cli, airflow_s3connect.hooks.s3connect, airflow_s3connect.links
+import airflow_s3connect.plugins.setup_page, airflow_s3connect.sensors, airflow_s3connect.triggers
+from airflow_s3connect.operators import *
+from airflow.providers_manager import ProvidersManager
+info = ProvidersManager().providers["airflow-s3connect"].data
+(conn,) = info["connection-types"]
+print(json.dumps(sorted(conn["conn-fields"])))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([UV, "build", "--wheel", "-o", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (built,) = out.glob("airflow_s3connect-*.whl")
+    return built
+
+
+@pytest.mark.parametrize("line", list(LINES))
+def test_the_wheel_works_on_each_supported_airflow_line(
+    line: str, wheel: Path, moto: MotoServer, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([UV, "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run(
+        [UV, "pip", "install", "-q", "--python", python, f"apache-airflow=={line}", str(wheel), *LINES[line]],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    moto.admin_client("s3").create_bucket(
+        Bucket="compat", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "compat.py").write_text(DAG.replace("OUT", str(tmp_path / "out")))
+    connection = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
+                  "extra": {"endpoint_url": moto.url, "region_name": "eu-west-1", "bucket": "compat"}}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))},
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_S3CONNECT_DEFAULT": json.dumps(connection),
+    }
+    airflow = str(venv / "bin" / "airflow")
+
+    def run(*command: str) -> str:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        return done.stdout + done.stderr
+
+    assert "airflow-s3connect" in run(airflow, "providers", "list")
+    fields = json.loads(run(python, "-c", CHECKS).strip().splitlines()[-1])
+    assert fields == sorted(f.name for f in FIELDS)
+    run(airflow, "db", "migrate")
+    output = run(airflow, "dags", "test", "s3c_compat", "2025-01-02")
+    assert "state=success" in output, output[-4000:]
+    assert [p.read_text() for p in (tmp_path / "out").glob("*.txt")] == ["hello 2025-01-02"]
+    assert moto.admin_client("s3").list_objects_v2(Bucket="compat").get("KeyCount") == 0  # got, then deleted
