@@ -7,6 +7,8 @@ dataset (``datasource/{YYYYMMDD}/file_{YYYYMM}_a.csv``). Fields come from the ne
 header (delimiter sniffed), read as a byte range: nothing is downloaded whole. The catalog
 is returned (XCom) and written to ``catalogs/{ds_nodash}/datasource.json``.
 Needs s3:ListBucket + s3:GetObject, and s3:PutObject on the catalog key.
+
+Executor assumptions: none. Everything is read from and written to S3 within one task.
 """
 
 from __future__ import annotations

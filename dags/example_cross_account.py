@@ -5,6 +5,9 @@ The connection ``s3connect_partner`` has ``auth_type=assume_role``, the partner'
 tenant). The worker's own credentials (or the connection's access key) only need
 ``sts:AssumeRole`` on that role; the role needs s3:PutObject and s3:ListBucket on the
 partner's prefix. Credentials refresh themselves during long transfers.
+
+Executor assumptions: every worker reads the connection (and, for the external ID's
+derivation, the same ``S3CONNECT_EXTERNAL_ID_SECRET``); no local state between tasks.
 """
 
 from __future__ import annotations

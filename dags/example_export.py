@@ -3,7 +3,11 @@
 Each run writes ``exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}``:
 one key per run and format, stable across retries (``connection_run_id`` is a UUID5 of the
 DAG and run), so ``overwrite=False`` turns an accidental second write into a clear
-KeyExistsError instead of a silent replacement. Needs only s3:PutObject.
+KeyExistsError instead of a silent replacement; a retry after a lost worker keeps the
+object its earlier try completed. Needs only s3:PutObject.
+
+Executor assumptions: none. Records are produced and uploaded in the same task, nothing is
+read from a worker's disk, so it runs the same on Local, Celery and Kubernetes executors.
 """
 
 from __future__ import annotations

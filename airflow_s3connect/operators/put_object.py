@@ -15,6 +15,7 @@ from typing import IO, Any, cast
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_s3connect.checksums import check_algorithm
+from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.formats import RecordFormat, content_type_for, encode_records, get_format, write_parquet
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
 from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
@@ -186,10 +187,15 @@ class S3PutObjectOperator(S3ConnectOperator):
         if store is None:
             return
         left = store.get(UPLOADS_STATE) or {}
-        if left:
+        if not left:
+            return
+        try:
             aborted = abort_uploads(self.client, bucket, left)
+        except S3ConnectError as exc:  # no s3:AbortMultipartUpload: the lifecycle rule's job then
+            self.log.warning("Could not abort the multipart uploads an earlier try left (%s): %s", left, exc)
+        else:
             self.log.warning("Aborted the unfinished multipart uploads an earlier try left: %s", ", ".join(aborted))
-            store.set(UPLOADS_STATE, {})
+        store.set(UPLOADS_STATE, {})
 
     def _options(self) -> PutOptions:
         return PutOptions(
