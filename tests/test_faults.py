@@ -1,5 +1,5 @@
-"""Faults injected between boto3 and moto (tests/fault_proxy.py): retries that work, and
-failures that leave nothing half-done.
+"""Faults injected between boto3 and the store (tests/fault_proxy.py), in front of moto and of
+Ceph RGW: retries that work, and failures that leave nothing half-done.
 
 Transient faults (the first matching request fails): the operation completes and the data
 is byte-identical. Persistent faults (every matching request fails): it fails within a
@@ -48,26 +48,78 @@ SMALL_BODY = os.urandom(3000)
 LARGE_BODY = os.urandom(12 * MiB + 5)
 
 
+@dataclass
+class Upstream:
+    """The S3 server behind the proxy, and how to empty the test bucket on it."""
+
+    name: str
+    url: str
+    key: str
+    secret: str
+    region: str
+    admin: Any
+    reset: Callable[[], None]
+    #: Seconds the client waits for an answer. RGW on 2 busy cores sometimes takes more than
+    #: 1 s to answer CreateMultipartUpload; the retry then opens a second upload that the
+    #: first attempt's lost answer leaves behind, which is not the fault under test.
+    read_timeout: int = 1
+
+    def hold(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """A "slow" fault's hold: past this upstream's read_timeout."""
+        return {**extra, "delay": self.read_timeout + 0.6} if "delay" in extra else extra
+
+
+def _empty(admin: Any) -> None:
+    """RGW has no reset: the bucket is emptied (objects and unfinished uploads) instead."""
+    for upload in admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+        admin.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            admin.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+
+@pytest.fixture(scope="module", params=["moto", "rgw-http"])
+def upstream(request: pytest.FixtureRequest, moto_plain: MotoServer) -> Upstream:
+    """Faults in front of moto and in front of Ceph RGW (over HTTP, which the proxy speaks)."""
+    if request.param == "moto":
+
+        def reset() -> None:
+            moto_plain.reset()
+            moto_plain.admin_client("s3").create_bucket(
+                Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+            )
+
+        return Upstream("moto", moto_plain.url, "AKIAEXAMPLE", "secret", REGION, moto_plain.admin_client("s3"), reset)
+    rgw = request.getfixturevalue("rgw")
+    admin = rgw.client()
+    if BUCKET not in [b["Name"] for b in admin.list_buckets()["Buckets"]]:
+        admin.create_bucket(Bucket=BUCKET)
+    return Upstream("rgw-http", rgw.http_url, rgw.access_key, rgw.secret_key, "us-east-1", admin,
+                    lambda: _empty(admin), read_timeout=4)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def proxy(moto_plain: MotoServer) -> Iterator[FaultProxy]:
-    running = FaultProxy(moto_plain.url).start()
+def proxy(upstream: Upstream) -> Iterator[FaultProxy]:
+    running = FaultProxy(upstream.url).start()
     yield running
     running.stop()
 
 
 @pytest.fixture
-def client(moto: MotoServer, proxy: FaultProxy) -> Any:
+def client(upstream: Upstream, proxy: FaultProxy) -> Any:
+    upstream.reset()
     proxy.schedule()
     settings = parse_settings(
         "faults",
-        "AKIAEXAMPLE",
-        "secret",
+        upstream.key,
+        upstream.secret,
         {
             "endpoint_url": proxy.url,
-            "region_name": REGION,
+            "region_name": upstream.region,
+            "addressing_style": "path",
             "max_attempts": 3,
             "connect_timeout": 1,
-            "read_timeout": 1,
+            "read_timeout": upstream.read_timeout,
         },
     )
     return build_s3_client(settings, build_session(settings))
@@ -206,13 +258,13 @@ TRANSIENT: list[tuple[str, str, str, dict[str, Any]]] = [
     ("operation", "call", "kind", "extra"), TRANSIENT, ids=[f"{o}-{c}-{k}" for o, c, k, _ in TRANSIENT]
 )
 def test_transient_fault_is_retried_and_data_is_identical(
-    operation: str, call: str, kind: str, extra: dict[str, Any], moto: MotoServer, proxy: FaultProxy, client: Any,
+    operation: str, call: str, kind: str, extra: dict[str, Any], upstream: Upstream, proxy: FaultProxy, client: Any,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     op = OPERATIONS[operation]
-    admin = moto.admin_client("s3")
+    admin = upstream.admin
     op.seed(admin)
-    fault = Fault(kind, call, **extra)
+    fault = Fault(kind, call, **upstream.hold(extra))
     proxy.schedule(fault)
     result = op.run(client, tmp_path)
     assert fault.seen == fault.times, f"the schedule did not fire: {proxy.operations}"
@@ -252,13 +304,13 @@ PERSISTENT: list[tuple[str, str, str, type[Exception], str, dict[str, Any]]] = [
 )
 def test_persistent_fault_fails_bounded_and_leaves_nothing(
     operation: str, call: str, kind: str, error: type[Exception], message: str, extra: dict[str, Any],
-    moto: MotoServer, proxy: FaultProxy, client: Any, tmp_path: Path,
+    upstream: Upstream, proxy: FaultProxy, client: Any, tmp_path: Path,
 ) -> None:  # fmt: skip
     op = OPERATIONS[operation]
-    admin = moto.admin_client("s3")
+    admin = upstream.admin
     op.seed(admin)
     before = {o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
-    proxy.schedule(Fault(kind, call, times=None, **extra))
+    proxy.schedule(Fault(kind, call, times=None, **upstream.hold(extra)))
     started = time.monotonic()
     with pytest.raises(error) as info:
         op.run(client, tmp_path)
@@ -286,12 +338,12 @@ def _put_once(client: Any) -> None:
         list(up.results())
 
 
-def test_a_retried_conditional_write_says_it_may_be_its_own(moto: MotoServer, proxy: FaultProxy, client: Any) -> None:
+def test_a_retried_conditional_write_says_it_may_be_its_own(upstream: Upstream, proxy: FaultProxy, client: Any) -> None:
     """The first PUT reaches S3 but its answer is lost (slow past read_timeout); the retry
     then meets the object it wrote itself. The error must not claim someone else did."""
     conditional_support(client, BUCKET, "")  # the store's probe first, so that the fault hits our PUT
-    proxy.schedule(Fault("slow", "PutObject", delay=1.6))
+    proxy.schedule(Fault("slow", "PutObject", **upstream.hold(SLOW)))
     with pytest.raises(KeyExistsError) as info:
         _put_once(client)
     assert "retried after a lost answer: the object may be this run's own first attempt" in str(info.value)
-    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="t/once.bin")["Body"].read() == SMALL_BODY
+    assert upstream.admin.get_object(Bucket=BUCKET, Key="t/once.bin")["Body"].read() == SMALL_BODY
