@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,16 +189,20 @@ def test_listing_above_the_cap_goes_to_an_s3_manifest(roundtrip: Roundtrip) -> N
     assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
 
 
-def test_download_above_the_cap_goes_to_a_local_manifest(roundtrip: Roundtrip) -> None:
-    result, files, out = roundtrip.result, roundtrip.files, roundtrip.out
+def test_download_above_the_cap_goes_to_an_s3_manifest_by_default(roundtrip: Roundtrip) -> None:
+    """No manifest_path: the manifest goes to S3, where a task on another worker finds it."""
+    result, files, bucket = roundtrip.result, roundtrip.files, roundtrip.bucket
     under_d0 = {name: data for name, data in files.items() if name.startswith("d0/")}
     summary = result.value("get_capped")
+    run_id = re.sub(r"[^A-Za-z0-9_.=-]", "-", result.run_id)
+    key = f".s3connect/manifests/{roundtrip.dag_id}/{run_id}/get_capped.jsonl"
     assert summary == {
-        "manifest": str(out / "capped" / ".s3connect-manifest.jsonl"),
+        "manifest": f"s3://{bucket}/{key}",
         "count": len(under_d0),
         "bytes": sum(len(b) for b in under_d0.values()),
     }
-    lines = [json.loads(line) for line in Path(summary["manifest"]).read_text().splitlines()]
+    body = roundtrip.store.admin.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    lines = [json.loads(line) for line in body.splitlines()]
     assert sorted(line["key"] for line in lines) == sorted(f"tree/{name}" for name in under_d0)
     assert all(Path(line["local_path"]).read_bytes() == files[line["key"][5:]] for line in lines)
 

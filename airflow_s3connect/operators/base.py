@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,9 +45,9 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     :param multipart_threshold: objects above this size are transferred in parts.
     :param max_xcom_objects: results returned through XCom at most; beyond, a JSONL
         manifest holds them all and XCom gets ``{"manifest", "count", "bytes"}``.
-    :param manifest_path: local path of that manifest.
+    :param manifest_path: local path of that manifest (default: none, the manifest goes to S3).
     :param manifest_key: S3 key of that manifest (relative to path_prefix; needs
-        s3:PutObject). Prefer it on Celery/Kubernetes, where the next task runs elsewhere.
+        s3:PutObject); default ``.s3connect/manifests/<dag>/<run>/<task>.jsonl``.
     """
 
     operator_extra_links = (S3ConsoleLink(),)
@@ -120,26 +121,35 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             transfer.cancel("the task was killed (on_kill: stopped, marked failed or timed out)")
 
     # -- results --------------------------------------------------------------------------
-    def open_sink(self, default_manifest_path: Path | None = None) -> ResultSink:
-        """A result collector that spills to the manifest past ``max_xcom_objects``."""
+    def open_sink(self, context: Any) -> ResultSink:
+        """A result collector that spills to the manifest past ``max_xcom_objects``.
+
+        The manifest goes to S3 unless ``manifest_path`` asks for a local file: on Celery
+        or Kubernetes the next task runs on another machine, where a worker's file is not.
+        Without ``manifest_key`` it is :meth:`default_manifest_key` (needs s3:PutObject there).
+        """
 
         def manifest() -> tuple[IO[str], str]:
-            if self.manifest_key:
-                ref = self.hook.resolve(self.manifest_key, self.bucket)
-                handle = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")  # noqa: SIM115
-                self._manifest_upload = (Path(handle.name), ref)
-                return handle, ref.uri
-            path = Path(self.manifest_path) if self.manifest_path else default_manifest_path
-            if path is None:
-                raise ValueError(
-                    f"More than max_xcom_objects={self.max_xcom_objects} results: set manifest_key (S3) or "
-                    "manifest_path (local) to receive them as JSONL, or raise max_xcom_objects."
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return open(path, "w", encoding="utf-8"), str(path)
+            if self.manifest_path:
+                path = Path(self.manifest_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return open(path, "w", encoding="utf-8"), str(path)
+            ref = self.hook.resolve(self.manifest_key or self.default_manifest_key(context), self.bucket)
+            handle = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")  # noqa: SIM115
+            self._manifest_upload = (Path(handle.name), ref)
+            return handle, ref.uri
 
         self._manifest_upload = None
         return ResultSink(self.max_xcom_objects, manifest)
+
+    @staticmethod
+    def default_manifest_key(context: Any) -> str:
+        """``.s3connect/manifests/<dag>/<run>/<task>[-<map index>].jsonl`` below path_prefix."""
+        ti = context["ti"]
+        run = re.sub(r"[^A-Za-z0-9_.=-]", "-", str(ti.run_id))
+        index = getattr(ti, "map_index", -1)
+        task = ti.task_id if index in (None, -1) else f"{ti.task_id}-{index}"
+        return f".s3connect/manifests/{ti.dag_id}/{run}/{task}.jsonl"
 
     def sink_result(self, sink: ResultSink, **summary: Any) -> Any:
         """What goes to XCom: the items, or where the manifest is and the counts."""

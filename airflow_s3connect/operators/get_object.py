@@ -28,8 +28,6 @@ from airflow_s3connect.transfer import (
 WATERMARK_XCOM_KEY = "s3connect_watermark"
 #: Default size cap of ``read_into_xcom``.
 MAX_XCOM_BYTES = 1024 * 1024
-#: Name of the default manifest inside local_dir.
-MANIFEST_NAME = ".s3connect-manifest.jsonl"
 
 Incremental = Literal["interval", "watermark"] | None
 After = Literal["keep", "delete", "archive"]
@@ -73,7 +71,7 @@ class S3GetObjectOperator(S3ConnectOperator):
     :param fail_on_empty: fail when nothing matched (default: succeed with an empty list).
 
     Returns ``[{key, uri, local_path, size, etag, last_modified, skipped}]`` (keys relative
-    to path_prefix), or past ``max_xcom_objects`` a manifest (default ``local_dir/.s3connect-manifest.jsonl``).
+    to path_prefix), or past ``max_xcom_objects`` a manifest (in S3 unless ``manifest_path`` is set).
     """
 
     template_fields: Sequence[str] = (
@@ -177,7 +175,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             after=self._after(scope, bucket, base),
             owner=owner,
         )
-        sink = self.open_sink(local_dir / MANIFEST_NAME)
+        sink = self.open_sink(context)
         uris: list[str] = []
         with self.running(downloader):
             for done in downloader.download(tasks):

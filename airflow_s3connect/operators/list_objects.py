@@ -108,7 +108,7 @@ class S3ListObjectsOperator(S3ConnectOperator):
             max_objects=self.max_objects or None,
         )
         lister = Lister(self.client, bucket, query)
-        sink = self.open_sink()
+        sink = self.open_sink(context)
         for entry in lister:
             if isinstance(entry, CommonPrefix):
                 relative = scope.relative(entry.prefix)

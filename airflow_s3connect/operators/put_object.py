@@ -211,7 +211,7 @@ class S3PutObjectOperator(S3ConnectOperator):
     def execute(self, context: Any) -> Any:
         scope = self.hook.scope_settings.scope
         bucket = scope.bucket_for(self.bucket)
-        sink = self.open_sink()
+        sink = self.open_sink(context)
         written: list[Uploaded] = []
         store = context.get("task_state_store")
         self._abort_abandoned_uploads(store, bucket)
