@@ -53,6 +53,10 @@ with DAG("s3c_stack_put", **common):
     S3PutObjectOperator(task_id="put", source="LOCAL/source/", key="once/", overwrite=False,
                         s3connect_conn_id="stack_slow", chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
 
+with DAG("s3c_stack_kill", **common):
+    S3PutObjectOperator(task_id="put", source="LOCAL/kill/big.bin", key="kill/big.bin",
+                        s3connect_conn_id="stack_slow", chunk_size=5 * 2**20, multipart_threshold=5 * 2**20)
+
 with DAG("s3c_stack_get", **common):
     S3GetObjectOperator(task_id="get", key="big/blob.bin", local_dir="LOCAL/get", s3connect_conn_id="stack_slow",
                         chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
@@ -75,7 +79,8 @@ def stack(proxy_holder: dict[str, FaultProxy]) -> Iterator[Stack]:
     dags = home / "dags"
     dags.mkdir()
     for example in (demo.ROOT / "dags").glob("example_*.py"):
-        shutil.copy(example, dags)
+        # example_import waits 55 min for files; here 15 s, so that "nothing arrived" is testable.
+        (dags / example.name).write_text(example.read_text().replace("timeout=3300", "timeout=15"))
     (dags / "s3c_stack.py").write_text(STACK_DAGS.replace("LOCAL", str(LOCAL)))
     shutil.rmtree(LOCAL, ignore_errors=True)
     # The slow connection goes through a fault proxy in front of the stack's S3; its port is
@@ -117,6 +122,12 @@ def _trigger(stack: Stack, dag_id: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
     run = api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": now})
     return str(run["dag_run_id"])  # type: ignore[index]
+
+
+def _trigger_now(stack: Stack, dag_id: str) -> str:
+    """A manual run, now (the DAG unpaused already)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return str(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": now})["dag_run_id"])  # type: ignore[index]
 
 
 def _tis(stack: Stack, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -168,6 +179,40 @@ def test_every_example_runs_on_the_celery_workers(stack: Stack) -> None:
 
 def _keys(s3: Any, prefix: str, bucket: str = demo.BUCKET) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def test_an_hour_without_files_is_a_skipped_import_not_a_failure(stack: Stack) -> None:
+    """example_import once incoming/ is empty (the first test imported and archived it all)."""
+    assert _keys(_s3(stack), "incoming/") == []
+    run_id = _trigger_now(stack, "example_import")
+    assert _finished(stack, "example_import", run_id, timeout=180) == "success"
+    states = {ti["task_id"]: ti["state"] for ti in _tis(stack, "example_import", run_id)}
+    assert states["wait_for_files"] == "skipped"
+    assert states["fetch"] == "skipped"
+
+
+def test_marking_a_running_put_failed_aborts_its_multipart_upload(
+    stack: Stack, proxy_holder: dict[str, FaultProxy]
+) -> None:
+    """ "Mark failed" in the UI: the supervisor stops the task, on_kill cancels the transfer."""
+    (LOCAL / "kill").mkdir(parents=True, exist_ok=True)
+    # 16 parts, 4 at a time, 5 s each: 20 s, far longer than the supervisor takes to notice.
+    (LOCAL / "kill" / "big.bin").write_bytes(bytes(range(256)) * (80 * 4096))
+    proxy = proxy_holder["proxy"]
+    proxy.schedule(Fault("slow", "UploadPart", times=None, delay=5.0))
+    s3 = _s3(stack)
+    _wait_for_dag(stack, "s3c_stack_kill")
+    run_id = _trigger(stack, "s3c_stack_kill")
+
+    def uploading() -> list[Any]:
+        return list(s3.list_multipart_uploads(Bucket=demo.BUCKET, Prefix="kill/").get("Uploads", []))
+
+    _until("the multipart upload to start", uploading)
+    api(stack.api_url, f"/api/v2/dags/s3c_stack_kill/dagRuns/{run_id}/taskInstances/put", {"new_state": "failed"},
+        method="PATCH")  # fmt: skip
+    _until("the multipart upload to be aborted", lambda: not uploading(), 90)
+    proxy.schedule()
+    assert _keys(s3, "kill/") == []
 
 
 def test_a_deferred_sensor_resumes_in_the_triggerer_after_an_upload(stack: Stack) -> None:
