@@ -18,8 +18,8 @@ from airflow_s3connect.scope import check_bucket_name, normalize_prefix
 
 POLICY_VERSION = "2012-10-17"
 
-#: SPEC.md's least-privilege table, per operation. ``archive`` (after a get) writes a copy,
-#: so it also needs s3:PutObject.
+#: The permissions granted per operation: what it needs, and no more. ``archive`` (after a
+#: get) writes a copy, so it also needs s3:PutObject.
 OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
     "put": ("s3:PutObject",),
     "get": ("s3:ListBucket", "s3:GetObject"),
@@ -32,7 +32,7 @@ OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
 
 #: What each operation actually calls, so what ``s3connect check`` requires for "works":
 #: List and the sensor only list (the least-privilege suite runs them without GetObject),
-#: while the policy above grants SPEC.md's table.
+#: while the policy above also grants s3:GetObject, so that listed objects can be read.
 OPERATION_USES: dict[str, tuple[str, ...]] = {
     "put": ("s3:PutObject",),
     "get (one key)": ("s3:GetObject",),

@@ -1,4 +1,4 @@
-"""Export records as csv.gz and parquet under seed-001 key macros, never overwriting.
+"""Export records as csv.gz and parquet under tenant, stream and run key macros, never overwriting.
 
 Each run writes ``exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}``:
 one key per run and format, stable across retries (``connection_run_id`` is a UUID5 of the

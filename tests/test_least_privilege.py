@@ -1,4 +1,4 @@
-"""Each operation with exactly SPEC.md's permissions, on a moto server enforcing IAM.
+"""Each operation with exactly the permissions the README's table lists, on a moto server enforcing IAM.
 
 With them: the operators succeed in a real DAG run. With one removed: the error names the
 missing action and the resource.
@@ -143,7 +143,7 @@ def _sensor(hook: S3ConnectHook, tmp: Path) -> None:
 
 
 #: What each operation is given, and what removing one of them must break. List and the
-#: sensor get SPEC.md's ListBucket + GetObject but only use ListBucket: without GetObject
+#: sensor get the granted ListBucket + GetObject but only use ListBucket: without GetObject
 #: they still work (checked below), so only ListBucket is "needed".
 GIVEN: dict[str, list[str]] = {
     "put": ["s3:PutObject"],
@@ -151,7 +151,7 @@ GIVEN: dict[str, list[str]] = {
     "get_key": ["s3:GetObject"],
     "get_prefix": ["s3:ListBucket", "s3:GetObject"],
     "get_delete": ["s3:ListBucket", "s3:GetObject", "s3:DeleteObject"],
-    # Archiving writes the copy: PutObject on top of SPEC.md's "+ s3:DeleteObject".
+    # Archiving writes the copy: PutObject on top of "+ s3:DeleteObject".
     "get_archive": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
     "list": ["s3:ListBucket", "s3:GetObject"],
     "sensor": ["s3:ListBucket", "s3:GetObject"],

@@ -1,4 +1,4 @@
-"""Every macro of SPEC.md rendered inside a real DAG run (dag.test, SQLite)."""
+"""Every macro the README lists rendered inside a real DAG run (dag.test, SQLite)."""
 
 from __future__ import annotations
 

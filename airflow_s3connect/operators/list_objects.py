@@ -11,7 +11,8 @@ from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.transfer import CommonPrefix, Downloaded, Lister, ListQuery, ObjectInfo
 
-#: Seed 002's default cap on one listing.
+#: Default cap on one listing: enough for a day's drop of most feeds, small enough that a
+#: runaway prefix fails clearly instead of listing a whole bucket.
 MAX_OBJECTS = 100_000
 
 
