@@ -52,6 +52,19 @@ def _wait(what: str, check: object, timeout: float, log: Path | None = None) -> 
         time.sleep(0.5)
 
 
+def stop_groups(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM each process group (the last started first), then SIGKILL what outlives ``grace``."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in reversed(processes):
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
 def _as_postgres(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run its tools as the ``postgres`` user then."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
@@ -167,15 +180,7 @@ class Stack:
         process.wait(30)
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_groups(list(self.processes.values()), grace=30)
         self.processes.clear()
 
     @contextmanager

@@ -12,7 +12,6 @@ Run as ``python -m tests.rgw_server DIR`` to keep one up by hand (Ctrl-C stops i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from demo.stack import stop_groups
 from tests.moto_server import free_port
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "ceph-common")
@@ -163,15 +163,7 @@ class RgwServer:
         )
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in reversed(self.processes):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_groups(self.processes, grace=15)
         self.processes.clear()
 
 
