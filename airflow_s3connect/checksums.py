@@ -27,9 +27,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from botocore.compat import HAS_CRT
-from botocore.httpchecksum import Crc32Checksum, Sha1Checksum, Sha256Checksum
-
 from airflow_s3connect.errors import S3ConnectError
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
@@ -48,7 +45,7 @@ def check_algorithm(algorithm: str) -> str:
     name = algorithm.upper()
     if name not in ALGORITHMS:
         raise ValueError(f"checksum_algorithm={algorithm!r}: use one of {', '.join(ALGORITHMS)}.")
-    if name in CRT_ALGORITHMS and not HAS_CRT:
+    if name in CRT_ALGORITHMS and not _has_crt():
         raise ValueError(
             f"checksum_algorithm={name} needs the AWS CRT on every worker: pip install 'botocore[crt]', "
             "or use CRC32, SHA1 or SHA256."
@@ -56,9 +53,19 @@ def check_algorithm(algorithm: str) -> str:
     return name
 
 
+def _has_crt() -> bool:
+    # Imported here, not at module level: operators validate their algorithm while a DAG
+    # file is parsed, and botocore's HTTP stack is not worth loading for that.
+    from botocore.compat import HAS_CRT
+
+    return bool(HAS_CRT)
+
+
 def _hasher(algorithm: str) -> Any:
+    from botocore.httpchecksum import Crc32Checksum, Sha1Checksum, Sha256Checksum
+
     classes: dict[str, Callable[[], Any]] = {"CRC32": Crc32Checksum, "SHA1": Sha1Checksum, "SHA256": Sha256Checksum}
-    if HAS_CRT:
+    if _has_crt():
         from botocore.httpchecksum import CrtCrc32cChecksum, CrtCrc64NvmeChecksum
 
         classes.update(CRC32C=CrtCrc32cChecksum, CRC64NVME=CrtCrc64NvmeChecksum)

@@ -36,11 +36,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from s3transfer.exceptions import CancelledError as S3TransferCancelledError
-from s3transfer.futures import TransferFuture
-from s3transfer.manager import TransferConfig as S3TransferConfig
-from s3transfer.manager import TransferManager
-from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.connection import is_aws_endpoint
@@ -51,6 +46,11 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from s3transfer.futures import TransferFuture
+
+# s3transfer is imported where a transfer starts, not here: this module is imported by
+# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
+# and botocore's HTTP stack) would double what parsing such a file costs.
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -577,6 +577,8 @@ class Downloader:
 
     def _drain(self, job: _Job, response: Mapping[str, Any], start: int, end: int) -> None:
         """Write a response body at its offset; on a broken body, re-request what is missing."""
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS as retryable
+
         assert job.fd is not None
         position = start
         attempts = 1
@@ -598,7 +600,7 @@ class Downloader:
                 if position == end + 1:
                     return
                 # A body that ends early without an error: what is missing is asked for again.
-            except S3_RETRYABLE_DOWNLOAD_ERRORS:
+            except retryable:
                 if position > end:
                     return
             if attempts >= self.config.max_attempts:
@@ -898,6 +900,9 @@ class Uploader:
         self._on_uploads = on_uploads
         self._open_uploads: dict[str, str] = {}
         self._cancelled: str | None = None
+        from s3transfer.manager import TransferConfig as S3TransferConfig
+        from s3transfer.manager import TransferManager
+
         self._manager = TransferManager(
             client,
             S3TransferConfig(
@@ -1062,6 +1067,8 @@ class Uploader:
 
     def results(self) -> Iterator[Uploaded]:
         """Wait for the queued uploads in order; the first failure is raised (translated)."""
+        from s3transfer.exceptions import CancelledError as S3TransferCancelledError
+
         for key, future, size in self._pending:
             try:
                 future.result()

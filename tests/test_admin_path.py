@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_s3connect.hooks import s3connect as hook_module
+from airflow_s3connect import client as client_module
 from airflow_s3connect.hooks.s3connect import PROBE_SEGMENT, S3ConnectHook
 from tests.api_server import api, request
 from tests.conftest import BUCKET, REGION
@@ -79,7 +79,7 @@ def test_test_button_without_bucket_tests_the_custom_endpoint_never_aws_sts(
     def no_sts(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("STS must not be called for a custom endpoint")
 
-    monkeypatch.setattr(hook_module, "build_sts_client", no_sts)
+    monkeypatch.setattr(client_module, "build_sts_client", no_sts)
     user = iam.user("no-perms", [])
     conn_id = make_conn("store_only", user.key, user.secret, region_name=REGION, endpoint_url=iam.server.url)
     wrong = make_conn("store_wrong", user.key, "not-the-secret", region_name=REGION, endpoint_url=iam.server.url)

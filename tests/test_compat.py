@@ -14,8 +14,11 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_s3connect.connection import FIELDS
@@ -32,6 +35,7 @@ LINES: dict[str, list[str]] = {
     "3.2.2": [
         "svcs==25.1.0", "cadwyn==7.0.0", "fastapi==0.136.3",
         "boto3==1.36.0", "botocore==1.36.0", "s3transfer==0.11.0", "apache-airflow-providers-common-compat==1.8.0",
+        "pendulum==3.1.0", "pyarrow==15.0.0",
     ],
     "3.3.2": [],
 }  # fmt: skip
@@ -44,10 +48,13 @@ from airflow_s3connect.sensors import S3ObjectSensor
 
 with DAG("s3c_compat", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")):
     put = S3PutObjectOperator(task_id="put", data="hello {{ ds }}", key="compat/{run_id}.txt", overwrite=False)
+    table = S3PutObjectOperator(
+        task_id="parquet", records=[{"n": 1, "s": "a"}], format="parquet", key="compat/t.parquet"
+    )
     sensed = S3ObjectSensor(task_id="sense", prefix="compat/", poke_interval=1, timeout=60)
     listed = S3ListObjectsOperator(task_id="list", prefix="compat/")
     got = S3GetObjectOperator(task_id="get", prefix="compat/", local_dir="OUT", after="delete")
-    put >> sensed >> listed >> got
+    [put, table] >> sensed >> listed >> got
 """
 
 CHECKS = """
@@ -63,11 +70,34 @@ print(json.dumps(sorted(conn["conn-fields"])))
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist and the wheel, built as a release builds them."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([UV, "build", "--wheel", "-o", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
-    (built,) = out.glob("airflow_s3connect-*.whl")
+    subprocess.run([UV, "build", "-o", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dist: Path) -> Path:
+    (built,) = dist.glob("airflow_s3connect-*.whl")
     return built
+
+
+def test_artifacts_carry_the_licence_and_a_user_facing_description(dist: Path, wheel: Path) -> None:
+    (sdist,) = dist.glob("airflow_s3connect-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        assert {"LICENSE", "CHANGELOG.md", "README.md"} <= {name.split("/", 1)[-1] for name in archive.getnames()}
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+        (metadata,) = (archive.read(name).decode() for name in names if name.endswith(".dist-info/METADATA"))
+    headers, _, description = metadata.partition("\n\n")
+    assert "License-Expression: Apache-2.0" in headers
+    assert "Project-URL: Homepage, https://pypi.org/project/airflow-s3connect/" in headers
+    assert [line for line in headers.splitlines() if line.startswith("Provides-Extra")] == ["Provides-Extra: parquet"]
+    first_screen = description[:2500]
+    assert "pip install" in first_screen
+    assert first_screen.index("pip install") < first_screen.index("make test")
 
 
 @pytest.mark.parametrize("line", list(LINES))
@@ -78,7 +108,7 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     subprocess.run([UV, "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     installed = subprocess.run(
-        [UV, "pip", "install", "-q", "--python", python, f"apache-airflow=={line}", str(wheel), *LINES[line]],
+        [UV, "pip", "install", "-q", "--python", python, f"apache-airflow=={line}", f"{wheel}[parquet]", *LINES[line]],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr[-3000:]
@@ -111,4 +141,5 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     output = run(airflow, "dags", "test", "s3c_compat", "2025-01-02")
     assert "state=success" in output, output[-4000:]
     assert [p.read_text() for p in (tmp_path / "out").glob("*.txt")] == ["hello 2025-01-02"]
+    assert pq.read_table(tmp_path / "out" / "t.parquet").to_pylist() == [{"n": 1, "s": "a"}]
     assert moto.admin_client("s3").list_objects_v2(Bucket="compat").get("KeyCount") == 0  # got, then deleted

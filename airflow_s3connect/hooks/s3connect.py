@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import boto3
 from airflow.sdk import BaseHook, conf
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
-from airflow_s3connect.client import build_s3_client, build_session, build_sts_client
 from airflow_s3connect.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -37,6 +35,7 @@ from airflow_s3connect.macros import MacroError, MacroValues, connection_pattern
 from airflow_s3connect.scope import ObjectRef
 
 if TYPE_CHECKING:
+    import boto3
     from mypy_boto3_s3 import S3Client
 
 
@@ -126,16 +125,20 @@ class S3ConnectHook(BaseHook):
 
     def get_session(self) -> boto3.session.Session:
         """The boto3 session carrying the connection's credentials."""
+        from airflow_s3connect import client as clients  # boto3 is loaded by a task, not by parsing a DAG
+
         with self._lock:
             if self._session is None:
-                self._session = build_session(self.settings)
+                self._session = clients.build_session(self.settings)
             return self._session
 
     def get_conn(self) -> S3Client:
         """The boto3 S3 client (scope-guarded, standard retries, pool sized to max_concurrency)."""
+        from airflow_s3connect import client as clients
+
         with self._lock:
             if self._client is None:
-                self._client = build_s3_client(self.scope_settings, self.get_session())
+                self._client = clients.build_s3_client(self.scope_settings, self.get_session())
             return self._client
 
     def resolve(self, key: str, bucket: str | None = None) -> ObjectRef:
@@ -173,13 +176,15 @@ class S3ConnectHook(BaseHook):
 
     @staticmethod
     def _test(settings: ConnectionSettings) -> tuple[bool, str]:
-        session = build_session(settings)
+        from airflow_s3connect import client as clients
+
+        session = clients.build_session(settings)
         scope = settings.scope
         if scope.bucket is None and settings.endpoint_url:
             endpoint = urlsplit(settings.endpoint_url).netloc
             try:
                 with translated("ListBuckets", role_arn=settings.role_arn):
-                    build_s3_client(settings, session).list_buckets()
+                    clients.build_s3_client(settings, session).list_buckets()
                 seen = "ListBuckets works"
             except AccessDeniedError:
                 seen = "ListBuckets is denied, which no operator needs"
@@ -188,14 +193,14 @@ class S3ConnectHook(BaseHook):
                 "operators must pass bucket=..., and no object permission was tested."
             )
         if scope.bucket is None:
-            sts = build_sts_client(settings, session)
+            sts = clients.build_sts_client(settings, session)
             with translated("GetCallerIdentity", role_arn=settings.role_arn):
                 identity = sts.get_caller_identity()
             return True, (
                 f"Authenticated as {identity['Arn']}. No bucket is set: "
                 "operators must pass bucket=..., and no S3 permission was tested."
             )
-        client = build_s3_client(settings, session)
+        client = clients.build_s3_client(settings, session)
         try:
             with translated("ListObjectsV2", scope.bucket, role_arn=settings.role_arn):
                 page = client.list_objects_v2(Bucket=scope.bucket, Prefix=scope.prefix, MaxKeys=1)
