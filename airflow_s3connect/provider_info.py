@@ -44,7 +44,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [{"integration-name": "S3 Connect", "python-modules": ["airflow_s3connect.sensors.s3object"]}],
-        "triggers": [{"integration-name": "S3 Connect", "python-modules": ["airflow_s3connect.triggers.s3object"]}],
+        "triggers": [
+            {
+                "integration-name": "S3 Connect",
+                "python-modules": ["airflow_s3connect.triggers.s3object", "airflow_s3connect.triggers.object_events"],
+            }
+        ],
         "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],
         "connection-types": [
             {

@@ -1,0 +1,181 @@
+"""New and changed objects under one prefix, found by polling: what an event watcher emits.
+
+No Airflow here. S3 has no cursor over "what changed": a listing is in key order, and
+LastModified is when an upload *started* (a multipart upload that ran for ten minutes
+appears with the time it began). So a watermark of "the newest LastModified seen" alone
+would miss an object that became visible after a newer one. The watermark therefore keeps
+the newest LastModified and every object (key, ETag, LastModified) seen within
+``lookback`` seconds before it: an object is new when it is not among them and is not
+older than that window. An object replaced in place has a new LastModified (and usually
+ETag), so it is new again: "new or updated".
+
+What a poll returns stays *pending* until :meth:`ObjectStream.commit` (the events built
+from it are stored) or :meth:`ObjectStream.release` (they were not: the next poll
+returns them again). Committing in LastModified order keeps the watermark honest when
+only the first part of a poll's objects was committed before a restart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+Start = Literal["now", "all"]
+STARTS: tuple[Start, ...] = ("now", "all")
+#: Seconds before the newest LastModified in which late-visible objects are still found.
+DEFAULT_LOOKBACK = 900.0
+_VERSION = 1
+
+
+@dataclass
+class Watermark:
+    """The newest LastModified seen, and the objects seen within the lookback before it."""
+
+    newest: datetime.datetime | None = None
+    #: key → (ETag, LastModified as ISO 8601)
+    seen: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": _VERSION,
+            "newest": self.newest.isoformat() if self.newest else None,
+            "seen": {key: list(value) for key, value in sorted(self.seen.items())},
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Watermark | None:
+        """Back from :meth:`to_json`; None for anything else (a first start)."""
+        if not isinstance(value, Mapping) or value.get("version") != _VERSION:
+            return None
+        newest = value.get("newest")
+        return cls(
+            datetime.datetime.fromisoformat(newest) if newest else None,
+            {str(key): (str(etag), str(moment)) for key, (etag, moment) in value.get("seen", {}).items()},
+        )
+
+    def is_new(self, info: ObjectInfo, lookback: float) -> bool:
+        if self.seen.get(info.key) == _identity(info):
+            return False
+        return self.newest is None or info.last_modified >= self.newest - datetime.timedelta(seconds=lookback)
+
+    def advance(self, infos: Iterable[ObjectInfo], lookback: float) -> None:
+        for info in infos:
+            self.seen[info.key] = _identity(info)
+            if self.newest is None or info.last_modified > self.newest:
+                self.newest = info.last_modified
+        if self.newest is not None:
+            oldest = self.newest - datetime.timedelta(seconds=lookback)
+            self.seen = {
+                key: value for key, value in self.seen.items() if datetime.datetime.fromisoformat(value[1]) >= oldest
+            }
+
+
+def _identity(info: ObjectInfo) -> tuple[str, str]:
+    return info.etag, info.last_modified.astimezone(datetime.timezone.utc).isoformat()
+
+
+class ObjectStream:
+    """One prefix, polled: each poll is one listing (one request per 1,000 keys).
+
+    :param watermark: what an earlier run committed; None on a first start, where
+        ``start="now"`` takes everything listed as seen and ``start="all"`` returns it.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str,
+        *,
+        start: Start = "now",
+        lookback: float = DEFAULT_LOOKBACK,
+        watermark: Watermark | None = None,
+    ) -> None:
+        if start not in STARTS:
+            raise S3ConnectError(f"start={start!r}: use 'now' (only what arrives from now on) or 'all'.")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.start = start
+        self.lookback = lookback
+        self.first_start = watermark is None
+        self.watermark = watermark or Watermark()
+        self.requests = 0
+        self._pending: set[tuple[str, str, str]] = set()
+
+    def poll(self) -> list[ObjectInfo]:
+        """What is new since the watermark and not already pending, oldest first."""
+        lister = Lister(self.client, self.bucket, ListQuery(base=self.prefix))
+        new = [
+            info
+            for info in lister
+            if isinstance(info, ObjectInfo)
+            and self.watermark.is_new(info, self.lookback)
+            and _pending_key(info) not in self._pending
+        ]
+        self.requests += lister.requests
+        new.sort(key=lambda info: (info.last_modified, info.key))
+        if self.first_start:
+            self.first_start = False
+            if self.start == "now":
+                self.watermark.advance(new, self.lookback)
+                return []
+        self._pending.update(_pending_key(info) for info in new)
+        return new
+
+    def commit(self, infos: Iterable[ObjectInfo]) -> None:
+        """The events for ``infos`` are stored: the watermark moves past them."""
+        infos = list(infos)
+        self._pending.difference_update(_pending_key(info) for info in infos)
+        self.watermark.advance(infos, self.lookback)
+
+    def release(self, infos: Iterable[ObjectInfo]) -> None:
+        """The events for ``infos`` were not stored: the next poll returns them again."""
+        self._pending.difference_update(_pending_key(info) for info in infos)
+
+
+def _pending_key(info: ObjectInfo) -> tuple[str, str, str]:
+    return (info.key, *_identity(info))
+
+
+def stream_id(*parts: Any) -> str:
+    """A short, stable name for one watched stream, to key its saved watermark."""
+    digest = hashlib.blake2s(json.dumps(parts, default=str).encode(), digest_size=8).hexdigest()
+    return f"s3connect-watermark-{digest}"
+
+
+def objects_from_events(events: Any) -> list[dict[str, Any]]:
+    """The objects a run's ``triggering_asset_events`` announce, each once, oldest first.
+
+    Accepts Airflow's mapping of asset → events (or any iterable of events, or of their
+    ``extra`` dicts). An error the watcher reported is raised here as
+    :class:`WatcherError`, so the run fails with the store's message instead of
+    processing nothing.
+    """
+    if isinstance(events, Mapping):
+        events = [event for group in events.values() for event in group]
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for event in events:
+        extra = event if isinstance(event, Mapping) else getattr(event, "extra", None) or {}
+        payload = extra.get("payload", extra)
+        if not isinstance(payload, Mapping) or "objects" not in payload:
+            continue
+        if payload.get("status") == "error":
+            raise WatcherError(f"The S3 event watcher failed ({payload.get('type')}): {payload.get('message')}")
+        for entry in payload["objects"]:
+            found.setdefault((entry["uri"], entry["etag"], entry["last_modified"]), dict(entry))
+    return sorted(found.values(), key=lambda entry: (entry["last_modified"], entry["uri"]))
+
+
+class WatcherError(S3ConnectError):
+    """The event watcher could not list its prefix; the message is the store's answer."""
