@@ -683,26 +683,29 @@ def object_size(response: Mapping[str, Any]) -> int:
     return int(response["ContentLength"])
 
 
-def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> bytes:
-    """The content of one small object, in one request; refuses objects over ``max_bytes``."""
+def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> tuple[bytes, str]:
+    """The content and ETag of one small object, in one request; refuses objects over ``max_bytes``."""
     with translated("GetObject", bucket, key):
         try:
             response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "InvalidRange":
                 raise
-            return b""  # empty object
+            # An empty object has no byte 0 to range over; its ETag is still needed
+            # (a delete or archive afterwards is conditional on it).
+            return b"", client.head_object(Bucket=bucket, Key=key)["ETag"]
+        etag = str(response.get("ETag", ""))
         total = object_size(response)
         if total == 0:
             response["Body"].close()
-            return b""
+            return b"", etag
         if total > max_bytes:
             response["Body"].close()
             raise S3ConnectError(
                 f"s3://{bucket}/{key} is {total} bytes, over the XCom limit of {max_bytes}: download it to "
                 "local_dir instead, or raise max_xcom_bytes if your XCom backend can hold it."
             )
-        return bytes(response["Body"].read())
+        return bytes(response["Body"].read()), etag
 
 
 # --------------------------------------------------------------------------- after a download

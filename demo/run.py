@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -27,7 +28,7 @@ BUCKET = "s3connect-demo"
 PARTNER_BUCKET = "partner-dropbox"
 REGION = "eu-west-1"
 #: Each example DAG and the logical date it is run for ("now": its data interval ends now).
-DAGS = ("example_export", "example_import", "example_cross_account", "example_catalog")
+DAGS = ("example_export", "example_import", "example_cross_account", "example_catalog", "example_event_driven")
 
 
 @contextmanager
@@ -130,6 +131,31 @@ def dags_test(env: dict[str, str], dag_id: str) -> subprocess.CompletedProcess[s
     return airflow(env, "dags", "test", dag_id, logical.isoformat())
 
 
+WATCH_ONCE = """
+import asyncio, json
+from airflow_s3connect.triggers import S3ObjectEventTrigger
+
+async def first_event():
+    events = S3ObjectEventTrigger(prefix="drop/", pattern="*.csv", start="all", poll_interval=1).run()
+    try:
+        return (await asyncio.wait_for(anext(events), 60)).payload
+    finally:
+        await events.aclose()
+
+print(json.dumps(asyncio.run(first_event())))
+"""
+
+
+def watch_once(env: dict[str, str], url: str) -> dict[str, Any]:
+    """What example_event_driven's watcher announces when a file lands in ``drop/``: the
+    trigger, run as the triggerer runs it (in its own process), until its first event."""
+    s3_client(url).put_object(Bucket=BUCKET, Key="drop/hello.csv", Body=b"id\n1\n")  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-c", WATCH_ONCE], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise RuntimeError(f"the drop/ watcher failed: {done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def tree(url: str) -> str:
     """Every object of the demo buckets, as a tree with sizes."""
     s3 = s3_client(url)
@@ -169,6 +195,8 @@ def main() -> int:
             if state != "ok":
                 failed.append(dag_id)
                 print((result.stdout + result.stderr)[-4000:])
+        event = watch_once(env, url)
+        print(f"\nThe drop/ watcher, after a file landed: {json.dumps(event)}")
         print("\nWhat landed where:\n" + tree(url))
     return 1 if failed else 0
 

@@ -173,6 +173,11 @@ class Stack:
     def start_worker(self, name: str) -> None:
         self._start(name, self._airflow("celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "4"))
 
+    def restart(self, name: str) -> None:
+        """Stop an Airflow component as a redeploy does (SIGTERM, SIGKILL after 30 s), start it again."""
+        stop_groups([self.processes.pop(name)], grace=30)
+        self._start(name, self._airflow(name))
+
     def kill(self, name: str) -> None:
         """SIGKILL a component and its children (a worker's task processes), as a lost machine."""
         process = self.processes.pop(name)

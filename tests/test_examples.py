@@ -13,7 +13,13 @@ import pytest
 
 from demo import run as demo
 
-EXPECTED_DAGS = {"example_export", "example_import", "example_cross_account", "example_catalog"}
+EXPECTED_DAGS = {
+    "example_export",
+    "example_import",
+    "example_cross_account",
+    "example_catalog",
+    "example_event_driven",
+}
 
 
 def test_example_dags_parse_without_errors_or_network(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +46,15 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
         migrated = demo.airflow(env, "db", "migrate")
         assert migrated.returncode == 0, migrated.stderr[-2000:]
         results = {dag_id: demo.dags_test(env, dag_id) for dag_id in sorted(EXPECTED_DAGS)}
+        results["watcher"] = demo.watch_once(env, url)
         yield results, demo.s3_client(url), demo.tree(url)
+
+
+def test_the_demo_watcher_announces_the_dropped_file(demo_run: tuple[dict[str, Any], Any, str]) -> None:
+    event = demo_run[0]["watcher"]
+    assert event["status"] == "success"
+    (found,) = event["objects"]
+    assert (found["key"], found["size"], found["uri"]) == ("drop/hello.csv", 5, f"s3://{demo.BUCKET}/drop/hello.csv")
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.errors import AccessDeniedError, NoSuchBucketError
+from airflow_s3connect.events import ObjectStream
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.transfer import (
     Downloader,
@@ -143,6 +144,12 @@ def _sensor(hook: S3ConnectHook, tmp: Path) -> None:
 
 
 #: What each operation is given, and what removing one of them must break. List and the
+def _event_watcher(hook: S3ConnectHook, tmp: Path) -> None:
+    """What S3ObjectEventTrigger does each poll, through the same client."""
+    (found,) = ObjectStream(hook.get_conn(), BUCKET, "lp/", start="all").poll()
+    assert found.key == "lp/seed.txt"
+
+
 #: sensor get the granted ListBucket + GetObject but only use ListBucket: without GetObject
 #: they still work (checked below), so only ListBucket is "needed".
 GIVEN: dict[str, list[str]] = {
@@ -155,6 +162,7 @@ GIVEN: dict[str, list[str]] = {
     "get_archive": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
     "list": ["s3:ListBucket", "s3:GetObject"],
     "sensor": ["s3:ListBucket", "s3:GetObject"],
+    "event_watcher": ["s3:ListBucket"],
 }
 NEEDED = {
     op: [a for a in actions if not (op in ("list", "sensor") and a == "s3:GetObject")] for op, actions in GIVEN.items()
@@ -168,6 +176,7 @@ OPERATIONS: dict[str, Callable[[S3ConnectHook, Path], None]] = {
     "get_archive": _get_archive,
     "list": _list,
     "sensor": _sensor,
+    "event_watcher": _event_watcher,
 }
 IDENTITIES = ("user", "role")
 

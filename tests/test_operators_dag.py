@@ -58,6 +58,9 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
                                metadata={"run": "{{ run_id }}"}, **conn)
     read = S3GetObjectOperator(task_id="read_note", key="notes/{tenant}.txt", read_into_xcom=True, **conn)
     note >> read
+    mail = S3PutObjectOperator(task_id="put_mail", data="mail {{ ds }}", key="mail/note.txt", **conn)
+    mail >> S3GetObjectOperator(task_id="read_and_archive", key="mail/note.txt", read_into_xcom=True,
+                                after="archive", archive_prefix="read/", **conn)
 
     archive = S3GetObjectOperator(task_id="archive_inbox", prefix="inbox/", pattern="*.json", local_dir="OUT/inbox",
                                   after="archive", archive_prefix="processed/{ds_nodash}", **conn)
@@ -243,6 +246,13 @@ def test_data_put_and_read_into_xcom(roundtrip: Roundtrip) -> None:
     head = roundtrip.store.admin.head_object(Bucket=roundtrip.bucket, Key="notes/acme.txt")
     assert head["Metadata"] == {"run": result.run_id}
     assert head["ContentType"] == "text/plain"
+
+
+def test_read_into_xcom_then_archive(roundtrip: Roundtrip) -> None:
+    admin, bucket = roundtrip.store.admin, roundtrip.bucket
+    assert roundtrip.result.value("read_and_archive") == "mail 2025-04-14"
+    assert admin.list_objects_v2(Bucket=bucket, Prefix="mail/").get("KeyCount") == 0
+    assert admin.get_object(Bucket=bucket, Key="read/note.txt")["Body"].read() == b"mail 2025-04-14"
 
 
 def test_archive_and_delete_after_download(roundtrip: Roundtrip) -> None:

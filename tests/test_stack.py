@@ -304,3 +304,53 @@ def test_a_worker_killed_mid_ranged_get_is_retried_without_leftovers(
     assert _finished(stack, "s3c_stack_get", run_id, timeout=300) == "success"
     assert (LOCAL / "get" / "big" / "blob.bin").read_bytes() == big
     assert sorted(p.name for p in (LOCAL / "get").rglob("*")) == ["big", "blob.bin"]
+
+
+def _drop_listings(stack: Stack) -> int:
+    """ListObjectsV2 requests for drop/ the embedded S3 has answered (its request log)."""
+    log = (stack.home / "s3" / "s3.log").read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "list-type=2" in line and "prefix=drop" in line)
+
+
+@pytest.mark.timeout(900)  # the DAG processor registers the watcher up to ~90 s after the DAG is unpaused
+def test_dropped_files_start_runs_that_see_each_file_once_across_a_triggerer_restart(stack: Stack) -> None:
+    """example_event_driven: the asset watcher in the triggerer, asset state, the scheduler."""
+    dag_id = "example_event_driven"
+    s3 = _s3(stack)
+    _wait_for_dag(stack, dag_id)
+    api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
+
+    def recorded() -> list[str]:
+        keys: list[str] = []
+        for key in _keys(s3, "audit/event_runs/"):
+            keys += json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
+        return sorted(keys)
+
+    def runs() -> list[dict[str, Any]]:
+        return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])  # type: ignore[index]
+
+    def all_finished() -> bool:
+        return all(run["state"] in ("success", "failed") for run in runs())
+
+    first = [f"drop/e{i}.csv" for i in range(3)]
+    for key in first:
+        s3.put_object(Bucket=demo.BUCKET, Key=key, Body=f"id\n{key}\n".encode())
+    _until("runs that load the three files", lambda: recorded() == first and all_finished(), 300)
+    before = runs()
+    assert {run["state"] for run in before} == {"success"}
+    assert all(run["run_type"] == "asset_triggered" for run in before)
+
+    stack.restart("triggerer")
+    listed = _drop_listings(stack)
+    _until("the restarted watcher to poll drop/ twice", lambda: _drop_listings(stack) >= listed + 2, 180)
+    time.sleep(5)  # what those polls could have fired reaches the scheduler (2 s heartbeat)
+    assert len(runs()) == len(before)  # nothing announced twice
+
+    s3.put_object(Bucket=demo.BUCKET, Key="drop/late.csv", Body=b"id\nlate\n")
+    _until("a run for the new file", lambda: "drop/late.csv" in recorded() and all_finished(), 300)
+    after = runs()
+    assert recorded() == sorted([*first, "drop/late.csv"])  # each file in exactly one run
+    assert len(after) == len(before) + 1
+    assert {run["state"] for run in after} == {"success"}
+    assert _keys(s3, "drop/") == []  # every file loaded and archived
+    assert len(_keys(s3, "loaded/")) == 4

@@ -281,7 +281,7 @@ def test_an_empty_object_answered_206_without_a_body_reads_as_empty(
     (done,) = _download(_proxied(proxy), "empty.bin", tmp_path / "empty.bin")
     assert (tmp_path / "empty.bin").read_bytes() == b""
     assert done.size == 0
-    assert read_object(_proxied(proxy), BUCKET, "empty.bin", 1000) == b""
+    assert read_object(_proxied(proxy), BUCKET, "empty.bin", 1000)[0] == b""
 
 
 def test_errors_quote_the_stores_own_message(moto: MotoServer, proxy: FaultProxy) -> None:

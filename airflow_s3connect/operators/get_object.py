@@ -139,14 +139,18 @@ class S3GetObjectOperator(S3ConnectOperator):
         if self.read_into_xcom:
             assert self.key is not None
             ref = self.hook.resolve(self.key, self.bucket)
-            content = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
-            self.record_lineage(inputs=[ref.uri])
+            content, etag = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
             try:
-                return content.decode(self.encoding)
+                text = content.decode(self.encoding)
             except UnicodeDecodeError:
                 raise ValueError(
                     f"{ref.uri} is not {self.encoding} text: set encoding=... or download it to local_dir."
                 ) from None
+            # Only once the text is in hand: a failed read never deletes or moves the object.
+            if (after := self._after(scope, ref.bucket, ref.key.rpartition("/")[0])) is not None:
+                after(Downloaded(ref.key, Path(), len(content), etag, None))  # no local file: read into XCom
+            self.record_lineage(inputs=[ref.uri])
+            return text
         local_dir = Path(str(self.local_dir)).expanduser()
         if self.key is not None:
             ref = self.hook.resolve(self.key, self.bucket)
