@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +34,9 @@ Start = Literal["now", "all"]
 STARTS: tuple[Start, ...] = ("now", "all")
 #: Seconds before the newest LastModified in which late-visible objects are still found.
 DEFAULT_LOOKBACK = 900.0
+#: Dates in keys are often the writer's local date, up to 14 hours off UTC: a listing that
+#: skips keys by their date starts a day earlier than the lookback alone would.
+DATE_SLACK = datetime.timedelta(days=1)
 _VERSION = 1
 
 
@@ -89,6 +92,10 @@ class ObjectStream:
 
     :param watermark: what an earlier run committed; None on a first start, where
         ``start="now"`` takes everything listed as seen and ``start="all"`` returns it.
+    :param start_after: for keys that sort by a date in them, the full key to list after
+        for a moment (:meth:`~airflow_s3connect.patterns.KeyPattern.start_after`): a poll
+        then skips the keys dated before the lookback (and :data:`DATE_SLACK`). An object
+        rewritten under such an old date is not seen.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class ObjectStream:
         start: Start = "now",
         lookback: float = DEFAULT_LOOKBACK,
         watermark: Watermark | None = None,
+        start_after: Callable[[datetime.datetime], str] | None = None,
     ) -> None:
         if start not in STARTS:
             raise S3ConnectError(f"start={start!r}: use 'now' (only what arrives from now on) or 'all'.")
@@ -111,11 +119,15 @@ class ObjectStream:
         self.first_start = watermark is None
         self.watermark = watermark or Watermark()
         self.requests = 0
+        self._start_after = start_after
         self._pending: set[tuple[str, str, str]] = set()
 
     def poll(self) -> list[ObjectInfo]:
         """What is new since the watermark and not already pending, oldest first."""
-        lister = Lister(self.client, self.bucket, ListQuery(base=self.prefix))
+        after = None
+        if self._start_after is not None and self.watermark.newest is not None:
+            after = self._start_after(self.watermark.newest - datetime.timedelta(seconds=self.lookback) - DATE_SLACK)
+        lister = Lister(self.client, self.bucket, ListQuery(base=self.prefix, start_after=after))
         new = [
             info
             for info in lister

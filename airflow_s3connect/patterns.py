@@ -1,4 +1,4 @@
-"""Key patterns: globs and DataGalaxy-style date masks, compiled once, matched per key.
+"""Key patterns: globs and date masks, compiled once, matched per key.
 
 Pure. ``datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv`` mixes:
 
@@ -9,11 +9,13 @@ Pure. ``datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv`` mixes:
 
 The literal text before the first wildcard is :attr:`KeyPattern.prefix`, the ``Prefix``
 sent to ListObjectsV2: every key the pattern matches starts with it, so no listing reads
-more than it must.
+more than it must. When date masks follow it (``landing/{YYYY}/{MM}/*.csv``), keys sort by
+those dates, and :meth:`KeyPattern.start_after` skips the older ones as well.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,13 +28,14 @@ class PatternError(S3ConnectError, ValueError):
     """A malformed key pattern."""
 
 
+#: Date masks and the dates they stand for, as strftime formats; each matches digits only.
 DATE_MASKS: Mapping[str, str] = {
-    "YYYY": r"\d{4}",
-    "MM": r"\d{2}",
-    "DD": r"\d{2}",
-    "HH": r"\d{2}",
-    "YYYYMM": r"\d{6}",
-    "YYYYMMDD": r"\d{8}",
+    "YYYY": "%Y",
+    "MM": "%m",
+    "DD": "%d",
+    "HH": "%H",
+    "YYYYMM": "%Y%m",
+    "YYYYMMDD": "%Y%m%d",
 }
 _MASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -53,6 +56,13 @@ class KeyPattern:
     source: str
     prefix: str
     regex: re.Pattern[str] = field(repr=False)
+    #: strftime format of the date masks right after :attr:`prefix` (``%Y/%m``), if any.
+    date_order: str | None = None
+
+    def start_after(self, moment: datetime.datetime) -> str | None:
+        """A ``StartAfter`` (relative, like :attr:`prefix`) that skips only keys dated before
+        ``moment``'s date in the leading masks; None when the pattern does not start with dates."""
+        return self.prefix + moment.strftime(self.date_order) if self.date_order else None
 
     def match(self, key: str) -> PatternMatch | None:
         found = self.regex.fullmatch(key)
@@ -113,7 +123,7 @@ def compile_pattern(pattern: str) -> KeyPattern:
                 out.append(f"(?P={name})")
             else:
                 seen.add(name)
-                out.append(f"(?P<{name}>{DATE_MASKS.get(name, '[^/]+')})")
+                out.append(f"(?P<{name}>{_mask_regex(name)})")
             i = end + 1
         elif ch == "}":
             raise PatternError(f"Pattern {pattern!r}: '}}' at position {i} has no opening '{{'.")
@@ -121,7 +131,33 @@ def compile_pattern(pattern: str) -> KeyPattern:
             out.append(re.escape(ch))
             i += 1
     prefix = pattern if prefix_end is None else pattern[:prefix_end]
-    return KeyPattern(pattern, prefix, re.compile("".join(out), re.DOTALL))
+    order = None if prefix_end is None else _leading_dates(pattern[prefix_end:])
+    return KeyPattern(pattern, prefix, re.compile("".join(out), re.DOTALL), order)
+
+
+def _mask_regex(name: str) -> str:
+    """Digits for a date mask (``%Y`` four, the others two); one segment for any other name."""
+    if name not in DATE_MASKS:
+        return "[^/]+"
+    return re.sub(r"%([a-zA-Z])", lambda m: r"\d{4}" if m.group(1) == "Y" else r"\d{2}", DATE_MASKS[name])
+
+
+def _leading_dates(rest: str) -> str | None:
+    """The strftime format of the date masks ``rest`` starts with (and the text between
+    them), as long as each continues the one before (year, month, day, hour): only then do
+    keys sort by that date."""
+    hierarchy = ["%Y", "%m", "%d", "%H"]
+    order, end, done = "", 0, 0
+    for token in re.findall(r"\{[^}]*\}|.", rest):
+        directives = re.findall(r"%[a-zA-Z]", DATE_MASKS.get(token[1:-1], "")) if token.startswith("{") else []
+        if directives and directives == hierarchy[done : done + len(directives)]:
+            order += DATE_MASKS[token[1:-1]]
+            end, done = len(order), done + len(directives)
+        elif not directives and len(token) == 1 and token not in "*?[{}":
+            order += token.replace("%", "%%")
+        else:
+            break
+    return order[:end] or None
 
 
 def escape_literal(value: str) -> str:

@@ -216,6 +216,31 @@ def test_an_idle_poll_is_one_request(watched: tuple[Store, str, str]) -> None:
     assert stream.poll() == []
 
 
+def test_a_dated_pattern_lists_only_recent_dates(watched: tuple[Store, str, str]) -> None:
+    """StartAfter skips the dates before the lookback: an upload into an old date folder
+    after the baseline is not listed, one into today's folder is."""
+    store, bucket, _ = watched
+    today = datetime.datetime.now(datetime.timezone.utc)
+    _put(store, bucket, f"landing/{today:%Y/%m/%d}/first.csv")
+    _put(store, bucket, "landing/2020/01/01/old.csv")
+    state = MemoryState()
+
+    async def run() -> list[dict[str, Any]]:
+        events = _trigger(state, pattern="{YYYY}/{MM}/{DD}/*.csv").run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.0)  # the baseline: first.csv is the newest, old.csv is listed once
+        _put(store, bucket, "landing/2020/01/01/late.csv")  # new, but under a date far before the lookback
+        _put(store, bucket, f"landing/{today:%Y/%m/%d}/second.csv")
+        payloads = [(await asyncio.wait_for(pending, 30)).payload]
+        await _quiet(events, 1.0)
+        return payloads
+
+    (payload,) = asyncio.run(run())
+    assert [o["key"] for o in payload["objects"]] == [f"landing/{today:%Y/%m/%d}/second.csv"]
+    (saved,) = state.values.values()
+    assert "tenants/acme/landing/2020/01/01/late.csv" not in saved["seen"]
+
+
 def test_errors_are_events_once_per_distinct_error_and_polling_goes_on(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,29 @@ def test_date_parts() -> None:
 
 
 @pytest.mark.parametrize(
+    ("pattern", "start_after"),
+    [
+        ("landing/{YYYY}/{MM}/{DD}/*.csv", "landing/2026/11/03"),
+        ("{YYYY}-{MM}-{DD}T{HH}.json", "2026-11-03T07"),
+        ("datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv", "datasource/20261103"),  # the second date is not the order
+        ("d{YYYYMM}{DD}/x", "d20261103"),
+        ("{YYYY}/{DD}/x", "2026"),  # a day without its month does not sort
+        ("{MM}/{YYYY}/x", None),  # months before years: keys do not sort by date
+        ("a/{tenant}/{YYYY}/x", None),
+        ("x/*.csv", None),
+        ("plain.csv", None),
+    ],
+)
+def test_patterns_that_start_with_dates_skip_older_keys(pattern: str, start_after: str | None) -> None:
+    compiled = compile_pattern(pattern)
+    moment = datetime.datetime(2026, 11, 3, 7, 30)
+    assert compiled.start_after(moment) == start_after
+    if start_after is not None:  # every key of that date or later sorts after it, every older one before
+        older = moment - datetime.timedelta(days=400)
+        assert moment.strftime(compiled.date_order or "") > older.strftime(compiled.date_order or "")
+
+
+@pytest.mark.parametrize(
     ("pattern", "message"),
     [("a/[bc", "never closed"), ("a/{YYYY", "never closed"), ("a/}x", "no opening"), ("a/{1x}", "not a mask name")],
 )

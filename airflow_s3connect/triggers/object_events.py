@@ -25,6 +25,7 @@ listing runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -199,10 +200,11 @@ def _error(exc: S3ConnectError) -> dict[str, Any]:
 
 def _stream_key(options: dict[str, Any]) -> tuple[Any, ...]:
     """What the producer's listing depends on; watchers that agree on it share one poll."""
-    literal = compile_pattern(options["pattern"]).prefix if options.get("pattern") else ""
+    pattern = compile_pattern(options["pattern"]) if options.get("pattern") else None
+    listed = (pattern.prefix, pattern.date_order) if pattern is not None else ("", None)
     names = ("s3connect_conn_id", "bucket", "prefix", "tenant", "tap", "stream_name")
     timing = ("start", "poll_interval", "jitter", "lookback")
-    return ("airflow_s3connect", *(options.get(n) for n in names), literal, *(options.get(n) for n in timing))
+    return ("airflow_s3connect", *(options.get(n) for n in names), *listed, *(options.get(n) for n in timing))
 
 
 @dataclass
@@ -218,6 +220,10 @@ class _Watch:
     @property
     def listing_prefix(self) -> str:
         return self.base + (self.pattern.prefix if self.pattern is not None else "")
+
+    def start_after(self, moment: datetime.datetime) -> str:
+        assert self.pattern is not None
+        return self.base + (self.pattern.start_after(moment) or "")
 
 
 def _resolve(options: dict[str, Any]) -> _Watch:
@@ -293,6 +299,7 @@ class ObjectProducer(SharedStreamProducer):
                         start=self.options["start"],
                         lookback=self.options["lookback"],
                         watermark=watermark,
+                        start_after=watch.start_after if watch.pattern and watch.pattern.date_order else None,
                     )
                 new = await asyncio.to_thread(self.stream.poll)
                 reported = None
