@@ -22,6 +22,8 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.transfer import ObjectInfo
 from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import _STATE_STORES, ObjectProducer, _accessors
+from tests.conftest import BUCKET, REGION
+from tests.moto_server import MotoServer
 from tests.stores import Store
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -336,3 +338,35 @@ def test_the_trigger_serializes_no_secret_and_round_trips() -> None:
     assert classpath == "airflow_s3connect.triggers.object_events.S3ObjectEventTrigger"
     assert S3ObjectEventTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert set(kwargs) == set(ObjectProducer(kwargs, list).options)
+
+
+def test_assumed_role_credentials_refresh_across_sessions(moto: MotoServer, make_conn: Callable[..., str]) -> None:
+    """A watcher lives for days, across many one-hour sessions: 50 minutes on (inside the
+    refresh margin) its listings carry a new session. Only the client's clock can move
+    (moto's STS keeps its own), so one session boundary is what can be crossed here."""
+    import time_machine
+
+    conn_id = make_conn("watch_role", "AKIABASE", "base-secret-do-not-log", region_name=REGION,
+                        endpoint_url=moto.url, sts_endpoint_url=moto.url, bucket=BUCKET,
+                        auth_type="assume_role", role_arn="arn:aws:iam::210987654321:role/partner-reader")  # fmt: skip
+    trigger = S3ObjectEventTrigger(s3connect_conn_id=conn_id, prefix="days/", poll_interval=0.2)
+    assert "secret" not in json.dumps(trigger.serialize())
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=50)
+
+    async def watch() -> dict[str, Any]:
+        events = trigger.run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.0)  # baseline and a few polls in the first session
+        with time_machine.travel(later, tick=True):
+            await asyncio.sleep(1.0)
+            moto.admin_client("s3").put_object(Bucket=BUCKET, Key="days/late.csv", Body=b"x")
+            event = await asyncio.wait_for(pending, 30)
+        await events.aclose()
+        return dict(event.payload)
+
+    with moto.recording() as rec:
+        payload = asyncio.run(watch())
+    assert [o["key"] for o in payload["objects"]] == ["days/late.csv"]
+    tokens = [r.headers["X-Amz-Security-Token"] for r in rec.s3() if "list-type" in r.query]
+    assert len(rec.sts("AssumeRole")) >= 2
+    assert tokens[0] != tokens[-1]
