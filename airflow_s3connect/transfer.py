@@ -766,6 +766,51 @@ def archive_object(client: S3Client, bucket: str, key: str, target: str, etag: s
     delete_object(client, bucket, key, etag)
 
 
+#: Keys per DeleteObjects request: S3's limit.
+DELETE_BATCH = 1000
+
+
+class BatchDelete:
+    """DeleteObjects in batches of :data:`DELETE_BATCH` keys: one request per batch.
+
+    With ``if_match`` each key carries the ETag it was listed with, so an object replaced
+    since the listing is not deleted (AWS honours it; a store that does not know the
+    field deletes unconditionally, which is why callers pass it for AWS only). S3 answers
+    per key: what it refused is collected in :attr:`failed`, the rest is yielded.
+    """
+
+    def __init__(self, client: S3Client, bucket: str, *, if_match: bool = False) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.if_match = if_match
+        self.requests = 0
+        #: (key, code, message) of every key S3 did not delete
+        self.failed: list[tuple[str, str, str]] = []
+
+    def run(self, objects: Iterable[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
+        """Delete ``objects`` (listed, with their ETag, or keys); yield each one deleted."""
+        found = iter(objects)
+        while batch := list(itertools.islice(found, DELETE_BATCH)):
+            entries: list[dict[str, Any]] = []
+            for item in batch:
+                entry: dict[str, Any] = {"Key": item.key if isinstance(item, ObjectInfo) else item}
+                if self.if_match and isinstance(item, ObjectInfo) and item.etag:
+                    entry["ETag"] = item.etag
+                entries.append(entry)
+            with translated("DeleteObjects", self.bucket, entries[0]["Key"]):
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": entries, "Quiet": True},  # type: ignore[typeddict-item]
+                )
+            self.requests += 1
+            errors = {error.get("Key", ""): error for error in answer.get("Errors", [])}
+            for item, entry in zip(batch, entries, strict=True):
+                if (error := errors.get(entry["Key"])) is not None:
+                    self.failed.append((entry["Key"], str(error.get("Code", "")), str(error.get("Message", ""))))
+                else:
+                    yield item
+
+
 def _replaced_after_download(bucket: str, key: str, etag: str) -> ObjectChangedError:
     return ObjectChangedError(
         f"s3://{bucket}/{key} was replaced after it was downloaded (it is no longer ETag {etag}): it was not "

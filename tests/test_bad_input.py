@@ -175,7 +175,7 @@ RUNTIME_DAG = """
 import json, pendulum
 from pathlib import Path
 from airflow.sdk import DAG
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator
+from airflow_s3connect.operators import S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator
 
 def remember(context):
     Path("OUT/errors").mkdir(parents=True, exist_ok=True)
@@ -196,6 +196,7 @@ with DAG("s3c_bad_input", schedule=None, start_date=pendulum.datetime(2025, 1, 1
     S3GetObjectOperator(task_id="file_in_the_way", s3connect_conn_id="bi", prefix="nested/", local_dir="OUT/in-the-way")
     S3GetObjectOperator(task_id="xcom_cap", s3connect_conn_id="bi", key="in/big.csv", read_into_xcom=True,
                         max_xcom_bytes=1000)
+    S3DeleteObjectsOperator(task_id="delete_cap", s3connect_conn_id="bi", prefix="in/", max_objects=1)
 """
 
 RUNTIME: dict[str, str] = {
@@ -206,6 +207,7 @@ RUNTIME: dict[str, str] = {
     "unwritable_local_dir": "Make local_dir writable and remove files that sit where directories must go",
     "file_in_the_way": "remove files that sit where directories must go",
     "xcom_cap": "over the XCom limit of 1000",
+    "delete_cap": "has more than max_objects=1 objects to delete: nothing was deleted",
 }
 
 
@@ -236,3 +238,4 @@ def test_runtime_bad_input_in_a_dag_run(
     assert [p for p in tmp_path.rglob("*") if ".part" in p.name] == []
     assert (tmp_path / "in-the-way" / "dir").read_text() == "a file where the directory dir/ must go"
     assert (tmp_path / "a-file").read_text() == "I am a file, not a directory"
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="in/")["KeyCount"] == 2  # the capped delete deleted nothing

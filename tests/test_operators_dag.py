@@ -30,7 +30,7 @@ ROUNDTRIP = """
 import pendulum
 from airflow.sdk import DAG, AssetAlias
 from airflow_s3connect.operators import (
-    S3CatalogOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+    S3CatalogOperator, S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
 )
 from airflow_s3connect.sensors import S3ObjectSensor
 
@@ -76,6 +76,11 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
     sense = S3ObjectSensor(task_id="sense_note", key="notes/{tenant}.txt", mode="poke", poke_interval=1,
                            timeout=60, **conn)
     note >> sense
+    preview = S3DeleteObjectsOperator(task_id="delete_preview", prefix="trash/", pattern="*.tmp", dry_run=True,
+                                      **conn)
+    purge = S3DeleteObjectsOperator(task_id="delete_tmp", prefix="trash/", pattern="*.tmp", **conn)
+    named = S3DeleteObjectsOperator(task_id="delete_named", keys=["trash/keep.txt", "trash/never-there"], **conn)
+    preview >> purge >> named
     S3CatalogOperator(task_id="catalog", prefix="datasource/", patterns=["{YYYYMMDD}/file_{YYYYMM}_{zz}.csv"],
                       catalog_key="catalogs/{ds_nodash}/datasource.json", **conn)
 """
@@ -127,6 +132,8 @@ def roundtrip(
         admin.put_object(Bucket=bucket, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
     admin.put_object(Bucket=bucket, Key="inbox/skip.txt", Body=b"not matched")
     admin.put_object(Bucket=bucket, Key="drop/a.txt", Body=b"a")
+    for name in ("a.tmp", "b.tmp", "keep.txt", "sub/c.tmp"):
+        admin.put_object(Bucket=bucket, Key=f"trash/{name}", Body=name.encode())
     admin.put_object(Bucket=bucket, Key="datasource/20250114/file_202501_aa.csv", Body=b"id,name\n1,a\n")
     base = tmp_path_factory.mktemp("roundtrip")
     files = make_tree(base / "tree-src")
@@ -253,6 +260,18 @@ def test_read_into_xcom_then_archive(roundtrip: Roundtrip) -> None:
     assert roundtrip.result.value("read_and_archive") == "mail 2025-04-14"
     assert admin.list_objects_v2(Bucket=bucket, Prefix="mail/").get("KeyCount") == 0
     assert admin.get_object(Bucket=bucket, Key="read/note.txt")["Body"].read() == b"mail 2025-04-14"
+
+
+def test_delete_objects_previews_then_deletes_what_matches(roundtrip: Roundtrip) -> None:
+    result, admin, bucket = roundtrip.result, roundtrip.store.admin, roundtrip.bucket
+    preview = result.value("delete_preview")
+    assert [e["key"] for e in preview] == ["trash/a.tmp", "trash/b.tmp"]  # * stays within a segment
+    assert all(e["etag"] and e["size"] == 5 for e in preview)
+    assert result.value("delete_tmp") == preview  # one shape: what was deleted, as listed
+    named = result.value("delete_named")
+    assert [(e["key"], e["size"]) for e in named] == [("trash/keep.txt", None), ("trash/never-there", None)]
+    left = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix="trash/").get("Contents", [])]
+    assert left == ["trash/sub/c.tmp"]
 
 
 def test_archive_and_delete_after_download(roundtrip: Roundtrip) -> None:

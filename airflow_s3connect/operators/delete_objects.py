@@ -1,0 +1,139 @@
+"""S3DeleteObjectsOperator: delete named keys or what a listing matches, in batches."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_s3connect.connection import is_aws_endpoint
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, parse_moment
+from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.scope import Scope
+from airflow_s3connect.transfer import BatchDelete, Lister, ObjectInfo
+
+#: Default cap on how many objects one task deletes.
+MAX_DELETE = 10_000
+
+
+class S3DeleteObjectsOperator(S3ConnectOperator):
+    """Delete one key, a list of keys, or what a prefix + pattern matches.
+
+    Everything is decided before the first delete: a prefix is listed in full, and more
+    matches than ``max_objects`` fail the task with nothing deleted. Deletes go out as
+    DeleteObjects requests of 1,000 keys. On AWS each key carries the ETag it was listed
+    with, so an object replaced since the listing is kept (other stores may not know that
+    field: there the delete is unconditional).
+
+    :param key: one key, relative to the connection's path_prefix (macros allowed).
+    :param keys: several keys (a list, or an upstream task's output of keys).
+    :param prefix: / ``pattern``: what to list and delete, as for List.
+    :param modified_before: with ``prefix``, only objects last modified before this
+        (datetime or ISO string, e.g. ``"{{ data_interval_start }}"``).
+    :param dry_run: list and report what would be deleted; delete nothing.
+    :param max_objects: refuse to delete more than this many (default 10,000).
+
+    Returns the deleted objects, each ``{key, uri, size, etag, last_modified,
+    storage_class}`` (``size`` and the rest are None for ``key``/``keys``, which are not
+    listed); past ``max_xcom_objects``, a manifest as for List. Needs s3:DeleteObject, and
+    s3:ListBucket for ``prefix``.
+    """
+
+    template_fields: Sequence[str] = ("key", "keys", "prefix", "pattern", "bucket", "modified_before", "tenant")
+    macro_fields = ("key", "keys", "prefix")
+    pattern_fields = ("pattern",)
+
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        keys: list[str] | None = None,
+        prefix: str | None = None,
+        pattern: str | None = None,
+        modified_before: datetime.datetime | str | None = None,
+        dry_run: bool = False,
+        max_objects: int = MAX_DELETE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        named = (key is not None) + (keys is not None)
+        if named + (prefix is not None or pattern is not None) != 1:
+            raise ValueError("Give exactly one of key=..., keys=[...] or prefix=... / pattern=... .")
+        if named and modified_before is not None:
+            raise ValueError("modified_before=... filters a listing: use it with prefix=..., not key/keys.")
+        if max_objects < 1:
+            raise ValueError(f"max_objects={max_objects}: give at least 1.")
+        self.key = key
+        self.keys = keys
+        self.prefix = prefix
+        self.pattern = pattern
+        self.modified_before = modified_before
+        self.report_only = dry_run  # not self.dry_run: BaseOperator.dry_run() is a method
+        self.max_objects = max_objects
+
+    def execute(self, context: Any) -> Any:
+        scope = self.hook.scope_settings.scope
+        if self.key is not None or self.keys is not None:
+            names = [self.key] if self.key is not None else list(self.keys or [])
+            refs = [self.hook.resolve(str(name), self.bucket) for name in names]
+            buckets = {ref.bucket for ref in refs}
+            if len(buckets) > 1:
+                raise S3ConnectError(f"keys=... name {len(buckets)} buckets: delete from one bucket per task.")
+            bucket = buckets.pop() if buckets else scope.bucket_for(self.bucket)
+            found: list[ObjectInfo | str] = [ref.key for ref in refs]
+            listed, where = 0, f"s3://{bucket}/"
+        else:
+            bucket, query = listing_query(
+                scope,
+                self.prefix or "",
+                self.pattern,
+                self.bucket,
+                modified_until=parse_moment(self.modified_before, "modified_before"),
+                max_objects=self.max_objects + 1,
+            )
+            lister = Lister(self.client, bucket, query)
+            found = [entry for entry in lister if isinstance(entry, ObjectInfo)]
+            listed, where = lister.requests, f"s3://{bucket}/{query.prefix}"
+        if len(found) > self.max_objects:
+            raise S3ConnectError(
+                f"{where} has more than max_objects={self.max_objects} objects to delete: nothing was deleted. "
+                "Narrow prefix/pattern/modified_before, or raise max_objects."
+            )
+        sink = self.open_sink(context)
+        if self.report_only:
+            for info in found:
+                sink.add(self._entry(scope, bucket, info))
+            self.log.info("Dry run: %d objects under %s would be deleted", len(found), where)
+            return self.sink_result(sink, requests=listed)
+        delete = BatchDelete(self.client, bucket, if_match=is_aws_endpoint(self.hook.settings.endpoint_url))
+        deleted = [info for info in delete.run(found)]
+        for info in deleted:
+            sink.add(self._entry(scope, bucket, info))
+        self.log.info(
+            "Deleted %d objects under %s in %d DeleteObjects requests (%d listing requests)",
+            len(deleted),
+            where,
+            delete.requests,
+            listed,
+        )
+        self.record_lineage(outputs=lineage_uris([f"s3://{bucket}/{_key(i)}" for i in deleted], where))
+        if delete.failed:
+            first = "; ".join(f"{key}: {code} ({message})" for key, code, message in delete.failed[:5])
+            raise S3ConnectError(
+                f"{len(delete.failed)} of {len(found)} objects under {where} were not deleted "
+                f"({len(deleted)} were): {first}"
+            )
+        return self.sink_result(sink, requests=listed + delete.requests)
+
+    @staticmethod
+    def _entry(scope: Scope, bucket: str, found: ObjectInfo | str) -> dict[str, Any]:
+        if isinstance(found, ObjectInfo):
+            return object_entry(scope, bucket, found)
+        # Named, not listed: only where it was.
+        return {"key": scope.relative(found), "uri": f"s3://{bucket}/{found}", "size": None, "etag": None,
+                "last_modified": None, "storage_class": None}  # fmt: skip
+
+
+def _key(found: ObjectInfo | str) -> str:
+    return found.key if isinstance(found, ObjectInfo) else found
