@@ -19,6 +19,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -159,6 +160,11 @@ def translate(
             what = f"lost its connection to {endpoint} before the answer ({type(exc).__name__})"
         return EndpointUnreachableError(
             f"{operation} {what}, on every attempt: check endpoint_url, proxy_url and the network."
+        )
+    if isinstance(exc, FlexibleChecksumError):
+        return S3ConnectError(
+            f"{operation} of {resource_arn(bucket, key)}: the bytes received do not match the checksum the store "
+            "sent with them (a body cut short or changed on the way); nothing was kept. Run again."
         )
     if not isinstance(exc, ClientError):
         return S3ConnectError(f"{operation} failed: {type(exc).__name__}")

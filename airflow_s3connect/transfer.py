@@ -839,11 +839,11 @@ class PutOptions:
     checksum_algorithm: str = "CRC32"
     writer: str | None = None
 
-    def extra_args(self, content_type: str | None) -> dict[str, Any]:
+    def extra_args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
         args: dict[str, Any] = {"ChecksumAlgorithm": self.checksum_algorithm}
         if self.content_type or content_type:
             args["ContentType"] = self.content_type or content_type
-        metadata = {**self.metadata, **({WRITER_METADATA: self.writer} if self.writer else {})}
+        metadata = {**self.metadata, **(metadata or {}), **({WRITER_METADATA: self.writer} if self.writer else {})}
         if metadata:
             args["Metadata"] = metadata
         if self.server_side_encryption:
@@ -1099,7 +1099,13 @@ class Uploader:
         future = self._manager.upload(str(path), self.bucket, key, extra_args=self.options.extra_args(content_type))
         self._pending.append((key, future, lambda: size))
 
-    def put_stream(self, stream: IO[bytes] | ChunkStream, key: str, content_type: str | None = None) -> None:
+    def put_stream(
+        self,
+        stream: IO[bytes] | ChunkStream,
+        key: str,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         """Queue a readable binary stream, read part by part (so it may be endless-looking)."""
         self._claim(key)
         if not isinstance(stream, ChunkStream):
@@ -1109,7 +1115,7 @@ class Uploader:
         # return less, and s3transfer takes a short first read for the whole object: one
         # PutObject holding everything in memory instead of a multipart upload.
         future = self._manager.upload(
-            io.BufferedReader(stream), self.bucket, key, extra_args=self.options.extra_args(content_type)
+            io.BufferedReader(stream), self.bucket, key, extra_args=self.options.extra_args(content_type, metadata)
         )
         self._pending.append((key, future, lambda: counted.bytes_read))
 

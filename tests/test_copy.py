@@ -1,0 +1,143 @@
+"""The copy engine: planned parts, server-side copies on every store, streamed copies
+between two identities, and what a short or replaced source does to a copy (nothing)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from airflow_s3connect.copies import MAX_PARTS, SOURCE_ETAG, Copier, CopyTask, plan_parts
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.transfer import (
+    Lister,
+    ListQuery,
+    MiB,
+    ObjectChangedError,
+    ObjectInfo,
+    PutOptions,
+    TransferConfig,
+)
+from tests.conftest import BUCKET, REGION
+from tests.fault_proxy import Fault, FaultProxy
+from tests.moto_server import IamFactory, MotoServer
+from tests.stores import Store, endpoint_client
+
+GiB = 1024 * MiB
+SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
+
+
+def test_a_5_gib_copy_is_planned_in_contiguous_parts_within_s3s_limits() -> None:
+    size = 5 * GiB + 1
+    plan = plan_parts(size, 8 * MiB)
+    assert len(plan) == 641
+    assert plan[0] == (1, 0, 8 * MiB - 1)
+    assert plan[-1] == (641, 640 * 8 * MiB, size - 1)
+    assert all(b[1] == a[2] + 1 for a, b in zip(plan, plan[1:], strict=False))
+    huge = plan_parts(200 * GiB, 5 * MiB)  # 40,960 parts of 5 MiB would be too many: doubled
+    assert len(huge) <= MAX_PARTS
+    assert huge[0][2] + 1 == 40 * MiB
+    with pytest.raises(S3ConnectError, match="10000 parts of at most 5 GiB"):
+        plan_parts(60_000 * GiB, 5 * MiB)
+
+
+def _listed(client: Any, bucket: str, prefix: str) -> list[ObjectInfo]:
+    return [e for e in Lister(client, bucket, ListQuery(base=prefix)) if isinstance(e, ObjectInfo)]
+
+
+def _hook(store: Store, bucket: str, monkeypatch: pytest.MonkeyPatch, conn_id: str = "cp") -> S3ConnectHook:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(store.conn(bucket)))
+    return S3ConnectHook(s3connect_conn_id=conn_id)
+
+
+def test_server_side_copies_small_and_multipart_then_skips_them(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = store.new_bucket("s3c-cp")
+    blobs = {"src/a.txt": b"alpha", "src/sub/b.bin": random.Random(3).randbytes(12 * MiB + 7)}
+    for key, body in blobs.items():
+        store.admin.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/x-test")
+    client = _hook(store, bucket, monkeypatch).get_conn()
+    tasks = [CopyTask(info, "dst/" + info.key[len("src/") :]) for info in _listed(client, bucket, "src/")]
+    copier = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True, skip_unchanged=True)
+    done = list(copier.run(tasks))
+    assert [(c.key, c.method) for c in done] == [("dst/a.txt", "server"), ("dst/sub/b.bin", "server")]
+    for key, body in blobs.items():
+        target = "dst/" + key[len("src/") :]
+        copied = store.admin.get_object(Bucket=bucket, Key=target)
+        assert copied["Body"].read() == body
+        assert copied["ContentType"] == "text/x-test"
+    big = store.admin.head_object(Bucket=bucket, Key="dst/sub/b.bin")
+    assert big["ETag"].endswith('-3"')  # 3 parts of UploadPartCopy
+    assert big["Metadata"][SOURCE_ETAG] == tasks[1].source.etag
+    assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    again = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True, skip_unchanged=True)
+    assert [c.method for c in again.run(tasks)] == ["unchanged", "unchanged"]
+
+
+def test_a_source_replaced_after_listing_is_not_copied(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = store.new_bucket("s3c-cp")
+    store.admin.put_object(Bucket=bucket, Key="src/a.txt", Body=b"first version")
+    client = _hook(store, bucket, monkeypatch).get_conn()
+    (listed,) = _listed(client, bucket, "src/")
+    store.admin.put_object(Bucket=bucket, Key="src/a.txt", Body=b"second version, longer")
+    for server_side in (True, False):
+        copier = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=server_side)
+        with pytest.raises(ObjectChangedError, match="changed while it was copied"):
+            list(copier.run([CopyTask(listed, "dst/a.txt")]))
+        assert store.admin.list_objects_v2(Bucket=bucket, Prefix="dst/").get("KeyCount", 0) == 0
+
+
+def test_a_short_source_body_completes_no_copy(moto: MotoServer, proxy: FaultProxy) -> None:
+    """The store loses the last byte without a network error: the multipart upload is aborted."""
+    body = random.Random(5).randbytes(11 * MiB)
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="src/big.bin", Body=body)
+    source = endpoint_client(proxy.url, max_attempts=1)
+    target = endpoint_client(moto.url)
+    (listed,) = _listed(target, BUCKET, "src/")
+    proxy.schedule(Fault("short", "GetObject", times=None))
+    copier = Copier(source, BUCKET, target, BUCKET, SMALL, PutOptions(), server_side=False)
+    # botocore's response checksum (moto sends one) or our byte count catches it first.
+    with pytest.raises(S3ConnectError, match=r"do not match the checksum|gave 11534335 bytes") as info:
+        list(copier.run([CopyTask(listed, "dst/big.bin")]))
+    assert "src/big.bin" in str(info.value)
+    admin = moto.admin_client("s3")
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="dst/").get("KeyCount", 0) == 0
+    assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket(
+    iam: IamFactory, make_conn: Callable[..., str]
+) -> None:
+    """A partner's role reads their bucket only; our user writes ours only."""
+    iam.bucket("partner-out")
+    admin = iam.server.admin_client("s3")
+    body = random.Random(9).randbytes(7 * MiB + 3)
+    admin.put_object(Bucket="partner-out", Key="export/data.bin", Body=body)
+    admin.put_object(Bucket="partner-out", Key="export/small.csv", Body=b"a,b\n1,2\n")
+    base = iam.user("cp-base", ["sts:AssumeRole"])
+    role = iam.role("partner-reader", ["s3:ListBucket", "s3:GetObject"],
+                    ["arn:aws:s3:::partner-out", "arn:aws:s3:::partner-out/*"], trusted=base.arn, external_id="ext-9")  # fmt: skip
+    ours = iam.user("cp-writer", ["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"])
+    common = {"region_name": REGION, "endpoint_url": iam.server.url, "sts_endpoint_url": iam.server.url}
+    partner = make_conn("cp_partner", base.key, base.secret, bucket="partner-out", auth_type="assume_role",
+                        role_arn=role, external_id="ext-9", **common)  # fmt: skip
+    us = make_conn("cp_us", ours.key, ours.secret, bucket=BUCKET, path_prefix="inbound", **common)
+    iam.enforce()
+    source = S3ConnectHook(s3connect_conn_id=partner).get_conn()
+    target = S3ConnectHook(s3connect_conn_id=us).get_conn()
+    listed = _listed(source, "partner-out", "export/")
+    with pytest.raises(ClientError, match="AccessDenied"):  # our identity cannot read theirs
+        target.list_objects_v2(Bucket=BUCKET, Prefix="inbound/")
+    copier = Copier(source, "partner-out", target, BUCKET, SMALL, PutOptions(overwrite=False), server_side=False,
+                    prefix="inbound/")  # fmt: skip
+    done = list(copier.run([CopyTask(i, "inbound/" + i.key) for i in listed]))
+    assert [(c.key, c.method, c.size) for c in done] == [
+        ("inbound/export/data.bin", "stream", len(body)),
+        ("inbound/export/small.csv", "stream", 8),
+    ]
+    iam.server.set_auth(enforced=False)
+    assert admin.get_object(Bucket=BUCKET, Key="inbound/export/data.bin")["Body"].read() == body
