@@ -3,6 +3,7 @@ between two identities, and what a short or replaced source does to a copy (noth
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def test_a_5_gib_copy_is_planned_in_contiguous_parts_within_s3s_limits() -> None
     assert len(plan) == 641
     assert plan[0] == (1, 0, 8 * MiB - 1)
     assert plan[-1] == (641, 640 * 8 * MiB, size - 1)
-    assert all(b[1] == a[2] + 1 for a, b in zip(plan, plan[1:], strict=False))
+    assert all(b[1] == a[2] + 1 for a, b in itertools.pairwise(plan))
     huge = plan_parts(200 * GiB, 5 * MiB)  # 40,960 parts of 5 MiB would be too many: doubled
     assert len(huge) <= MAX_PARTS
     assert huge[0][2] + 1 == 40 * MiB
