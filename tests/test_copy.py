@@ -121,7 +121,9 @@ def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket
     admin.put_object(Bucket="partner-out", Key="export/small.csv", Body=b"a,b\n1,2\n")
     base = iam.user("cp-base", ["sts:AssumeRole"])
     resources = ["arn:aws:s3:::partner-out", "arn:aws:s3:::partner-out/*"]
-    role = iam.role("partner-reader", ["s3:ListBucket", "s3:GetObject"], resources, trusted=base.arn, external_id="ext-9")
+    role = iam.role(
+        "partner-reader", ["s3:ListBucket", "s3:GetObject"], resources, trusted=base.arn, external_id="ext-9"
+    )
     ours = iam.user("cp-writer", ["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"])
     common = {"region_name": REGION, "endpoint_url": iam.server.url, "sts_endpoint_url": iam.server.url}
     partner = make_conn("cp_partner", base.key, base.secret, bucket="partner-out", auth_type="assume_role",
