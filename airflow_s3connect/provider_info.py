@@ -41,6 +41,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_s3connect.operators.list_objects",
                     "airflow_s3connect.operators.catalog",
                     "airflow_s3connect.operators.delete_objects",
+                    "airflow_s3connect.operators.copy_objects",
                 ],
             }
         ],

@@ -30,7 +30,8 @@ ROUNDTRIP = """
 import pendulum
 from airflow.sdk import DAG, AssetAlias
 from airflow_s3connect.operators import (
-    S3CatalogOperator, S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+    S3CatalogOperator, S3CopyObjectsOperator, S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator,
+    S3PutObjectOperator,
 )
 from airflow_s3connect.sensors import S3ObjectSensor
 
@@ -48,6 +49,11 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
     get_capped = S3GetObjectOperator(task_id="get_capped", prefix="tree/d0/", local_dir="OUT/capped",
                                      max_xcom_objects=10, **conn)
     put_tree >> [get_tree, list_csv, capped, get_capped]
+    copy_server = S3CopyObjectsOperator(task_id="copy_server", source_prefix="tree/d1/", skip_unchanged=True,
+                                        target_key="copies/{relative_path}", **conn)
+    copy_stream = S3CopyObjectsOperator(task_id="copy_stream", source_conn_id="rt", s3connect_conn_id="rt_mirror",
+                                        source_prefix="tree/d2/", overwrite=False)
+    put_tree >> [copy_server, copy_stream]
 
     csv_gz = S3PutObjectOperator(task_id="export_csv", records=RECORDS, format="csv.gz", overwrite=False,
         key="exports/{tenant}/{stream_name}/{date}/{connection_run_id}.{extension}", stream_name="orders", **conn)
@@ -148,10 +154,11 @@ def roundtrip(
     )
     path = write_dag(dag_id, source)
     os.environ["AIRFLOW_CONN_RT"] = json.dumps(store.conn(bucket))
+    os.environ["AIRFLOW_CONN_RT_MIRROR"] = json.dumps(store.conn(bucket, path_prefix="mirror"))
     try:
         result = run_dag(path, dag_id, datetime.datetime(2025, 4, 14, tzinfo=datetime.timezone.utc))
     finally:
-        del os.environ["AIRFLOW_CONN_RT"]
+        del os.environ["AIRFLOW_CONN_RT"], os.environ["AIRFLOW_CONN_RT_MIRROR"]
     return Roundtrip(result, files, base / "out", store, bucket, big)
 
 
@@ -260,6 +267,20 @@ def test_read_into_xcom_then_archive(roundtrip: Roundtrip) -> None:
     assert roundtrip.result.value("read_and_archive") == "mail 2025-04-14"
     assert admin.list_objects_v2(Bucket=bucket, Prefix="mail/").get("KeyCount") == 0
     assert admin.get_object(Bucket=bucket, Key="read/note.txt")["Body"].read() == b"mail 2025-04-14"
+
+
+def test_copy_server_side_in_one_connection_and_streamed_between_two(roundtrip: Roundtrip) -> None:
+    result, files, admin, bucket = roundtrip.result, roundtrip.files, roundtrip.store.admin, roundtrip.bucket
+    for task, source, target in (("copy_server", "d1/", "copies/"), ("copy_stream", "d2/", "mirror/")):
+        expected = {name[len(source) :]: body for name, body in files.items() if name.startswith(source)}
+        done = result.value(task)
+        assert {d["method"] for d in done} == {"server" if task == "copy_server" else "stream"}
+        assert len(done) == len(expected) > 0
+        for entry in done:
+            relative = entry["uri"].split(f"s3://{bucket}/{target}", 1)[1]
+            assert admin.get_object(Bucket=bucket, Key=target + relative)["Body"].read() == expected[relative]
+        if task == "copy_stream":  # keys relative to the target connection's path_prefix
+            assert all(not d["key"].startswith("mirror/") for d in done)
 
 
 def test_delete_objects_previews_then_deletes_what_matches(roundtrip: Roundtrip) -> None:

@@ -1,0 +1,167 @@
+"""S3CopyObjectsOperator: objects from one connection's scope into another's (or the same)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow_s3connect.copies import Copier, CopyTask
+from airflow_s3connect.errors import S3ConnectError, translated
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.macros import MacroValues
+from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.operators.list_objects import listing_query
+from airflow_s3connect.transfer import Lister, ObjectInfo, PutOptions
+
+#: Default cap on how many objects one task copies.
+MAX_COPY = 10_000
+
+
+class S3CopyObjectsOperator(S3ConnectOperator):
+    """Copy one object or everything a prefix + pattern matches, keeping relative paths.
+
+    The target is this operator's connection (``s3connect_conn_id``, ``bucket``); the
+    source is ``source_conn_id`` (default: the same connection) and ``source_bucket``.
+    Each side's scope holds: the source is read through the source connection's client
+    and written through the target's.
+
+    * Same connection: **server-side** (CopyObject; UploadPartCopy parts above
+      ``multipart_threshold``, so objects of any size up to 5 TiB). No byte passes
+      through the worker.
+    * Two connections (a partner's role with an external ID on one side, ours on the
+      other): **streamed**, one GET per object into a multipart upload, parallel parts,
+      memory bounded by ``max_concurrency`` times ``chunk_size``. Bytes are counted and, for a
+      single-part source, checked against its ETag before the upload completes.
+
+    Either way a reader sees the whole object or none, every request is pinned to the
+    ETag the source was listed with, and ``overwrite=False`` makes each write create-only
+    (where a store cannot keep that, it is refused before writing, as for Put).
+
+    :param source_key: one object, relative to the source connection's path_prefix.
+    :param source_prefix: / ``source_pattern``: what to copy, as for List.
+    :param source_conn_id: the source's ``s3connect`` connection (default: this one).
+    :param source_bucket: the source's bucket (default: its connection's).
+    :param target_key: where each object goes, relative to the target's path_prefix;
+        macros, and per object ``{relative_path}`` (the key below ``source_prefix``, or the
+        file name for ``source_key``) and ``{filename}``. Default ``{relative_path}``.
+    :param skip_unchanged: skip objects whose copy exists with the same size and ETag (or
+        the source ETag the copy recorded in its metadata).
+    :param overwrite: False: never replace an existing object (create-only writes).
+    :param max_objects: refuse, before copying anything, more than this many (10,000).
+
+    Returns ``[{source_uri, uri, key, size, etag, method}]`` with ``key`` relative to the
+    target's path_prefix and ``method`` ``"server"``, ``"stream"`` or ``"unchanged"``.
+    Needs s3:ListBucket (for a prefix) and s3:GetObject on the source, s3:PutObject on
+    the target; ``skip_unchanged`` adds s3:GetObject on the target (HeadObject).
+    """
+
+    template_fields: Sequence[str] = (
+        "source_key",
+        "source_prefix",
+        "source_pattern",
+        "source_bucket",
+        "target_key",
+        "bucket",
+        "tenant",
+    )
+    macro_fields = ("source_key", "source_prefix", "target_key")
+    pattern_fields = ("source_pattern",)
+    deferred_macros = ("relative_path", "filename")
+
+    def __init__(
+        self,
+        *,
+        source_key: str | None = None,
+        source_prefix: str | None = None,
+        source_pattern: str | None = None,
+        source_conn_id: str | None = None,
+        source_bucket: str | None = None,
+        target_key: str = "{relative_path}",
+        skip_unchanged: bool = False,
+        overwrite: bool = True,
+        max_objects: int = MAX_COPY,
+        storage_class: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (source_key is None) == (source_prefix is None and source_pattern is None):
+            raise ValueError("Give either source_key=... (one object) or source_prefix=... / source_pattern=... .")
+        if max_objects < 1:
+            raise ValueError(f"max_objects={max_objects}: give at least 1.")
+        self.source_key = source_key
+        self.source_prefix = source_prefix
+        self.source_pattern = source_pattern
+        self.source_conn_id = source_conn_id or self.s3connect_conn_id
+        self.source_bucket = source_bucket
+        self.target_key = target_key
+        self.skip_unchanged = skip_unchanged
+        self.overwrite = overwrite
+        self.max_objects = max_objects
+        self.storage_class = storage_class
+
+    @cached_property
+    def source_hook(self) -> S3ConnectHook:
+        if self.source_conn_id == self.s3connect_conn_id:
+            return self.hook
+        return S3ConnectHook(s3connect_conn_id=self.source_conn_id)
+
+    def _render_macros(self, context: Any) -> None:
+        super()._render_macros(context)
+        if self.source_hook is not self.hook:
+            values = MacroValues(context, self.macro_overrides(), self.source_hook.macro_fallbacks())
+            self.source_hook.render_path_prefix(values)
+
+    def execute(self, context: Any) -> Any:
+        source_scope = self.source_hook.scope_settings.scope
+        target_scope = self.hook.scope_settings.scope
+        if self.source_key is not None:
+            ref = self.source_hook.resolve(self.source_key, self.source_bucket)
+            source_bucket, base = ref.bucket, posixpath.dirname(ref.key) + "/"
+            with translated("HeadObject", ref.bucket, ref.key):
+                head = self.source_hook.get_conn().head_object(Bucket=ref.bucket, Key=ref.key)
+            found = [ObjectInfo(ref.key, head["ContentLength"], head["ETag"], head["LastModified"])]
+            where = ref.uri
+        else:
+            source_bucket, query = listing_query(
+                source_scope, self.source_prefix or "", self.source_pattern, self.source_bucket,
+                max_objects=self.max_objects + 1,
+            )  # fmt: skip
+            base = query.base
+            found = [e for e in Lister(self.source_hook.get_conn(), source_bucket, query) if isinstance(e, ObjectInfo)]
+            where = f"s3://{source_bucket}/{query.prefix}"
+        if len(found) > self.max_objects:
+            raise S3ConnectError(
+                f"{where} has more than max_objects={self.max_objects} objects to copy: nothing was copied. "
+                "Narrow source_prefix/source_pattern, or raise max_objects."
+            )
+        target_bucket = target_scope.bucket_for(self.bucket)
+        tasks = []
+        for info in found:
+            relative = info.key[len(base) :] if info.key.startswith(base) else posixpath.basename(info.key)
+            rendered = self.render_deferred(
+                self.target_key, context, relative_path=relative, filename=posixpath.basename(info.key)
+            )
+            tasks.append(CopyTask(info, self.hook.resolve(rendered, target_bucket).key))
+        server_side = self.source_hook is self.hook
+        copier = Copier(
+            self.source_hook.get_conn(), source_bucket, self.client, target_bucket, self.transfer_config(),
+            PutOptions(overwrite=self.overwrite, storage_class=self.storage_class),
+            server_side=server_side, skip_unchanged=self.skip_unchanged, prefix=target_scope.prefix,
+        )  # fmt: skip
+        sink = self.open_sink(context)
+        uris = []
+        for done in copier.run(tasks):
+            sink.add({**done.as_dict(), "key": target_scope.relative(done.key)}, done.size)
+            uris.append(f"s3://{done.bucket}/{done.key}")
+        self.log.info(
+            "Copied %d objects (%d bytes) from %s to s3://%s/ %s",
+            sink.count,
+            sink.bytes,
+            where,
+            target_bucket,
+            "server-side" if copier.server_side else "streamed through this worker",
+        )
+        self.record_lineage(inputs=[where], outputs=lineage_uris(uris, f"s3://{target_bucket}/{target_scope.prefix}"))
+        return self.sink_result(sink, requests=copier.requests)
