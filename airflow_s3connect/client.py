@@ -159,6 +159,9 @@ def client_config(settings: ConnectionSettings) -> Config:
         # Workers of a transfer share one client; one more for a listing running beside them.
         max_pool_connections=settings.max_concurrency + 1,
         s3={"addressing_style": settings.addressing_style.value},
+        # Requests are signed with SigV4 anyway; presigned URLs would otherwise use the
+        # legacy query signature, which newer AWS regions and many stores refuse.
+        signature_version="s3v4",
         proxies={"http": settings.proxy_url, "https": settings.proxy_url} if settings.proxy_url else None,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,

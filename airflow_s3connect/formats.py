@@ -36,12 +36,16 @@ nullable column, ints and floats mixed in one field become double only with
 from __future__ import annotations
 
 import base64
+import csv
 import datetime
 import decimal
 import enum
+import gzip
+import io
 import json
 import math
 import mimetypes
+import shutil
 import tempfile
 import uuid
 import zlib
@@ -49,7 +53,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from airflow_s3connect.errors import S3ConnectError
 
@@ -96,11 +100,9 @@ def content_type_for(key: str, fmt: RecordFormat | None = None) -> str:
     key's suffix (our formats first, compound ``.csv.gz`` included), else octet-stream."""
     if fmt is not None:
         return fmt.content_type
-    name = key.rpartition("/")[2].lower()
-    for suffix, known in sorted(FORMATS.items(), key=lambda item: -len(item[0])):
-        if name.endswith("." + suffix):
-            return known.content_type
-    guessed, encoding = mimetypes.guess_type(name)
+    if (known := _suffix_format(key)) is not None:
+        return known.content_type
+    guessed, encoding = mimetypes.guess_type(key.rpartition("/")[2].lower())
     if guessed and encoding is None:
         return guessed
     return "application/gzip" if encoding == "gzip" else "application/octet-stream"
@@ -407,3 +409,69 @@ def write_parquet(
                 writer.write_table(table.select(schema.names).cast(schema))
                 part.unlink()
     return rows
+
+
+def _suffix_format(key: str) -> RecordFormat | None:
+    """The format a key's suffix names (``.csv.gz`` before ``.gz``)."""
+    name = key.rpartition("/")[2].lower()
+    return next((FORMATS[s] for s in sorted(FORMATS, key=len, reverse=True) if name.endswith("." + s)), None)
+
+
+def format_of(key: str) -> RecordFormat:
+    """The format to read ``key`` back as, from its suffix."""
+    if (known := _suffix_format(key)) is not None:
+        return known
+    raise FormatError(f"{key!r} has no suffix of a record format ({', '.join(FORMATS)}): pass format=... .")
+
+
+def read_records(stream: IO[bytes], fmt: RecordFormat) -> Iterator[dict[str, Any]]:
+    """Records from ``stream``, the reading twin of :func:`encode_records`, streamed.
+
+    CSV values come back as the strings the file holds (CSV has no types; an empty field
+    is ``""``). JSON lines keep JSON's types. Parquet is spooled to a temporary file
+    (its footer is at the end) and read a row group at a time.
+    """
+    if fmt.name == "parquet":
+        yield from _read_parquet(stream)
+        return
+    raw: IO[bytes] = gzip.GzipFile(fileobj=stream, mode="rb") if fmt.gzip else stream  # type: ignore[assignment]
+    text = io.TextIOWrapper(io.BufferedReader(_Readable(raw)), encoding="utf-8", newline="")
+    if fmt.name.startswith("csv"):
+        yield from csv.DictReader(text)
+        return
+    for number, line in enumerate(text, 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(f"Line {number} is not JSON ({exc.msg}): not a JSON lines file?") from None
+            if not isinstance(record, dict):
+                raise FormatError(f"Line {number} is a JSON {type(record).__name__}, not an object.")
+            yield record
+
+
+class _Readable(io.RawIOBase):
+    """Any object with ``read(n)`` (an HTTP body) as the raw stream text decoding needs."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_parquet(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise FormatError("Reading parquet needs pyarrow: install airflow-s3connect[parquet].") from None
+    with tempfile.TemporaryFile() as spool:
+        shutil.copyfileobj(stream, spool, CHUNK_BYTES)
+        spool.seek(0)
+        for batch in pq.ParquetFile(spool).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()

@@ -31,6 +31,7 @@ from airflow_s3connect.errors import (
     S3ConnectError,
     translated,
 )
+from airflow_s3connect.hooks.taskflow import TaskFlowMixin
 from airflow_s3connect.macros import MacroError, MacroValues, connection_pattern, render
 from airflow_s3connect.scope import ObjectRef
 
@@ -39,14 +40,16 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-class S3ConnectHook(BaseHook):
+class S3ConnectHook(TaskFlowMixin, BaseHook):
     """Interact with Amazon S3 or an S3-compatible store through an ``s3connect`` connection.
 
     :param s3connect_conn_id: the connection to use.
 
     The client is built once, lazily, under a lock, and is safe to share between the
     threads of a transfer. Credentials of an ``assume_role`` connection refresh
-    themselves before they expire.
+    themselves before they expire. For ``@task`` functions, :class:`TaskFlowMixin`
+    adds upload, download, read, open, iter_objects, iter_records, delete, copy,
+    presign, create_bucket and bucket_region.
     """
 
     conn_name_attr = "s3connect_conn_id"

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import os
 import posixpath
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.formats import RecordFormat, content_type_for, encode_records, get_format, write_parquet
+from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
-from airflow_s3connect.transfer import ChunkStream, PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
+from airflow_s3connect.sources import queue_data, queue_records
+from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
 
 #: Per-object macros, rendered for each file rather than once per task.
 PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
@@ -285,33 +285,13 @@ class S3PutObjectOperator(S3ConnectOperator):
         key = self._key(context, extension=fmt.extension, filename=f"{self.task_id}.{fmt.extension}")
         # Rendering has called a callable already: what is left is the iterable itself.
         records = cast(Iterable[Mapping[str, Any]], self.records)
-        if fmt.name == "parquet":
-            path = scratch / "records.parquet"
-            rows = write_parquet(records, path, widen_ints=self.widen_ints)
-            self.log.info("Wrote %d records as parquet (%d bytes)", rows, path.stat().st_size)
-            uploader.put_file(path, key, content_type_for(key, fmt))
-        else:
-            uploader.put_stream(ChunkStream(encode_records(records, fmt)), key, content_type_for(key, fmt))
+        queue_records(uploader, records, key, fmt, scratch, widen_ints=self.widen_ints)
 
     def _queue_data(self, context: Any, uploader: Uploader) -> None:
-        data = self.data
-        stream: IO[bytes] | ChunkStream
-        if isinstance(data, str):
-            stream = io.BytesIO(data.encode("utf-8"))
-        elif isinstance(data, bytes | bytearray | memoryview):
-            stream = io.BytesIO(bytes(data))
-        elif hasattr(data, "read"):
-            stream = data
-        elif isinstance(data, Iterable):
-            stream = ChunkStream(data)
-        else:
-            raise TypeError(
-                f"data is a {type(data).__name__}: give str, bytes, a binary file object or an iterator of bytes."
-            )
         fmt = get_format(self.format) if self.format else None
         extension = fmt.extension if fmt else "bin"
         key = self._key(context, extension=extension, filename=f"{self.task_id}.{extension}")
-        uploader.put_stream(stream, key, content_type_for(key, fmt))
+        queue_data(uploader, self.data, key, fmt)
 
     # -- assets -----------------------------------------------------------------------------
     def _emit_assets(self, context: Any, written: list[Uploaded], count: int, size: int) -> None:
