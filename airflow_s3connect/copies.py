@@ -188,8 +188,11 @@ class Copier:
                     self._multipart_copy(task, copy_source, args)
                     etag = ""
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412"):
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("PreconditionFailed", "412"):
                     raise self._changed(source) from None
+                if code == "AccessDenied":
+                    self._readable(source)  # a copy needs both: name the one that is missing
                 raise
             if etag != source.etag:
                 # A multipart source or copy, or encryption that makes ETags differ (and a
@@ -238,6 +241,11 @@ class Copier:
             with contextlib.suppress(BotoCoreError, ClientError):
                 self.target_client.abort_multipart_upload(Bucket=self.target_bucket, Key=key, UploadId=upload_id)
             raise
+
+    def _readable(self, source: ObjectInfo) -> None:
+        """Raise AccessDeniedError naming s3:GetObject if the source cannot be read."""
+        with translated("HeadObject", self.source_bucket, source.key):
+            self.source_client.head_object(Bucket=self.source_bucket, Key=source.key)
 
     def _changed(self, source: ObjectInfo) -> ObjectChangedError:
         return ObjectChangedError(

@@ -178,7 +178,7 @@ def translate(
             f"{operation} was refused: {_AUTH_CODES[code]}{where}. "
             "Fix the connection's AWS Access Key ID / Secret Access Key / session token."
         )
-    if code in ("AccessDenied", "AccessDeniedException", "AllAccessDisabled") or (status == 403 and not code):
+    if code in ("AccessDenied", "AccessDeniedException", "AllAccessDisabled", "403") or (status == 403 and not code):
         if operation == "AssumeRole":
             return AccessDeniedError(
                 action,

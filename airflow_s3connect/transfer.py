@@ -39,7 +39,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import KeyExistsError, S3ConnectError, translate, translated
+from airflow_s3connect.errors import (
+    AccessDeniedError,
+    KeyExistsError,
+    S3ConnectError,
+    resource_arn,
+    translate,
+    translated,
+)
 from airflow_s3connect.patterns import KeyPattern
 
 log = logging.getLogger(__name__)
@@ -809,6 +816,16 @@ class BatchDelete:
                     self.failed.append((entry["Key"], str(error.get("Code", "")), str(error.get("Message", ""))))
                 else:
                     yield item
+
+    def check(self, deleted: int) -> None:
+        """Raise what S3 refused, once every batch was sent: a missing permission as such."""
+        if not self.failed:
+            return
+        key, code, _ = self.failed[0]
+        if code == "AccessDenied":
+            raise AccessDeniedError("s3:DeleteObject", resource_arn(self.bucket, key))
+        first = "; ".join(f"{key}: {code} ({message})" for key, code, message in self.failed[:5])
+        raise S3ConnectError(f"{len(self.failed)} objects were not deleted ({deleted} were): {first}")
 
 
 def _replaced_after_download(bucket: str, key: str, etag: str) -> ObjectChangedError:

@@ -216,8 +216,7 @@ class TaskFlowMixin:
             raise S3ConnectError(f"{len(found)} objects to delete, over max_objects={max_objects}: nothing deleted.")
         delete = BatchDelete(self.get_conn(), target, if_match=is_aws_endpoint(self.settings.endpoint_url))
         deleted = [item.key if isinstance(item, ObjectInfo) else item for item in delete.run(found)]
-        if delete.failed:
-            raise S3ConnectError(f"{len(delete.failed)} objects were not deleted: {delete.failed[:5]}")
+        delete.check(len(deleted))
         return [self.scope_settings.scope.relative(k) for k in deleted]
 
     def copy(

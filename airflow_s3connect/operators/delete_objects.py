@@ -118,12 +118,7 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
             listed,
         )
         self.record_lineage(outputs=lineage_uris([f"s3://{bucket}/{_key(i)}" for i in deleted], where))
-        if delete.failed:
-            first = "; ".join(f"{key}: {code} ({message})" for key, code, message in delete.failed[:5])
-            raise S3ConnectError(
-                f"{len(delete.failed)} of {len(found)} objects under {where} were not deleted "
-                f"({len(deleted)} were): {first}"
-            )
+        delete.check(len(deleted))
         return self.sink_result(sink, requests=listed + delete.requests)
 
     @staticmethod
