@@ -28,7 +28,14 @@ BUCKET = "s3connect-demo"
 PARTNER_BUCKET = "partner-dropbox"
 REGION = "eu-west-1"
 #: Each example DAG and the logical date it is run for ("now": its data interval ends now).
-DAGS = ("example_export", "example_import", "example_cross_account", "example_catalog", "example_event_driven")
+DAGS = (
+    "example_export",
+    "example_import",
+    "example_cross_account",
+    "example_catalog",
+    "example_event_driven",
+    "example_taskflow",
+)
 
 
 @contextmanager
@@ -72,6 +79,7 @@ def seed(url: str) -> None:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[attr-defined]
     for i in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"incoming/orders-{i}.csv", Body=f"id,amount\n{i},{i * 10}\n".encode())  # type: ignore[attr-defined]
+    s3.put_object(Bucket=PARTNER_BUCKET, Key="outbox/partner-report.csv", Body=b"id,total\n1,42\n")  # type: ignore[attr-defined]
     for day in ("20250114", "20250115", "20250201"):
         for zz in ("a", "b"):
             key = f"datasource/{day}/file_{day[:6]}_{zz}.csv"

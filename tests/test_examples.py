@@ -19,6 +19,7 @@ EXPECTED_DAGS = {
     "example_cross_account",
     "example_catalog",
     "example_event_driven",
+    "example_taskflow",
 }
 
 
@@ -83,6 +84,19 @@ def test_examples_landed_where_they_say(demo_run: tuple[dict[str, Any], Any, str
     assert delivery.endswith(".txt")
     assert "s3://partner-dropbox/" in tree
     assert "orders-0.csv  (14 B)" in tree
+
+
+def test_taskflow_example_wrote_summarised_and_pulled_from_the_partner(
+    demo_run: tuple[dict[str, Any], Any, str],
+) -> None:
+    _, s3, _ = demo_run
+    keys = _keys(s3, demo.BUCKET, "taskflow/")
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["orders.jsonl", "partner-report.csv", "summary.json"]
+    summary = json.loads(s3.get_object(Bucket=demo.BUCKET, Key=keys[2])["Body"].read())
+    assert summary == {"DE": sum(i * 2.5 for i in range(0, 100, 2)), "FR": sum(i * 2.5 for i in range(1, 100, 2))}
+    pulled = s3.get_object(Bucket=demo.BUCKET, Key=keys[1])
+    assert pulled["Body"].read() == b"id,total\n1,42\n"
+    assert pulled["Metadata"]["s3connect-source-etag"]
 
 
 def test_demo_import_wrote_local_files(demo_run: tuple[dict[str, Any], Any, str]) -> None:

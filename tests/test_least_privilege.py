@@ -43,7 +43,9 @@ THE_BUCKET = f"arn:aws:s3:::{BUCKET}"
 DAG_SOURCE = """
 import pendulum
 from airflow.sdk import DAG
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.operators import (
+    S3CopyObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+)
 
 with DAG("s3c_least_privilege", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
     S3PutObjectOperator(task_id="put", s3connect_conn_id="lp_put", data="small", key="lp/new.txt", overwrite=False)
@@ -59,6 +61,8 @@ with DAG("s3c_least_privilege", schedule=None, start_date=pendulum.datetime(2025
     dag.get_task("put") >> dag.get_task("put_multipart") >> listing
     S3GetObjectOperator(task_id="get_delete", s3connect_conn_id="lp_get_delete", prefix="done/",
                         local_dir="OUT/delete", after="delete")
+    S3CopyObjectsOperator(task_id="partner_to_us", source_conn_id="lp_partner", s3connect_conn_id="lp_ours",
+                          source_prefix="outbox/", target_key="inbound/{relative_path}", overwrite=False)
 """
 
 
@@ -79,12 +83,38 @@ def test_each_operation_with_exactly_its_permissions(
     role = iam.role("lp-reader", GIVEN["get_prefix"], [THE_BUCKET, OBJECTS], trusted=base.arn, external_id="ext-42")
     make_conn("lp_role", base.key, base.secret, auth_type="assume_role", role_arn=role, external_id="ext-42",
               **_conn_extra(iam))  # fmt: skip
+    # Partner -> us across two assumed roles: each can touch only its own bucket.
+    iam.bucket("partner-out")
+    admin.put_object(Bucket="partner-out", Key="outbox/report.csv", Body=b"id\n7\n")
+    reader = iam.role(
+        "lp-partner",
+        ["s3:ListBucket", "s3:GetObject"],
+        ["arn:aws:s3:::partner-out", "arn:aws:s3:::partner-out/*"],
+        trusted=base.arn,
+        external_id="p-1",
+    )
+    writer = iam.role("lp-ours", ["s3:PutObject"], [OBJECTS], trusted=base.arn, external_id="o-2")
+    extra = {k: v for k, v in _conn_extra(iam).items() if k != "bucket"}
+    make_conn(
+        "lp_partner",
+        base.key,
+        base.secret,
+        auth_type="assume_role",
+        role_arn=reader,
+        external_id="p-1",
+        bucket="partner-out",
+        **extra,
+    )
+    make_conn("lp_ours", base.key, base.secret, auth_type="assume_role", role_arn=writer, external_id="o-2",
+              bucket=BUCKET, **extra)  # fmt: skip
     path = write_dag("s3c_least_privilege", DAG_SOURCE.replace("OUT", str(tmp_path)))
     iam.enforce()
     result = run_dag(path, "s3c_least_privilege", datetime.datetime(2025, 1, 2, tzinfo=datetime.timezone.utc))
     assert {k[0]: v for k, v in result.task_states.items()} == dict.fromkeys(
-        ["put", "put_multipart", "get_key", "get_prefix", "get_prefix_role", "list", "get_delete"], "success"
+        ["put", "put_multipart", "get_key", "get_prefix", "get_prefix_role", "list", "get_delete", "partner_to_us"],
+        "success",
     )
+    assert [c["method"] for c in result.value("partner_to_us")] == ["stream"]
     iam.server.set_auth(enforced=False)
     assert admin.get_object(Bucket=BUCKET, Key="lp/new.txt")["Body"].read() == b"small"
     assert admin.head_object(Bucket=BUCKET, Key="lp/big.bin")["ContentLength"] == 11 * MiB
@@ -93,6 +123,7 @@ def test_each_operation_with_exactly_its_permissions(
         assert (tmp_path / sub / "seed.txt").read_bytes() == b"seed"
     assert sorted(result.value("list")) == ["lp/big.bin", "lp/new.txt", "lp/seed.txt"]
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="done/")["KeyCount"] == 0
+    assert admin.get_object(Bucket=BUCKET, Key="inbound/report.csv")["Body"].read() == b"id\n7\n"
 
 
 CONFIG = TransferConfig(max_concurrency=2, chunk_size=5 * MiB, multipart_threshold=5 * MiB)

@@ -166,7 +166,7 @@ def _wait_for_dag(stack: Stack, dag_id: str) -> None:
 def test_every_example_runs_on_the_celery_workers(stack: Stack) -> None:
     s3 = _s3(stack)
     runs = {}
-    for dag_id in ("example_export", "example_import", "example_catalog", "example_cross_account"):
+    for dag_id in ("example_export", "example_import", "example_catalog", "example_cross_account", "example_taskflow"):
         _wait_for_dag(stack, dag_id)
         runs[dag_id] = _trigger(stack, dag_id)
     states = {dag_id: _finished(stack, dag_id, run_id) for dag_id, run_id in runs.items()}
@@ -175,6 +175,11 @@ def test_every_example_runs_on_the_celery_workers(stack: Stack) -> None:
     assert _keys(s3, "incoming/") == []
     assert len(_keys(s3, "processed/")) == 3
     assert [k.rsplit(".", 1)[-1] for k in _keys(s3, "exports/acme/orders/")] == ["gz", "parquet"]
+    assert [k.rsplit("/", 1)[1] for k in _keys(s3, "taskflow/")] == [
+        "orders.jsonl",
+        "partner-report.csv",
+        "summary.json",
+    ]
 
 
 def _keys(s3: Any, prefix: str, bucket: str = demo.BUCKET) -> list[str]:
