@@ -1,7 +1,7 @@
 """A metadata catalog of a bucket/prefix: its directories, its files grouped into datasets,
 and each dataset's fields, read from byte ranges only (never whole objects).
 
-No Airflow. Datasets follow DataGalaxy's date masks: with ``datasource/{YYYYMMDD}/file_{zz}.csv``
+No Airflow. Datasets follow the date masks of key patterns: with ``datasource/{YYYYMMDD}/file_{zz}.csv``
 the files ``datasource/20250114/file_a.csv`` and ``datasource/20250115/file_a.csv`` are one
 dataset (``datasource/{YYYYMMDD}/file_a.csv``): masks of dates stay masks, other masks take
 the file's value. Without patterns, date-shaped digit runs are masked the same way.

@@ -1,7 +1,7 @@
-"""Catalog a landing zone like DataGalaxy's S3 import: directories, files grouped into
+"""Catalog a landing zone: directories, files grouped into
 datasets by a date mask, and each dataset's fields.
 
-``datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv`` (DataGalaxy's masks) matches
+``datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv`` (date masks) matches
 ``datasource/20250114/file_202501_a.csv``; files that differ only in their dates are one
 dataset (``datasource/{YYYYMMDD}/file_{YYYYMM}_a.csv``). Fields come from the newest file's
 header (delimiter sniffed), read as a byte range: nothing is downloaded whole. The catalog

@@ -14,7 +14,7 @@ from airflow_s3connect.transfer import PutOptions, Uploader
 
 
 class S3CatalogOperator(S3ConnectOperator):
-    """Catalog a landing zone like DataGalaxy's S3 import: its directories, its files grouped
+    """Catalog a landing zone for a data catalog: its directories, its files grouped
     into datasets by date masks, and each dataset's fields (CSV headers with the delimiter
     sniffed, JSONL keys, Parquet schemas).
 
