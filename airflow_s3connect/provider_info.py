@@ -53,6 +53,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],
+        "filesystems": ["airflow_s3connect.hooks.fs"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -1,0 +1,237 @@
+"""An fsspec filesystem over an s3connect client: ``ObjectStoragePath("s3connect://…")``.
+
+No Airflow here (``airflow_s3connect.hooks.fs`` wires it to a connection). Small by design:
+listing, info, ranged reads pinned to the ETag seen at open, writes through the same
+uploader as Put (a spooled temporary file, then one upload: checksums, multipart,
+``overwrite=False`` when asked), deletes and server-side copies. Every path is checked
+against the connection's scope before any request (the client's guard checks again).
+
+Paths are ``bucket/key`` with the full key, as fsspec's S3 filesystems have them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from airflow_s3connect.errors import NoSuchKeyError, S3ConnectError, translated
+from airflow_s3connect.formats import content_type_for
+from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo, PutOptions, TransferConfig, Uploader
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from airflow_s3connect.scope import Scope
+
+PROTOCOL = "s3connect"
+
+
+class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
+    """fsspec over one connection's client and scope.
+
+    :param overwrite: False makes every write create-only (an existing object is refused).
+    """
+
+    protocol = PROTOCOL
+    root_marker = ""
+    cachable = False  # the client carries credentials that refresh; never share instances by arguments
+
+    def __init__(
+        self, client: S3Client, scope: Scope, *, config: TransferConfig | None = None, overwrite: bool = True
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.scope = scope
+        self.config = config or TransferConfig()
+        self.overwrite = overwrite
+
+    # -- paths -------------------------------------------------------------------------------
+    def _split(self, path: str) -> tuple[str, str]:
+        bucket, _, key = self._strip_protocol(path).partition("/")
+        if not bucket:
+            raise S3ConnectError(f"{path!r}: give s3connect://bucket/key.")
+        return bucket, key
+
+    def _object(self, path: str) -> tuple[str, str]:
+        bucket, key = self._split(path)
+        return self.scope.check(bucket, key).bucket, key
+
+    def _listing(self, path: str) -> tuple[str, str]:
+        bucket, key = self._split(path)
+        prefix = key.rstrip("/") + "/" if key else ""
+        return self.scope.resolve_prefix(f"s3://{bucket}/{prefix}").bucket, prefix
+
+    # -- reading metadata ------------------------------------------------------------------------
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        bucket, prefix = self._listing(path)
+        entries: list[dict[str, Any]] = []
+        for entry in Lister(self.client, bucket, ListQuery(base=prefix, delimiter="/")):
+            if isinstance(entry, ObjectInfo):
+                entries.append(_file_entry(bucket, entry))
+            else:
+                entries.append({"name": f"{bucket}/{entry.prefix.rstrip('/')}", "size": 0, "type": "directory"})
+        if not entries and prefix:
+            info = self.info(path)
+            if info["type"] == "file":
+                entries = [info]
+        return entries if detail else [e["name"] for e in entries]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        bucket, key = self._split(path)
+        # The scope's own prefix without its "/" ("team" for "team/") is a directory, not an object.
+        if key and not key.endswith("/") and key.startswith(self.scope.prefix):
+            bucket, key = self._object(path)
+            try:
+                with translated("HeadObject", bucket, key):
+                    head = self.client.head_object(Bucket=bucket, Key=key)
+                return _file_entry(bucket, ObjectInfo(key, head["ContentLength"], head["ETag"], head["LastModified"]))
+            except NoSuchKeyError:
+                pass
+        bucket, prefix = self._listing(path)
+        with translated("ListObjectsV2", bucket, prefix):
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if page.get("KeyCount", 0) or not key:
+            return {"name": f"{bucket}/{prefix.rstrip('/')}".rstrip("/"), "size": 0, "type": "directory"}
+        raise FileNotFoundError(path)
+
+    # fsspec answers these by catching OSError, which a refused path (ScopeError is a
+    # PermissionError) would turn into a silent False: out of scope must say so.
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        try:
+            self.info(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def isdir(self, path: str) -> bool:
+        try:
+            return bool(self.info(path)["type"] == "directory")
+        except FileNotFoundError:
+            return False
+
+    def isfile(self, path: str) -> bool:
+        try:
+            return bool(self.info(path)["type"] == "file")
+        except FileNotFoundError:
+            return False
+
+    # -- reading and writing ---------------------------------------------------------------------
+    def _open(self, path: str, mode: str = "rb", block_size: Any = None, **kwargs: Any) -> S3ConnectFile:
+        if mode not in ("rb", "wb"):
+            raise S3ConnectError(f"mode={mode!r}: objects are read ('rb') or written whole ('wb').")
+        return S3ConnectFile(self, path, mode, block_size=block_size or self.config.chunk_size, **kwargs)
+
+    def rm_file(self, path: str) -> None:
+        bucket, key = self._object(path)
+        with translated("DeleteObject", bucket, key):
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    def _rm(self, path: str) -> None:
+        self.rm_file(path)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Server-side, pinned to the source's ETag, verified (as the Copy operator)."""
+        from airflow_s3connect.copies import Copier, CopyTask
+
+        source_bucket, source_key = self._object(path1)
+        target_bucket, target_key = self._object(path2)
+        found = self.info(path1)
+        source = ObjectInfo(source_key, found["size"], found["ETag"], found["LastModified"])
+        options = PutOptions(overwrite=self.overwrite)
+        copier = Copier(self.client, source_bucket, self.client, target_bucket, self.config, options, server_side=True)
+        list(copier.run([CopyTask(source, target_key)]))
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """S3 has no directories: a "directory" exists while a key is below it."""
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """S3 has no directories (see :meth:`mkdir`)."""
+
+    def rmdir(self, path: str) -> None:
+        """Nothing to remove: a prefix disappears with its last object."""
+
+    def modified(self, path: str) -> Any:
+        return self.info(path)["LastModified"]
+
+    def created(self, path: str) -> Any:
+        return self.info(path)["LastModified"]
+
+
+class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
+    """Reads: ranged GETs pinned to the ETag seen at open. Writes: spooled to a temporary
+    file and uploaded once, at close, through the Put uploader."""
+
+    fs: S3ConnectFileSystem
+
+    def __init__(self, fs: S3ConnectFileSystem, path: str, mode: str, **kwargs: Any) -> None:
+        self.bucket, self.key = fs._object(path)
+        self.etag = ""
+        self._spool: Any = None
+        if mode == "rb":
+            found = fs.info(path)
+            if found["type"] != "file":
+                raise FileNotFoundError(path)
+            self.etag = found["ETag"]
+            kwargs["size"] = found["size"]
+        super().__init__(fs, path, mode, **kwargs)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        if start >= end:
+            return b""
+        with translated("GetObject", self.bucket, self.key):
+            try:
+                answer = self.fs.client.get_object(
+                    Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", IfMatch=self.etag
+                )
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412"):
+                    raise S3ConnectError(
+                        f"s3://{self.bucket}/{self.key} was replaced while it was read: open it again."
+                    ) from None
+                raise
+            data = bytes(answer["Body"].read())
+        if len(data) != end - start:
+            raise S3ConnectError(
+                f"s3://{self.bucket}/{self.key}: asked for bytes {start}-{end - 1}, got {len(data)} bytes."
+            )
+        return data
+
+    def _initiate_upload(self) -> None:
+        self._spool = tempfile.NamedTemporaryFile(prefix="s3connect-fs-", delete=False)  # noqa: SIM115
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        if self._spool is None:
+            self._initiate_upload()
+        self._spool.write(self.buffer.getvalue())
+        if not final:
+            return True
+        self._spool.close()
+        spooled = Path(self._spool.name)
+        try:
+            options = PutOptions(overwrite=self.fs.overwrite)
+            with Uploader(self.fs.client, self.bucket, self.fs.config, options, self.fs.scope.prefix) as uploader:
+                uploader.put_file(spooled, self.key, content_type_for(self.key))
+                list(uploader.results())
+        finally:
+            spooled.unlink(missing_ok=True)
+        return True
+
+    def discard(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            Path(self._spool.name).unlink(missing_ok=True)
+        super().discard()
+
+
+def _file_entry(bucket: str, info: ObjectInfo) -> dict[str, Any]:
+    return {
+        "name": f"{bucket}/{info.key}",
+        "size": info.size,
+        "type": "file",
+        "ETag": info.etag,
+        "LastModified": info.last_modified,
+    }
