@@ -54,6 +54,9 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],
         "filesystems": ["airflow_s3connect.hooks.fs"],
+        "remote-logging": [
+            {"scheme": "s3connect", "classpath": "airflow_s3connect.hooks.task_logs.S3ConnectRemoteLogIO"}
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -61,6 +61,7 @@ CHECKS = """
 import json
 import airflow_s3connect.cli, airflow_s3connect.hooks.s3connect, airflow_s3connect.links
 import airflow_s3connect.plugins.setup_page, airflow_s3connect.sensors, airflow_s3connect.triggers
+import airflow_s3connect.hooks.fs, airflow_s3connect.hooks.task_logs, airflow_s3connect.copies
 from airflow_s3connect.operators import *
 from airflow.providers_manager import ProvidersManager
 info = ProvidersManager().providers["airflow-s3connect"].data

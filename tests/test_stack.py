@@ -95,6 +95,13 @@ def stack(proxy_holder: dict[str, FaultProxy]) -> Iterator[Stack]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         "AIRFLOW_CONN_STACK_SLOW": json.dumps(slow),
+        # Task logs in the embedded S3 through s3connect_default, and nowhere else once uploaded:
+        # what the UI shows then comes from S3.
+        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3connect://{demo.BUCKET}/airflow-logs",
+        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "s3connect_default",
+        "AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS": "airflow_s3connect.log_settings.LOGGING_CONFIG",
+        "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "True",
     }
     with Stack(home, api_port=free_port(), extra_env=extra_env).running() as running:
         proxy.upstream = running.s3_url
@@ -180,6 +187,22 @@ def test_every_example_runs_on_the_celery_workers(stack: Stack) -> None:
         "partner-report.csv",
         "summary.json",
     ]
+
+
+def test_task_logs_live_in_s3_and_the_api_server_shows_them(stack: Stack) -> None:
+    """Remote task logs through the s3connect connection: workers upload, the API reads back."""
+    _wait_for_dag(stack, "example_catalog")
+    run_id = _trigger_now(stack, "example_catalog")
+    assert _finished(stack, "example_catalog", run_id) == "success"
+    s3 = _s3(stack)
+    prefix = f"airflow-logs/dag_id=example_catalog/run_id={run_id}/task_id=catalog/"
+    (key,) = _until("the worker to upload the task log", lambda: _keys(s3, prefix), 60)
+    stored = s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read().decode()
+    assert "Catalogued s3://s3connect-demo/datasource/" in stored
+    url = f"/api/v2/dags/example_catalog/dagRuns/{run_id}/taskInstances/catalog/logs/1"
+    shown = json.dumps(api(stack.api_url, url))
+    assert f"s3connect://{demo.BUCKET}/{key}" in shown  # the source the UI names
+    assert "Catalogued s3://s3connect-demo/datasource/" in shown
 
 
 def _keys(s3: Any, prefix: str, bucket: str = demo.BUCKET) -> list[str]:
