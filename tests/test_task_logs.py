@@ -7,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from airflow_s3connect.errors import ScopeError
+from airflow_s3connect.errors import AccessDeniedError, ScopeError
 from airflow_s3connect.hooks.task_logs import S3ConnectRemoteLogIO
+from tests.conftest import BUCKET, REGION
+from tests.moto_server import IamFactory
 from tests.stores import Store
 
 RELATIVE = "dag_id=d/run_id=manual__2025-01-01T00:00:00+00:00/task_id=t/attempt=1.log"
@@ -85,3 +88,31 @@ def test_airflow_picks_it_through_the_logging_config_class(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-5:] == ["S3ConnectRemoteLogIO", "logs-bucket", "airflow-logs/", "my_logs", "True"]
+
+
+def test_writers_and_readers_need_exactly_the_documented_permissions(
+    iam: IamFactory, make_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    """Workers: s3:PutObject, s3:GetObject and s3:ListBucket (AWS answers a GetObject of a
+    missing key with 403 instead of 404 without it). The UI: s3:ListBucket + s3:GetObject."""
+    folder = f"arn:aws:s3:::{BUCKET}/airflow-logs/*"
+    writer = iam.user(
+        "log-writer", ["s3:PutObject", "s3:GetObject", "s3:ListBucket"], [f"arn:aws:s3:::{BUCKET}", folder]
+    )
+    reader = iam.user("log-reader", ["s3:ListBucket", "s3:GetObject"], [f"arn:aws:s3:::{BUCKET}", folder])
+    common = {"endpoint_url": iam.server.url, "region_name": REGION, "bucket": BUCKET, "path_prefix": "airflow-logs"}
+    make_conn("log_writer", writer.key, writer.secret, **common)
+    make_conn("log_reader", reader.key, reader.secret, **common)
+    iam.enforce()
+    remote = f"s3connect://{BUCKET}/airflow-logs"
+    worker = S3ConnectRemoteLogIO(remote, tmp_path, conn_id="log_writer")
+    local = tmp_path / RELATIVE
+    local.parent.mkdir(parents=True)
+    for part in ("one\n", "two\n"):  # the second upload appends: reads first
+        local.write_text(part)
+        worker.upload(local)
+    api = S3ConnectRemoteLogIO(remote, tmp_path, conn_id="log_reader")
+    assert api.read(RELATIVE)[1] == ["one\ntwo\n"]
+    local.write_text("three\n")
+    with pytest.raises(AccessDeniedError, match="s3:PutObject"):
+        api.upload(local)  # the API server's identity only reads

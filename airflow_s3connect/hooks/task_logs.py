@@ -14,8 +14,9 @@ assumed roles with an external ID, and the checksum settings S3-compatible store
 
 A try's log is appended to what an earlier upload of the same try left (a task that
 deferred uploads twice), as one PutObject of the whole text: a reader sees the old log or
-the new one, never half. Needs s3:PutObject and s3:GetObject under the log folder to
-write, and s3:ListBucket with s3:GetObject to read back.
+the new one, never half. Needs s3:PutObject, s3:GetObject and s3:ListBucket to write
+(without ListBucket, AWS answers a GetObject of a log not yet written with 403, not 404),
+and s3:ListBucket with s3:GetObject to read back.
 """
 
 from __future__ import annotations
