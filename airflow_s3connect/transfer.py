@@ -418,7 +418,14 @@ class Downloader:
 
     def download(self, tasks: Iterable[DownloadTask]) -> Iterator[Downloaded]:
         """Fetch every task; yields each file once complete. On the first failure, stops
-        submitting, lets work in flight end, removes its temporary files, and raises."""
+        submitting, lets work in flight end, removes its temporary files, and raises.
+
+        State is per call: a failed call does not stop the next one; only :meth:`cancel` does.
+        """
+        self._results = queue.Queue()
+        self._abort = threading.Event()
+        if self._cancelled is not None:
+            self._abort.set()
         limit = 2 * self.config.max_concurrency
         in_flight = 0
         error: BaseException | None = None

@@ -170,10 +170,15 @@ def test_failure_leaves_no_partial_file_and_names_the_key(moto: MotoServer, clie
         admin.put_object(Bucket=BUCKET, Key=f"f/{i}.bin", Body=os.urandom(100_000))
     tasks = [DownloadTask(f"f/{i}.bin", tmp_path / f"{i}.bin") for i in range(10)]
     tasks.insert(5, DownloadTask("f/missing.bin", tmp_path / "missing.bin"))
+    downloader = Downloader(client, BUCKET, SMALL)
     with pytest.raises(NoSuchKeyError, match=r"s3://s3connect-test/f/missing.bin"):
-        list(Downloader(client, BUCKET, SMALL).download(tasks))
+        list(downloader.download(tasks))
     leftovers = [p.name for p in tmp_path.iterdir() if ".part" in p.name or p.name == "missing.bin"]
     assert leftovers == []
+    # The same instance again: a failed call does not cancel the next one.
+    (again,) = downloader.download([DownloadTask("f/3.bin", tmp_path / "again.bin")])
+    assert (tmp_path / "again.bin").read_bytes() == admin.get_object(Bucket=BUCKET, Key="f/3.bin")["Body"].read()
+    assert again.size == 100_000
 
 
 def test_unwritable_target_and_file_in_the_way(moto: MotoServer, client: Any, tmp_path: Path) -> None:
