@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import ArgumentError, S3ConnectError
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: Algorithms only the AWS CRT (``botocore[crt]``) computes.
@@ -44,9 +44,9 @@ def check_algorithm(algorithm: str) -> str:
     """``algorithm`` upper-cased if usable here, else a message saying what to install or pick."""
     name = algorithm.upper()
     if name not in ALGORITHMS:
-        raise ValueError(f"checksum_algorithm={algorithm!r}: use one of {', '.join(ALGORITHMS)}.")
+        raise ArgumentError(f"checksum_algorithm={algorithm!r}: use one of {', '.join(ALGORITHMS)}.")
     if name in CRT_ALGORITHMS and not _has_crt():
-        raise ValueError(
+        raise ArgumentError(
             f"checksum_algorithm={name} needs the AWS CRT on every worker: pip install 'botocore[crt]', "
             "or use CRC32, SHA1 or SHA256."
         )

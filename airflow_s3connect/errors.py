@@ -30,6 +30,14 @@ class S3ConnectError(Exception):
     """Base of every error raised by airflow-s3connect."""
 
 
+class ArgumentError(S3ConnectError, ValueError):
+    """An operator, sensor or hook argument is wrong; the message says what to give instead."""
+
+
+class SourceNotFoundError(S3ConnectError, FileNotFoundError):
+    """A local file, directory or glob given to Put matches nothing."""
+
+
 class ConnectionSettingsError(S3ConnectError, ValueError):
     """A connection field is missing, malformed or contradicts another field."""
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.formats import RecordFormat, content_type_for, encode_records, write_parquet
 from airflow_s3connect.transfer import ChunkStream, Uploader
 
@@ -28,7 +29,7 @@ def queue_data(uploader: Uploader, data: Any, key: str, fmt: RecordFormat | None
     elif isinstance(data, Iterable):
         stream = ChunkStream(data)
     else:
-        raise TypeError(
+        raise ArgumentError(
             f"data is a {type(data).__name__}: give str, bytes, a binary file object or an iterator of bytes."
         )
     uploader.put_stream(stream, key, content_type_for(key, fmt))

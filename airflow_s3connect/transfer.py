@@ -41,6 +41,7 @@ from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_sup
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     AccessDeniedError,
+    ArgumentError,
     KeyExistsError,
     S3ConnectError,
     resource_arn,
@@ -98,9 +99,9 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_size < 5 * MiB:
-            raise ValueError(f"chunk_size {self.chunk_size} is below S3's 5 MiB part minimum: use at least 5 MiB.")
+            raise ArgumentError(f"chunk_size {self.chunk_size} is below S3's 5 MiB part minimum: use at least 5 MiB.")
         if not 1 <= self.max_concurrency <= 64:
-            raise ValueError(f"max_concurrency {self.max_concurrency} must be within 1..64.")
+            raise ArgumentError(f"max_concurrency {self.max_concurrency} must be within 1..64.")
 
 
 # --------------------------------------------------------------------------- listing
@@ -926,7 +927,7 @@ class ChunkStream(io.RawIOBase):
             except StopIteration:
                 return 0
             if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise TypeError(f"data yielded a {type(chunk).__name__}; an iterator must yield bytes.")
+                raise ArgumentError(f"data yielded a {type(chunk).__name__}; an iterator must yield bytes.")
             self._pending = bytes(chunk)
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.errors import WrongRegionError, translate
+from airflow_s3connect.errors import ArgumentError, S3ConnectError, WrongRegionError, translate
 from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
 from airflow_s3connect.operators.put_object import expand_source, file_extension
 
@@ -37,8 +37,10 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("operator", "kwargs", "message"), BAD_ARGUMENTS)
 def test_bad_arguments_fail_at_parse_time(operator: type, kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    # One root for everything the provider raises, and ValueError as it always was.
+    with pytest.raises(S3ConnectError, match=re.escape(message)) as info:
         operator(task_id="t", **kwargs)
+    assert isinstance(info.value, ValueError)
 
 
 def test_list_defaults_follow_seed_002() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.filesystem import PROTOCOL, S3ConnectFileSystem
 
 schemes = [PROTOCOL]
@@ -28,7 +29,7 @@ def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -
     options = dict(storage_options or {})
     overwrite = bool(options.pop("overwrite", True))
     if options:
-        raise ValueError(f"Unknown storage options {sorted(options)}: s3connect:// takes only 'overwrite'.")
+        raise ArgumentError(f"Unknown storage options {sorted(options)}: s3connect:// takes only 'overwrite'.")
     hook = S3ConnectHook(s3connect_conn_id=conn_id or DEFAULT_CONN_ID)
     settings = hook.scope_settings
     config = TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts)

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from airflow.sdk import BaseOperator
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import translated
+from airflow_s3connect.errors import ArgumentError, translated
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
@@ -206,7 +206,7 @@ def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:
 def require_one_target(key: str | None, prefix: str | None, pattern: str | None) -> None:
     """One object (``key``) or many (``prefix`` / ``pattern``): exactly one of the two."""
     if (key is None) == (prefix is None and pattern is None):
-        raise ValueError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+        raise ArgumentError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
 
 
 def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.datetime | None:
@@ -217,7 +217,7 @@ def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.d
         try:
             value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{name}={value!r} is not an ISO 8601 date-time, e.g. 2025-04-14T00:00:00Z.") from None
+            raise ArgumentError(f"{name}={value!r} is not an ISO 8601 date-time, e.g. 2025-04-14T00:00:00Z.") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.timezone.utc)
     return value

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_s3connect.catalog import HEAD_BYTES, build_catalog
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.operators.base import S3ConnectOperator
 from airflow_s3connect.operators.list_objects import MAX_OBJECTS
 from airflow_s3connect.transfer import PutOptions, Uploader
@@ -49,7 +50,7 @@ class S3CatalogOperator(S3ConnectOperator):
     ) -> None:
         super().__init__(**kwargs)
         if not 1024 <= head_bytes <= 16 * 1024 * 1024:
-            raise ValueError(f"head_bytes={head_bytes}: use 1,024 to 16,777,216 bytes.")
+            raise ArgumentError(f"head_bytes={head_bytes}: use 1,024 to 16,777,216 bytes.")
         self.prefix = prefix
         self.patterns = list(patterns)
         self.head_bytes = head_bytes

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow_s3connect.copies import Copier, CopyTask
-from airflow_s3connect.errors import S3ConnectError, translated
+from airflow_s3connect.errors import ArgumentError, S3ConnectError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
@@ -87,9 +87,9 @@ class S3CopyObjectsOperator(S3ConnectOperator):
     ) -> None:
         super().__init__(**kwargs)
         if (source_key is None) == (source_prefix is None and source_pattern is None):
-            raise ValueError("Give either source_key=... (one object) or source_prefix=... / source_pattern=... .")
+            raise ArgumentError("Give either source_key=... (one object) or source_prefix=... / source_pattern=... .")
         if max_objects < 1:
-            raise ValueError(f"max_objects={max_objects}: give at least 1.")
+            raise ArgumentError(f"max_objects={max_objects}: give at least 1.")
         self.source_key = source_key
         self.source_prefix = source_prefix
         self.source_pattern = source_pattern

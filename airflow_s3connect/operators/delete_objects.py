@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, parse_moment
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.scope import Scope
@@ -59,11 +59,11 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         super().__init__(**kwargs)
         named = (key is not None) + (keys is not None)
         if named + (prefix is not None or pattern is not None) != 1:
-            raise ValueError("Give exactly one of key=..., keys=[...] or prefix=... / pattern=... .")
+            raise ArgumentError("Give exactly one of key=..., keys=[...] or prefix=... / pattern=... .")
         if named and modified_before is not None:
-            raise ValueError("modified_before=... filters a listing: use it with prefix=..., not key/keys.")
+            raise ArgumentError("modified_before=... filters a listing: use it with prefix=..., not key/keys.")
         if max_objects < 1:
-            raise ValueError(f"max_objects={max_objects}: give at least 1.")
+            raise ArgumentError(f"max_objects={max_objects}: give at least 1.")
         self.key = key
         self.keys = keys
         self.prefix = prefix

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.scope import Scope
@@ -33,7 +34,7 @@ Incremental = Literal["interval", "watermark"] | None
 After = Literal["keep", "delete", "archive"]
 
 
-class EmptyMatchError(ValueError):
+class EmptyMatchError(S3ConnectError, ValueError):
     """Nothing matched and ``fail_on_empty`` is set."""
 
 
@@ -109,17 +110,17 @@ class S3GetObjectOperator(S3ConnectOperator):
         super().__init__(**kwargs)
         require_one_target(key, prefix, pattern)
         if incremental not in (None, "interval", "watermark"):
-            raise ValueError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
+            raise ArgumentError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
         if incremental and key is not None:
-            raise ValueError("incremental applies to prefix/pattern downloads, not to one key.")
+            raise ArgumentError("incremental applies to prefix/pattern downloads, not to one key.")
         if after not in ("keep", "delete", "archive"):
-            raise ValueError(f"after={after!r}: use 'keep', 'delete' or 'archive'.")
+            raise ArgumentError(f"after={after!r}: use 'keep', 'delete' or 'archive'.")
         if after == "archive" and not archive_prefix:
-            raise ValueError("after='archive' needs archive_prefix=... (where objects are moved).")
+            raise ArgumentError("after='archive' needs archive_prefix=... (where objects are moved).")
         if read_into_xcom and key is None:
-            raise ValueError("read_into_xcom=True reads one object: give key=... .")
+            raise ArgumentError("read_into_xcom=True reads one object: give key=... .")
         if not read_into_xcom and not local_dir:
-            raise ValueError("Give local_dir=... (where files go), or read_into_xcom=True for one small object.")
+            raise ArgumentError("Give local_dir=... (where files go), or read_into_xcom=True for one small object.")
         self.key = key
         self.prefix = prefix
         self.pattern = pattern
@@ -143,7 +144,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             try:
                 text = content.decode(self.encoding)
             except UnicodeDecodeError:
-                raise ValueError(
+                raise ArgumentError(
                     f"{ref.uri} is not {self.encoding} text: set encoding=... or download it to local_dir."
                 ) from None
             # Only once the text is in hand: a failed read never deletes or moves the object.
@@ -208,7 +209,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             return {}
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None or start == end:
-            raise ValueError(
+            raise ArgumentError(
                 "incremental='interval' needs a run with a data interval (a scheduled DAG whose "
                 "timetable has intervals, e.g. CronDataIntervalTimetable); this run has none. "
                 "Use incremental='watermark' for manual or asset-triggered runs."

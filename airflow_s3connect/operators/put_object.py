@@ -14,7 +14,7 @@ from typing import Any, cast
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_s3connect.checksums import check_algorithm
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
 from airflow_s3connect.sources import queue_data, queue_records
@@ -51,7 +51,7 @@ def expand_source(source: str | Sequence[str]) -> Iterator[tuple[Path, str]]:
             matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
             files = [p for p in matches if p.is_file()]
             if not files:
-                raise FileNotFoundError(f"source={item!r} matches no file.")
+                raise SourceNotFoundError(f"source={item!r} matches no file.")
             for file in files:
                 yield file, relative_posix(file, root)
         elif path.is_dir():
@@ -61,7 +61,7 @@ def expand_source(source: str | Sequence[str]) -> Iterator[tuple[Path, str]]:
         elif path.is_file():
             yield path, path.name
         else:
-            raise FileNotFoundError(f"source={item!r} is neither a file, a directory nor a glob matching files.")
+            raise SourceNotFoundError(f"source={item!r} is neither a file, a directory nor a glob matching files.")
 
 
 #: Task-state key of the multipart uploads in flight (upload id → key), for a later try.
@@ -152,20 +152,20 @@ class S3PutObjectOperator(S3ConnectOperator):
             name for name, value in (("source", source), ("data", data), ("records", records)) if value is not None
         ]
         if len(given) != 1:
-            raise ValueError(f"Give exactly one of source=, data= or records= (got {', '.join(given) or 'none'}).")
+            raise ArgumentError(f"Give exactly one of source=, data= or records= (got {', '.join(given) or 'none'}).")
         if records is not None and format is None:
-            raise ValueError("records=... needs format=... (csv, csv.gz, jsonl, jsonl.gz or parquet).")
+            raise ArgumentError("records=... needs format=... (csv, csv.gz, jsonl, jsonl.gz or parquet).")
         if format is not None:
             get_format(format)
         if source is None and not key:
-            raise ValueError("data= and records= need key=... (the object to write).")
+            raise ArgumentError("data= and records= need key=... (the object to write).")
         checksum_algorithm = check_algorithm(checksum_algorithm)
         if server_side_encryption is not None and server_side_encryption not in SSE_ALGORITHMS:
-            raise ValueError(
+            raise ArgumentError(
                 f"server_side_encryption={server_side_encryption!r}: use one of {', '.join(SSE_ALGORITHMS)}."
             )
         if kms_key_id and not (server_side_encryption or "").startswith("aws:kms"):
-            raise ValueError("kms_key_id needs server_side_encryption='aws:kms'.")
+            raise ArgumentError("kms_key_id needs server_side_encryption='aws:kms'.")
         self.key = key
         self.source = source
         self.data = data
@@ -265,7 +265,7 @@ class S3PutObjectOperator(S3ConnectOperator):
             and not self.key.endswith("/")
             and not any("{" + name in self.key for name in ("filename", "relative_path", "uuid"))
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"{len(files)} files would all be written to key {self.key!r}: end the key with '/' or use "
                 "{relative_path}, {filename} or {uuid} in it."
             )
@@ -275,7 +275,7 @@ class S3PutObjectOperator(S3ConnectOperator):
                 context, filename=path.name, relative_path=relative, extension=file_extension(path.name) or "bin"
             )
             if key in keys:
-                raise ValueError(f"{keys[key]} and {path} would both be written to {key!r}: make keys unique.")
+                raise ArgumentError(f"{keys[key]} and {path} would both be written to {key!r}: make keys unique.")
             keys[key] = path
         for key, path in keys.items():
             uploader.put_file(path, key, content_type_for(key))

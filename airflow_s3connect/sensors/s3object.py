@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import parse_moment, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
@@ -82,11 +82,11 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         super().__init__(**kwargs)
         require_one_target(key, prefix, pattern)
         if min_objects < 1:
-            raise ValueError(f"min_objects={min_objects}: wait for at least 1 object (or use absent=True).")
+            raise ArgumentError(f"min_objects={min_objects}: wait for at least 1 object (or use absent=True).")
         if absent and (stable_for or min_objects != 1):
-            raise ValueError("absent=True waits for no match: it takes neither stable_for nor min_objects.")
+            raise ArgumentError("absent=True waits for no match: it takes neither stable_for nor min_objects.")
         if key is not None and min_objects != 1:
-            raise ValueError("One key is one object: min_objects applies to prefix/pattern.")
+            raise ArgumentError("One key is one object: min_objects applies to prefix/pattern.")
         self.key, self.prefix, self.pattern, self.bucket = key, prefix, pattern, bucket
         self.min_objects = min_objects
         self.min_size = min_size
@@ -164,7 +164,7 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
             self._watcher = Watcher(self._spec(context))
         store = context.get("task_state_store") if self.reschedule and self.stable_for else None
         if self.reschedule and self.stable_for and store is None:
-            raise ValueError(
+            raise ArgumentError(
                 "stable_for in mode='reschedule' needs Airflow's task state store (Airflow 3.3+): "
                 "use mode='poke' or deferrable=True on this Airflow."
             )
