@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.errors import ArgumentError, S3ConnectError, WrongRegionError, translate
+from airflow_s3connect.errors import S3ConnectError, WrongRegionError, translate
 from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
 from airflow_s3connect.operators.put_object import expand_source, file_extension
 
