@@ -7,6 +7,8 @@ fails without touching the network, and a relative key is joined to ``path_prefi
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import re
 from dataclasses import dataclass
 
@@ -66,6 +68,20 @@ class ObjectRef:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+#: Characters a URI path segment may hold as they are (RFC 3986 pchar); everything else in a
+#: key (``#``, ``?``, ``%``, spaces, non-ASCII) is percent-encoded by :func:`asset_uri`.
+_PCHAR = "/!$&'()*+,;=:@~"
+
+
+def asset_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key`` as an Airflow Asset URI that names exactly this object.
+
+    Airflow parses asset URIs: a raw ``#`` or ``?`` in a key would start a fragment or a
+    query, and ``hash#one.csv`` and ``hash#two.csv`` would both become ``…/hash``.
+    """
+    return f"s3://{bucket}/{quote(key, safe=_PCHAR)}"
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

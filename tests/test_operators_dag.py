@@ -41,6 +41,9 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
          params={"tenant": "acme"}) as dag:
     conn = dict(s3connect_conn_id="rt")
     put_tree = S3PutObjectOperator(task_id="put_tree", source="TREE", key="tree/", outlets=[AssetAlias("tree")], **conn)
+    for number, name in enumerate(("hash#one.csv", "hash#two.csv", "what?.csv", "100%.csv")):
+        S3PutObjectOperator(task_id=f"put_odd_{number}", data=name, key=f"odd/{name}",
+                            outlets=[AssetAlias("odd")], **conn)
     get_tree = S3GetObjectOperator(task_id="get_tree", prefix="tree/", local_dir="OUT/tree", **conn)
     list_csv = S3ListObjectsOperator(task_id="list_csv", prefix="tree/", pattern="**/*.csv", **conn)
     fetch = S3GetObjectOperator.partial(task_id="fetch_each", local_dir="OUT/each", **conn).expand(key=list_csv.output)
@@ -341,6 +344,22 @@ def test_asset_events_for_every_object_written(roundtrip: Roundtrip) -> None:
             .filter(AssetEvent.source_run_id == result.run_id, AssetEvent.source_task_id == "put_tree")
         ]
     assert sorted(uris) == sorted(f"s3://{bucket}/tree/{name}" for name in files)
+
+
+def test_asset_events_name_keys_with_uri_characters_exactly(roundtrip: Roundtrip) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    result, bucket = roundtrip.result, roundtrip.bucket
+    with create_session() as session:
+        uris = sorted(
+            uri
+            for (uri,) in session.query(AssetModel.uri)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == result.run_id, AssetEvent.source_task_id.like("put_odd_%"))
+        )
+    encoded = ["100%25.csv", "hash%23one.csv", "hash%23two.csv", "what%3F.csv"]
+    assert uris == [f"s3://{bucket}/odd/{name}" for name in encoded]
 
 
 # --------------------------------------------------------------------------- incremental modes

@@ -17,6 +17,7 @@ from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
 from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
 
@@ -307,6 +308,8 @@ class S3PutObjectOperator(S3ConnectOperator):
         for outlet in self.outlets:
             if isinstance(outlet, AssetAlias):
                 for done in written:
-                    outlet_events[outlet].add(Asset(done.uri), extra={"size": done.size, "etag": done.etag})
+                    outlet_events[outlet].add(
+                        Asset(asset_uri(done.bucket, done.key)), extra={"size": done.size, "etag": done.etag}
+                    )
             elif isinstance(outlet, Asset):
                 outlet_events[outlet].extra = {"objects": count, "bytes": size}
