@@ -7,10 +7,9 @@ fails without touching the network, and a relative key is joined to ``path_prefi
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from airflow_s3connect.errors import InvalidKeyError, ScopeError
 
