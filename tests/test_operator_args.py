@@ -43,7 +43,7 @@ def test_bad_arguments_fail_at_parse_time(operator: type, kwargs: dict[str, Any]
     assert isinstance(info.value, ValueError)
 
 
-def test_list_defaults_follow_seed_002() -> None:
+def test_list_defaults() -> None:
     task = S3ListObjectsOperator(task_id="t")
     assert (task.max_objects, task.max_xcom_objects) == (100_000, 10_000)
 
@@ -56,6 +56,10 @@ def test_sources_file_directory_and_glob(tmp_path: Path) -> None:
     assert as_dir == ["a.csv", "sub/b.csv", "sub/deep/c.json.gz", "sub/deep/d.csv"]
     as_glob = [rel for _, rel in expand_source(f"{tmp_path}/sub/**/*.csv")]
     assert as_glob == ["b.csv", "deep/d.csv"]  # relative to the glob's literal directory
+    # The same root whichever wildcard comes first.
+    for pattern in ("sub/*.csv", "sub/?.csv", "sub/[ab].csv", "sub/[b]*.csv"):
+        assert [rel for _, rel in expand_source(f"{tmp_path}/{pattern}")] == ["b.csv"], pattern
+    assert [rel for _, rel in expand_source(f"{tmp_path}/su?/deep/*.csv")] == ["sub/deep/d.csv"]
     assert [rel for _, rel in expand_source(str(tmp_path / "a.csv"))] == ["a.csv"]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         list(expand_source(f"{tmp_path}/*.parquet"))

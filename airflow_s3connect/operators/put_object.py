@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import os
 import posixpath
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,8 +48,9 @@ def expand_source(source: str | Sequence[str]) -> Iterator[tuple[Path, str]]:
     for item in sources:
         path = Path(item).expanduser()
         if glob.has_magic(item):
-            root = Path(item.split("*")[0].split("?")[0].split("[")[0]).expanduser()
-            root = root if str(item).split("*")[0].endswith(os.sep) else root.parent
+            # The deepest directory written out in full, whatever the first wildcard is.
+            literal = re.split(r"[*?\[]", item, maxsplit=1)[0]
+            root = Path(literal).expanduser() if literal.endswith(os.sep) else Path(literal).expanduser().parent
             matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
             files = [p for p in matches if p.is_file()]
             if not files:
