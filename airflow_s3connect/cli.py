@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.iam import OPERATION_USES, SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import OPERATIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
 
 SECRET_ENV = "S3CONNECT_EXTERNAL_ID_SECRET"
 
@@ -109,8 +109,7 @@ def check(conn_id: str) -> dict[str, Any]:
         actions["s3:GetObject"] = {"result": "unknown", "detail": "S3 hides missing keys without s3:ListBucket"}
     report["actions"] = actions
     report["operations"] = {
-        operation: all(actions[a]["result"] == "allowed" for a in needed)
-        for operation, needed in OPERATION_USES.items()
+        name: all(actions[a]["result"] == "allowed" for a in operation.uses) for name, operation in OPERATIONS.items()
     }
     return report
 
@@ -128,9 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = commands.add_parser("policy", help="least-privilege IAM policy for operations")
     policy.add_argument("--bucket", required=True)
     policy.add_argument("--prefix", default="")
-    policy.add_argument(
-        "--operations", required=True, help="comma-separated: put,get,get-key,list,sensor,delete,archive"
-    )
+    policy.add_argument("--operations", required=True, help=f"comma-separated: {','.join(OPERATIONS)}")
     trust = commands.add_parser("trust-policy", help="role trust policy with sts:ExternalId")
     trust.add_argument("--principal", required=True, help="ARN (or account id) of the identity that assumes the role")
     trust.add_argument("--external-id", required=True)

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
@@ -18,28 +19,35 @@ from airflow_s3connect.scope import check_bucket_name, normalize_prefix
 
 POLICY_VERSION = "2012-10-17"
 
+
 #: The permissions granted per operation: what it needs, and no more. ``archive`` (after a
 #: get) writes a copy, so it also needs s3:PutObject.
-OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
-    "put": ("s3:PutObject",),
-    "get": ("s3:ListBucket", "s3:GetObject"),
-    "get-key": ("s3:GetObject",),
-    "list": ("s3:ListBucket", "s3:GetObject"),
-    "sensor": ("s3:ListBucket", "s3:GetObject"),
-    "delete": ("s3:DeleteObject",),
-    "archive": ("s3:PutObject", "s3:DeleteObject"),
-}
+@dataclass(frozen=True)
+class Operation:
+    """What one operation calls, whole (``uses``: what ``s3connect check`` requires before
+    it says "works"), and what its least-privilege policy grants (``uses`` + ``also``)."""
 
-#: What each operation actually calls, so what ``s3connect check`` requires for "works":
-#: List and the sensor only list (the least-privilege suite runs them without GetObject),
-#: while the policy above also grants s3:GetObject, so that listed objects can be read.
-OPERATION_USES: dict[str, tuple[str, ...]] = {
-    "put": ("s3:PutObject",),
-    "get (one key)": ("s3:GetObject",),
-    "get (prefix)": ("s3:ListBucket", "s3:GetObject"),
-    "list": ("s3:ListBucket",),
-    "sensor": ("s3:ListBucket",),
-    "delete after get": ("s3:ListBucket", "s3:GetObject", "s3:DeleteObject"),
+    uses: tuple[str, ...]
+    also: tuple[str, ...] = ()
+
+    @property
+    def grants(self) -> tuple[str, ...]:
+        return self.uses + self.also
+
+
+#: Every operation, once: the policy generator, the setup page and ``s3connect check`` read it.
+OPERATIONS: dict[str, Operation] = {
+    "put": Operation(("s3:PutObject",)),
+    "get": Operation(("s3:ListBucket", "s3:GetObject")),
+    "get-key": Operation(("s3:GetObject",)),
+    # List and the sensor only list (the least-privilege suite runs them without GetObject);
+    # their policy also grants s3:GetObject, so that what they list can be read.
+    "list": Operation(("s3:ListBucket",), also=("s3:GetObject",)),
+    "sensor": Operation(("s3:ListBucket",), also=("s3:GetObject",)),
+    "watch": Operation(("s3:ListBucket",)),
+    "delete": Operation(("s3:ListBucket", "s3:DeleteObject")),
+    "archive": Operation(("s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+    "copy": Operation(("s3:ListBucket", "s3:GetObject", "s3:PutObject")),
 }
 
 _PRINCIPAL = re.compile(
@@ -54,14 +62,14 @@ class SetupError(ValueError):
 def actions_for(operations: Iterable[str]) -> list[str]:
     """The IAM actions ``operations`` need, sorted, each once."""
     wanted = [o.strip() for o in operations if o.strip()]
-    unknown = [o for o in wanted if o not in OPERATION_ACTIONS]
+    unknown = [o for o in wanted if o not in OPERATIONS]
     if unknown or not wanted:
         raise SetupError(
-            f"Unknown operations {unknown}: choose from {', '.join(OPERATION_ACTIONS)}."
+            f"Unknown operations {unknown}: choose from {', '.join(OPERATIONS)}."
             if unknown
-            else f"Give at least one operation: {', '.join(OPERATION_ACTIONS)}."
+            else f"Give at least one operation: {', '.join(OPERATIONS)}."
         )
-    return sorted({action for o in wanted for action in OPERATION_ACTIONS[o]})
+    return sorted({action for o in wanted for action in OPERATIONS[o].grants})
 
 
 def least_privilege_policy(bucket: str, prefix: str, operations: Iterable[str]) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def test_policy_for_exactly_the_operations() -> None:
     ("argv", "message"),
     [
         (["policy", "--bucket", "Bad_Bucket", "--operations", "put"], "Invalid bucket name 'Bad_Bucket'"),
-        (["policy", "--bucket", "acme-data", "--operations", "put,copy"], "Unknown operations ['copy']: choose from"),
+        (["policy", "--bucket", "acme-data", "--operations", "put,move"], "Unknown operations ['move']: choose from"),
         (["policy", "--bucket", "acme-data", "--prefix", "a/../b", "--operations", "get"], "'.' or '..' segment"),
         (["trust-policy", "--principal", "bob", "--external-id", "abc123"], "is not an AWS account id or IAM ARN"),
         (["trust-policy", "--principal", "123456789012", "--external-id", "x"], "External ID 'x' is not valid for STS"),
@@ -162,11 +162,14 @@ def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn
     assert report["actions"]["s3:PutObject"]["detail"].startswith("Access denied: s3:PutObject on arn:aws:s3:::")
     assert report["operations"] == {
         "put": False,
-        "get (one key)": True,
-        "get (prefix)": True,
+        "get": True,
+        "get-key": True,
         "list": True,
         "sensor": True,
-        "delete after get": False,
+        "watch": True,
+        "delete": False,
+        "archive": False,
+        "copy": False,
     }
     assert "s3:PutObject" in table
     assert "does not work" in table

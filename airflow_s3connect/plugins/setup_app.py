@@ -24,7 +24,7 @@ from airflow_s3connect.cli import external_id_secret
 from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.iam import OPERATION_ACTIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import OPERATIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
 from airflow_s3connect.macros import connection_pattern
 
 #: Ticked when the page opens: reading and writing, never deleting unless asked for.
@@ -123,8 +123,8 @@ def setup_page(
     options = "".join(f"<option value='{html.escape(c)}'></option>" for c in known)
     checkboxes = "".join(
         f"<label><input type='checkbox' name='operations' value='{op}'{' checked' if op in operations else ''}> "
-        f"{op}: {', '.join(actions)}</label>"
-        for op, actions in OPERATION_ACTIONS.items()
+        f"{op}: {', '.join(operation.grants)}</label>"
+        for op, operation in OPERATIONS.items()
     )
     body = ""
     if chosen is None:
