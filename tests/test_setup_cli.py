@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from airflow_s3connect.cli import main
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
@@ -136,7 +137,7 @@ def test_printed_policies_are_accepted_by_iam_and_grant_exactly_that(
     assert listed == ["exports/acme/in.csv"]
     assert client.get_object(Bucket=BUCKET, Key="exports/acme/in.csv")["Body"].read() == b"a"
     # (moto does not evaluate the s3:prefix condition of ListBucket; object actions it does.)
-    with pytest.raises(Exception, match="AccessDenied"):
+    with pytest.raises(ClientError, match="AccessDenied"):  # the raw client: botocore's own error
         client.get_object(Bucket=BUCKET, Key="exports/globex/in.csv")
     with pytest.raises(AccessDeniedError, match="sts:AssumeRole"):
         list(Lister(S3ConnectHook(s3connect_conn_id=wrong_id).get_conn(), BUCKET, ListQuery(base="exports/acme/")))

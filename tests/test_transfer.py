@@ -17,7 +17,7 @@ import pytest
 
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
-from airflow_s3connect.errors import KeyExistsError, NoSuchKeyError
+from airflow_s3connect.errors import KeyExistsError, NoSuchKeyError, S3ConnectError
 from airflow_s3connect.formats import FORMATS, FormatError, encode_records, write_parquet
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.transfer import (
@@ -224,7 +224,7 @@ def test_read_object_caps_the_size(moto: MotoServer, client: Any) -> None:
     etags = {key: admin.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in ("r/small.json", "r/empty")}
     assert read_object(client, BUCKET, "r/small.json", 1000) == (b'{"a": 1}', etags["r/small.json"])
     assert read_object(client, BUCKET, "r/empty", 1000) == (b"", etags["r/empty"])
-    with pytest.raises(Exception, match="2000 bytes, over the XCom limit of 1000"):
+    with pytest.raises(S3ConnectError, match="2000 bytes, over the XCom limit of 1000"):
         read_object(client, BUCKET, "r/big", 1000)
 
 

@@ -21,7 +21,7 @@ from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import Downloader, ResultSink, TransferConfig, Uploader
+from airflow_s3connect.transfer import Downloader, PutOptions, ResultSink, TransferConfig, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -159,10 +159,11 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         if self._manifest_upload is not None:
             local, ref = self._manifest_upload
             try:
-                with translated("PutObject", ref.bucket, ref.key):
-                    self.client.upload_file(
-                        str(local), ref.bucket, ref.key, ExtraArgs={"ContentType": "application/x-ndjson"}
-                    )
+                # Through the uploader, like every object we write: checksums, multipart.
+                scope_prefix = self.hook.scope_settings.scope.prefix
+                with Uploader(self.client, ref.bucket, self.transfer_config(), PutOptions(), scope_prefix) as uploader:
+                    uploader.put_file(local, ref.key, "application/x-ndjson")
+                    list(uploader.results())
             finally:
                 os.unlink(local)
         self.log.info("%d results written to the manifest %s", sink.count, sink.location)
