@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from airflow.sdk import BaseOperator
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import ArgumentError, translated
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
