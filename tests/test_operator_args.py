@@ -86,3 +86,26 @@ def test_wrong_region_names_the_right_one() -> None:
     assert (
         str(error) == "Bucket 'eu-bucket' is in another region: it is in us-west-2; set the connection's region_name."
     )
+
+
+def test_connection_parameters_are_templated_and_follow_default_args() -> None:
+    """Operators and the sensor share s3connect_conn_id, bucket, tenant, tap and
+    stream_name (all templated), also when a DAG's default_args set them, and partial()
+    accepts them (Airflow checks it against the operator classes' own parameters)."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
+    from airflow_s3connect.sensors import S3ObjectSensor
+
+    defaults = {"s3connect_conn_id": "from_defaults", "tenant": "acme", "bucket": "b"}
+    with DAG("d", schedule=None, start_date=pendulum.datetime(2025, 1, 1), default_args=defaults):
+        listed = S3ListObjectsOperator(task_id="l", prefix="p/")
+        sensed = S3ObjectSensor(task_id="s", prefix="p/", tenant="own")
+        put = S3PutObjectOperator(task_id="p", data="x", key="k", s3connect_conn_id="mine", stream_name="orders")
+    assert (listed.s3connect_conn_id, listed.tenant, listed.bucket) == ("from_defaults", "acme", "b")
+    assert (sensed.s3connect_conn_id, sensed.tenant) == ("from_defaults", "own")
+    assert (put.s3connect_conn_id, put.stream_name) == ("mine", "orders")
+    for task in (listed, sensed, put):
+        assert set(CONNECTION_FIELDS) <= set(task.template_fields)
+    S3ListObjectsOperator.partial(task_id="m", s3connect_conn_id="c", tenant="t").expand(prefix=["a/", "b/"])

@@ -11,6 +11,7 @@ from airflow_s3connect.catalog import HEAD_BYTES, build_catalog
 from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.operators.base import S3ConnectOperator
 from airflow_s3connect.operators.list_objects import MAX_OBJECTS
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.transfer import PutOptions, Uploader
 
 
@@ -35,7 +36,7 @@ class S3CatalogOperator(S3ConnectOperator):
     files, bytes, first_modified, last_modified, newest_key, fields, delimiter, error}]}``.
     """
 
-    template_fields: Sequence[str] = ("prefix", "patterns", "bucket", "catalog_key", "tenant")
+    template_fields: Sequence[str] = ("prefix", "patterns", "catalog_key", *CONNECTION_FIELDS)
     macro_fields = ("prefix", "catalog_key")
 
     def __init__(

@@ -13,6 +13,7 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
 from airflow_s3connect.operators.list_objects import listing_query
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.transfer import Lister, ObjectInfo, PutOptions
 
 #: Default cap on how many objects one task copies.
@@ -63,8 +64,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         "source_pattern",
         "source_bucket",
         "target_key",
-        "bucket",
-        "tenant",
+        *CONNECTION_FIELDS,
     )
     macro_fields = ("source_key", "source_prefix", "target_key")
     pattern_fields = ("source_pattern",)

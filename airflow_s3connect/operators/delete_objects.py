@@ -10,6 +10,7 @@ from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, parse_moment
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.transfer import BatchDelete, Lister, ObjectInfo
 
@@ -40,7 +41,7 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
     s3:ListBucket for ``prefix``.
     """
 
-    template_fields: Sequence[str] = ("key", "keys", "prefix", "pattern", "bucket", "modified_before", "tenant")
+    template_fields: Sequence[str] = ("key", "keys", "prefix", "pattern", "modified_before", *CONNECTION_FIELDS)
     macro_fields = ("key", "keys", "prefix")
     pattern_fields = ("pattern",)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.transfer import (
     Downloaded,
@@ -79,12 +80,11 @@ class S3GetObjectOperator(S3ConnectOperator):
         "key",
         "prefix",
         "pattern",
-        "bucket",
         "local_dir",
         "archive_prefix",
         "manifest_path",
         "manifest_key",
-        "tenant",
+        *CONNECTION_FIELDS,
     )
     macro_fields = ("key", "prefix", "archive_prefix", "manifest_key")
     pattern_fields = ("pattern",)

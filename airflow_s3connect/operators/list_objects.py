@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_s3connect.operators.base import S3ConnectOperator, parse_moment
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.transfer import CommonPrefix, Downloaded, Lister, ListQuery, ObjectInfo
@@ -61,13 +62,12 @@ class S3ListObjectsOperator(S3ConnectOperator):
     template_fields: Sequence[str] = (
         "prefix",
         "pattern",
-        "bucket",
         "start_after",
         "modified_since",
         "modified_until",
         "manifest_path",
         "manifest_key",
-        "tenant",
+        *CONNECTION_FIELDS,
     )
     macro_fields = ("prefix", "start_after", "manifest_key")
     pattern_fields = ("pattern",)

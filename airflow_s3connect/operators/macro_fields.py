@@ -16,6 +16,12 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues, render
 from airflow_s3connect.patterns import escape_literal
 
+#: Templated in every operator and the sensor: part of each one's ``template_fields``.
+#: The parameters themselves are declared by S3ConnectOperator and the sensor, not by this
+#: mixin: Airflow's ``partial``/``expand`` checks and ``default_args`` see only parameters
+#: of classes its operator metaclass built.
+CONNECTION_FIELDS: tuple[str, ...] = ("s3connect_conn_id", "bucket", "tenant", "tap", "stream_name")
+
 
 class MacroFieldsMixin:
     """Mix into a BaseOperator / BaseSensorOperator before it in the bases.
@@ -28,6 +34,7 @@ class MacroFieldsMixin:
 
     macro_fields: Sequence[str] = ()
     pattern_fields: Sequence[str] = ()
+    bucket: str | None = None
     #: Per-object macros left in ``macro_fields`` for :meth:`render_deferred` (e.g. ``{filename}``).
     deferred_macros: Sequence[str] = ()
     s3connect_conn_id: str = DEFAULT_CONN_ID

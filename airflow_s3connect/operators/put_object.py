@@ -18,6 +18,7 @@ from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
 from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
@@ -122,12 +123,11 @@ class S3PutObjectOperator(S3ConnectOperator):
         "source",
         "data",
         "records",
-        "bucket",
         "metadata",
         "content_type",
         "manifest_path",
         "manifest_key",
-        "tenant",
+        *CONNECTION_FIELDS,
     )
     macro_fields = ("key", "manifest_key")
     deferred_macros = PER_OBJECT_MACROS

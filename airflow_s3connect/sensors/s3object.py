@@ -13,7 +13,7 @@ from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.operators.base import parse_moment, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
-from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
+from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS, MacroFieldsMixin
 from airflow_s3connect.transfer import ObjectInfo
 from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import Watcher, WatchSpec
@@ -53,7 +53,7 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
     memory in Airflow's task state store.
     """
 
-    template_fields: Sequence[str] = ("key", "prefix", "pattern", "bucket", "new_since", "tenant")
+    template_fields: Sequence[str] = ("key", "prefix", "pattern", "new_since", *CONNECTION_FIELDS)
     macro_fields = ("key", "prefix")
     pattern_fields = ("pattern",)
     ui_color = "#e7f0e0"
@@ -64,7 +64,6 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         key: str | None = None,
         prefix: str | None = None,
         pattern: str | None = None,
-        bucket: str | None = None,
         min_objects: int = 1,
         min_size: int = 0,
         new_since: datetime.datetime | str | None = None,
@@ -74,6 +73,7 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         collect_all: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         s3connect_conn_id: str = DEFAULT_CONN_ID,
+        bucket: str | None = None,
         tenant: str | None = None,
         tap: str | None = None,
         stream_name: str | None = None,
@@ -88,6 +88,8 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         if key is not None and min_objects != 1:
             raise ArgumentError("One key is one object: min_objects applies to prefix/pattern.")
         self.key, self.prefix, self.pattern, self.bucket = key, prefix, pattern, bucket
+        self.s3connect_conn_id = s3connect_conn_id
+        self.tenant, self.tap, self.stream_name = tenant, tap, stream_name
         self.min_objects = min_objects
         self.min_size = min_size
         self.new_since = new_since
@@ -96,8 +98,6 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         self.include_metadata = include_metadata
         self.collect_all = collect_all
         self.deferrable = deferrable
-        self.s3connect_conn_id = s3connect_conn_id
-        self.tenant, self.tap, self.stream_name = tenant, tap, stream_name
         self._watcher: Watcher | None = None
 
     # -- the watch ---------------------------------------------------------------------------
