@@ -109,3 +109,20 @@ def test_connection_parameters_are_templated_and_follow_default_args() -> None:
     for task in (listed, sensed, put):
         assert set(CONNECTION_FIELDS) <= set(task.template_fields)
     S3ListObjectsOperator.partial(task_id="m", s3connect_conn_id="c", tenant="t").expand(prefix=["a/", "b/"])
+
+
+def test_airflows_rendering_step_that_macros_hook_into_is_still_there() -> None:
+    """Key macros render inside Airflow's template rendering, through the one private
+    method a mapped task's expansion also calls. If Airflow renames it or changes its
+    arguments, this fails here instead of macros silently staying unrendered."""
+    import inspect
+
+    from airflow.sdk import BaseOperator
+
+    from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
+
+    airflow_step = inspect.signature(BaseOperator._do_render_template_fields)
+    assert list(airflow_step.parameters) == ["self", "parent", "template_fields", "context", "jinja_env", "seen_oids"]
+    ours = inspect.signature(MacroFieldsMixin._do_render_template_fields)
+    assert list(ours.parameters) == list(airflow_step.parameters)
+    assert S3ListObjectsOperator._do_render_template_fields is MacroFieldsMixin._do_render_template_fields
