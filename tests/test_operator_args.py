@@ -32,6 +32,7 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
     (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "after": "archive"}, "needs archive_prefix"),
     (S3GetObjectOperator, {"prefix": "b/", "read_into_xcom": True}, "read_into_xcom=True reads one object"),
     (S3GetObjectOperator, {"key": "a"}, "Give local_dir=..."),
+    (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "on_invalid_key": "ignore"}, "use 'fail' or 'skip'"),
 ]
 
 

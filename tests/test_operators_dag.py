@@ -74,6 +74,7 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
     archive = S3GetObjectOperator(task_id="archive_inbox", prefix="inbox/", pattern="*.json", local_dir="OUT/inbox",
                                   after="archive", archive_prefix="processed/{ds_nodash}", **conn)
     drop = S3GetObjectOperator(task_id="delete_drop", prefix="drop/", local_dir="OUT/drop", after="delete", **conn)
+    S3GetObjectOperator(task_id="get_skipping", prefix="odd-names/", local_dir="OUT/odd", on_invalid_key="skip", **conn)
 
     parts = dict(multipart_threshold=5 * 2**20, chunk_size=5 * 2**20)
     put_big = S3PutObjectOperator(task_id="put_big", source="BIG", key="big/blob.bin", **parts, **conn)
@@ -141,6 +142,8 @@ def roundtrip(
         admin.put_object(Bucket=bucket, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
     admin.put_object(Bucket=bucket, Key="inbox/skip.txt", Body=b"not matched")
     admin.put_object(Bucket=bucket, Key="drop/a.txt", Body=b"a")
+    admin.put_object(Bucket=bucket, Key="odd-names/fine.txt", Body=b"fine")
+    admin.put_object(Bucket=bucket, Key="odd-names/back\\slash.txt", Body=b"cannot be a local path")
     for name in ("a.tmp", "b.tmp", "keep.txt", "sub/c.tmp"):
         admin.put_object(Bucket=bucket, Key=f"trash/{name}", Body=name.encode())
     admin.put_object(Bucket=bucket, Key="datasource/20250114/file_202501_aa.csv", Body=b"id,name\n1,a\n")
@@ -263,6 +266,12 @@ def test_data_put_and_read_into_xcom(roundtrip: Roundtrip) -> None:
     head = roundtrip.store.admin.head_object(Bucket=roundtrip.bucket, Key="notes/acme.txt")
     assert head["Metadata"] == {"run": result.run_id}
     assert head["ContentType"] == "text/plain"
+
+
+def test_get_skips_keys_that_cannot_be_local_paths_when_asked(roundtrip: Roundtrip) -> None:
+    got = roundtrip.result.value("get_skipping")
+    assert [g["key"] for g in got] == ["odd-names/fine.txt"]
+    assert sorted(p.name for p in (roundtrip.out / "odd").iterdir()) == ["fine.txt"]
 
 
 def test_read_into_xcom_then_archive(roundtrip: Roundtrip) -> None:

@@ -17,6 +17,7 @@ from airflow_s3connect.transfer import (
     Downloader,
     DownloadTask,
     Lister,
+    LocalPathError,
     LocalTree,
     ObjectInfo,
     Watermark,
@@ -71,6 +72,9 @@ class S3GetObjectOperator(S3ConnectOperator):
     :param max_xcom_bytes: size limit of ``read_into_xcom`` (default 1 MiB).
     :param encoding: text encoding for ``read_into_xcom``.
     :param fail_on_empty: fail when nothing matched (default: succeed with an empty list).
+    :param on_invalid_key: with ``prefix``, what to do with a listed key that cannot be a local
+        path (backslashes, ``.``/``..`` or empty segments): ``"fail"`` (default, before any
+        download) or ``"skip"`` it with a warning and fetch the rest.
 
     Returns ``[{key, uri, local_path, size, etag, last_modified, skipped}]`` (keys relative
     to path_prefix), or past ``max_xcom_objects`` a manifest (in S3 unless ``manifest_path`` is set).
@@ -105,6 +109,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         max_xcom_bytes: int = MAX_XCOM_BYTES,
         encoding: str = "utf-8",
         fail_on_empty: bool = False,
+        on_invalid_key: Literal["fail", "skip"] = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,6 +139,9 @@ class S3GetObjectOperator(S3ConnectOperator):
         self.max_xcom_bytes = max_xcom_bytes
         self.encoding = encoding
         self.fail_on_empty = fail_on_empty
+        if on_invalid_key not in ("fail", "skip"):
+            raise ArgumentError(f"on_invalid_key={on_invalid_key!r}: use 'fail' or 'skip'.")
+        self.on_invalid_key = on_invalid_key
 
     def execute(self, context: Any) -> Any:
         scope = self.hook.scope_settings.scope
@@ -236,7 +244,14 @@ class S3GetObjectOperator(S3ConnectOperator):
                     continue
                 assert self._new_watermark is not None
                 self._new_watermark = self._new_watermark.advance(entry)
-            yield DownloadTask(entry.key, tree.path_for(entry.key, base), entry.size, entry.etag, entry.last_modified)
+            try:
+                local = tree.path_for(entry.key, base)
+            except LocalPathError as exc:
+                if self.on_invalid_key == "fail":
+                    raise
+                self.log.warning("Skipped (on_invalid_key='skip'): %s", exc)
+                continue
+            yield DownloadTask(entry.key, local, entry.size, entry.etag, entry.last_modified)
 
     _new_watermark: Watermark | None = None
 
