@@ -107,7 +107,7 @@ def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: st
         page.goto(api_server + "/")
         page.get_by_role("button", name="Admin").click()
         page.get_by_role("menuitem", name="S3 Connect setup").click()
-        page.wait_for_url("**/plugin/s3connect-setup")
+        page.wait_for_url("**/plugin/s3connect-setup", timeout=60_000)  # the UI is slow on a loaded machine
         frame = page.frame_locator("iframe")
         frame.locator("#conn_id").fill("setup_acme")
         frame.locator("#principal").fill("arn:aws:iam::111122223333:role/airflow-worker")
