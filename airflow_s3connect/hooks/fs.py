@@ -24,13 +24,12 @@ def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -
     A path_prefix with run macros cannot be used here (there is no run to render them).
     """
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
-    from airflow_s3connect.transfer import TransferConfig
 
     options = dict(storage_options or {})
     overwrite = bool(options.pop("overwrite", True))
     if options:
         raise ArgumentError(f"Unknown storage options {sorted(options)}: s3connect:// takes only 'overwrite'.")
     hook = S3ConnectHook(s3connect_conn_id=conn_id or DEFAULT_CONN_ID)
-    settings = hook.scope_settings
-    config = TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts)
-    return S3ConnectFileSystem(hook.get_conn(), settings.scope, config=config, overwrite=overwrite)
+    return S3ConnectFileSystem(
+        hook.get_conn(), hook.scope_settings.scope, config=hook.transfer_config(), overwrite=overwrite
+    )

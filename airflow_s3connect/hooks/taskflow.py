@@ -42,10 +42,13 @@ class TaskFlowMixin:
         def get_conn(self) -> S3Client: ...
         def resolve(self, key: str, bucket: str | None = None) -> ObjectRef: ...
 
-    def _config(self) -> TransferConfig:
+    def transfer_config(self, **sizes: int) -> TransferConfig:
+        """The connection's parallelism and attempts, with ``chunk_size`` /
+        ``multipart_threshold`` when given: what every transfer of this connection uses."""
         from airflow_s3connect.transfer import TransferConfig
 
-        return TransferConfig(max_concurrency=self.settings.max_concurrency, max_attempts=self.settings.max_attempts)
+        settings = self.settings
+        return TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts, **sizes)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, key: str, *, bucket: str | None = None, max_bytes: int = READ_LIMIT) -> bytes:
@@ -143,7 +146,7 @@ class TaskFlowMixin:
             target = base.bucket
             tasks = [DownloadTask(i.key, tree.path_for(i.key, base.key), i.size, i.etag, i.last_modified)
                      for i in self.iter_objects(prefix or "", pattern, bucket=bucket)]  # fmt: skip
-        downloader = Downloader(self.get_conn(), target, self._config())
+        downloader = Downloader(self.get_conn(), target, self.transfer_config())
         return [{**done.as_dict(), "key": scope.relative(done.key)} for done in downloader.download(tasks)]
 
     # -- writing ---------------------------------------------------------------------------
@@ -176,7 +179,7 @@ class TaskFlowMixin:
         prefix = self.scope_settings.scope.prefix
         with (
             tempfile.TemporaryDirectory(prefix="s3connect-upload-") as scratch,
-            Uploader(self.get_conn(), ref.bucket, self._config(), options, prefix) as uploader,
+            Uploader(self.get_conn(), ref.bucket, self.transfer_config(), options, prefix) as uploader,
         ):
             if path is not None:
                 uploader.put_file(Path(path), ref.key, content_type_for(ref.key))
@@ -259,7 +262,7 @@ class TaskFlowMixin:
         prefix = target_prefix if not target_prefix or target_prefix.endswith("/") else target_prefix + "/"
         tasks = [CopyTask(i, self.resolve(prefix + i.key[len(base) :], target_bucket).key) for i in listed]
         copier = Copier(
-            origin.get_conn(), origin_bucket, self.get_conn(), target_bucket, self._config(),
+            origin.get_conn(), origin_bucket, self.get_conn(), target_bucket, self.transfer_config(),
             PutOptions(overwrite=overwrite), server_side=origin is self, skip_unchanged=skip_unchanged,
             prefix=scope.prefix,
         )  # fmt: skip

@@ -88,12 +88,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         return self.hook.get_conn()
 
     def transfer_config(self) -> TransferConfig:
-        return TransferConfig(
-            max_concurrency=self.hook.settings.max_concurrency,
-            max_attempts=self.hook.settings.max_attempts,
-            chunk_size=self.chunk_size,
-            multipart_threshold=self.multipart_threshold,
-        )
+        return self.hook.transfer_config(chunk_size=self.chunk_size, multipart_threshold=self.multipart_threshold)
 
     # -- crash safety ----------------------------------------------------------------------
     @staticmethod
