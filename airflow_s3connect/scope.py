@@ -8,6 +8,7 @@ fails without touching the network, and a relative key is joined to ``path_prefi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -130,6 +131,14 @@ class Scope:
         relative = key.lstrip("/")
         check_key(relative)
         return self.check(self.bucket_for(bucket), self.prefix + relative)
+
+    def resolve_keys(self, keys: Iterable[str], bucket: str | None = None) -> tuple[str, list[str]]:
+        """Several keys of one request (a DeleteObjects): their one bucket and full keys."""
+        refs = [self.resolve(key, bucket) for key in keys]
+        buckets = {ref.bucket for ref in refs} or {self.bucket_for(bucket)}
+        if len(buckets) > 1:
+            raise ScopeError(f"The keys name {len(buckets)} buckets ({', '.join(sorted(buckets))}): give one per call.")
+        return buckets.pop(), [ref.key for ref in refs]
 
     def resolve_prefix(self, prefix: str = "", bucket: str | None = None) -> ObjectRef:
         """Resolve a listing prefix (may be empty: the whole scope). The result keeps a

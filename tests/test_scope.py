@@ -66,3 +66,14 @@ def test_prefix_resolution_narrows_to_scope() -> None:
     assert SCOPED.resolve_prefix("s3://acme-data/exports/").key == "exports/invoices/"
     with pytest.raises(ScopeError):
         SCOPED.resolve_prefix("s3://acme-data/imports/")
+
+
+def test_keys_of_one_delete_request_must_share_a_bucket() -> None:
+    assert SCOPED.resolve_keys(["a.csv", "b/c.csv"]) == (
+        "acme-data",
+        ["exports/invoices/a.csv", "exports/invoices/b/c.csv"],
+    )
+    assert Scope().resolve_keys(["s3://b-1/x", "s3://b-1/y"]) == ("b-1", ["x", "y"])
+    assert Scope().resolve_keys([], "b-2") == ("b-2", [])
+    with pytest.raises(ScopeError, match="name 2 buckets"):
+        Scope().resolve_keys(["s3://b-1/x", "s3://b-2/y"])  # once deleted all from the first bucket

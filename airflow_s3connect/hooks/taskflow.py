@@ -209,9 +209,8 @@ class TaskFlowMixin:
             raise S3ConnectError("Give either keys=[...] or prefix=... / pattern=... .")
         found: list[ObjectInfo | str]
         if keys is not None:
-            refs = [self.resolve(k, bucket) for k in keys]
-            target = refs[0].bucket if refs else self.scope_settings.scope.bucket_for(bucket)
-            found = [ref.key for ref in refs]
+            target, full_keys = self.scope_settings.scope.resolve_keys(keys, bucket)
+            found = list(full_keys)
         else:
             target = self.scope_settings.scope.resolve_prefix(prefix or "", bucket).bucket
             found = list(self.iter_objects(prefix or "", pattern, bucket=bucket))

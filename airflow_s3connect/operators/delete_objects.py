@@ -77,12 +77,8 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         scope = self.hook.scope_settings.scope
         if self.key is not None or self.keys is not None:
             names = [self.key] if self.key is not None else list(self.keys or [])
-            refs = [self.hook.resolve(str(name), self.bucket) for name in names]
-            buckets = {ref.bucket for ref in refs}
-            if len(buckets) > 1:
-                raise S3ConnectError(f"keys=... name {len(buckets)} buckets: delete from one bucket per task.")
-            bucket = buckets.pop() if buckets else scope.bucket_for(self.bucket)
-            found: list[ObjectInfo | str] = [ref.key for ref in refs]
+            bucket, full_keys = scope.resolve_keys([str(name) for name in names], self.bucket)
+            found: list[ObjectInfo | str] = list(full_keys)
             listed, where = 0, f"s3://{bucket}/"
         else:
             bucket, query = listing_query(
