@@ -22,7 +22,6 @@ import datetime
 import functools
 import io
 import itertools
-import json
 import logging
 import os
 import queue
@@ -1217,45 +1216,6 @@ def abort_uploads(client: S3Client, bucket: str, uploads: Mapping[str, str]) -> 
             if code not in ("NoSuchUpload", "404"):
                 raise translate(exc, "AbortMultipartUpload", bucket, key) from None
     return aborted
-
-
-# --------------------------------------------------------------------------- results and manifests
-class ResultSink:
-    """Collects per-object results for XCom; beyond ``cap`` items, spills them all to JSONL.
-
-    Memory holds at most ``cap`` results. ``manifest`` is called once, when the cap is
-    passed, and returns the writable text file plus where the manifest will be found.
-    """
-
-    def __init__(self, cap: int, manifest: Callable[[], tuple[IO[str], str]]) -> None:
-        self.cap = cap
-        self._open_manifest = manifest
-        self.items: list[Any] = []
-        self.count = 0
-        self.bytes = 0
-        self._file: IO[str] | None = None
-        self.location: str | None = None
-
-    def add(self, item: Any, size: int = 0) -> None:
-        self.count += 1
-        self.bytes += size
-        if self._file is None and len(self.items) < self.cap:
-            self.items.append(item)
-            return
-        if self._file is None:
-            self._file, self.location = self._open_manifest()
-            for earlier in self.items:
-                self._file.write(json.dumps(earlier) + "\n")
-            self.items = []
-        self._file.write(json.dumps(item) + "\n")
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    @property
-    def spilled(self) -> bool:
-        return self.location is not None
 
 
 def relative_posix(path: Path, root: Path) -> str:

@@ -16,9 +16,14 @@ class RunResult:
     state: str
     task_states: dict[tuple[str, int], str]
     xcom: dict[tuple[str, int], Any]
+    summaries: dict[tuple[str, int], Any]
 
     def value(self, task_id: str, map_index: int = -1) -> Any:
         return self.xcom[(task_id, map_index)]
+
+    def summary(self, task_id: str, map_index: int = -1) -> Any:
+        """The operator's ``s3connect_summary`` XCom: count, bytes, truncated, requests."""
+        return self.summaries[(task_id, map_index)]
 
 
 def write_dag(name: str, source: str) -> Path:
@@ -28,6 +33,9 @@ def write_dag(name: str, source: str) -> Path:
     path = dags_dir / f"{name}.py"
     path.write_text(source)
     return path
+
+
+from airflow_s3connect.manifests import SUMMARY_XCOM_KEY
 
 
 def run_dag(path: Path, dag_id: str, logical_date: datetime.datetime | None = None) -> RunResult:
@@ -45,10 +53,11 @@ def run_dag(path: Path, dag_id: str, logical_date: datetime.datetime | None = No
     run = dag.test(logical_date=logical_date)
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id).all()
-        rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id, key="return_value").all()
+        rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id).all()
         return RunResult(
             run.run_id,
             str(run.state),
             {(ti.task_id, ti.map_index): str(ti.state) for ti in tis},
-            {(row.task_id, row.map_index): row.value for row in rows},
+            {(row.task_id, row.map_index): row.value for row in rows if row.key == "return_value"},
+            {(row.task_id, row.map_index): row.value for row in rows if row.key == SUMMARY_XCOM_KEY},
         )

@@ -47,11 +47,17 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
     get_tree = S3GetObjectOperator(task_id="get_tree", prefix="tree/", local_dir="OUT/tree", **conn)
     list_csv = S3ListObjectsOperator(task_id="list_csv", prefix="tree/", pattern="**/*.csv", **conn)
     fetch = S3GetObjectOperator.partial(task_id="fetch_each", local_dir="OUT/each", **conn).expand(key=list_csv.output)
-    capped = S3ListObjectsOperator(task_id="list_capped", prefix="tree/", include_metadata=True,
-                                   max_xcom_objects=100, manifest_key="manifests/{run_id}.jsonl", **conn)
-    get_capped = S3GetObjectOperator(task_id="get_capped", prefix="tree/d0/", local_dir="OUT/capped",
-                                     max_xcom_objects=10, **conn)
-    put_tree >> [get_tree, list_csv, capped, get_capped]
+    listed = S3ListObjectsOperator(task_id="list_manifest", prefix="tree/", include_metadata=True,
+                                   results="manifest", manifest_key="manifests/{run_id}.jsonl", **conn)
+    from_manifest = S3GetObjectOperator(task_id="get_manifest", manifest=listed.output, local_dir="OUT/manifest",
+                                        results="manifest", **conn)
+    batches = S3ListObjectsOperator(task_id="list_batches", prefix="tree/d0/", results="batches", batch_size=40,
+                                    **conn)
+    get_batch = S3GetObjectOperator.partial(task_id="get_batch", local_dir="OUT/batches", **conn).expand(
+        manifest=batches.output)
+    refused = S3GetObjectOperator(task_id="get_refused", prefix="tree/", local_dir="OUT/refused",
+                                  max_xcom_objects=499, retries=0, **conn)
+    put_tree >> [get_tree, list_csv, listed, batches, refused]
     copy_server = S3CopyObjectsOperator(task_id="copy_server", source_prefix="tree/d1/", skip_unchanged=True,
                                         target_key="copies/{relative_path}", **conn)
     copy_stream = S3CopyObjectsOperator(task_id="copy_stream", source_conn_id="rt", s3connect_conn_id="rt_mirror",
@@ -168,10 +174,9 @@ def roundtrip(
     return Roundtrip(result, files, base / "out", store, bucket, big)
 
 
-def test_every_task_succeeded(roundtrip: Roundtrip) -> None:
+def test_every_task_succeeded_but_the_one_refused(roundtrip: Roundtrip) -> None:
     result = roundtrip.result
-    assert {k: v for k, v in result.task_states.items() if v != "success"} == {}
-    assert result.state == "success"
+    assert {k: v for k, v in result.task_states.items() if v != "success"} == {("get_refused", -1): "failed"}
 
 
 def test_500_file_tree_round_trips_byte_for_byte(roundtrip: Roundtrip) -> None:
@@ -198,36 +203,46 @@ def test_get_expanded_over_list_output(roundtrip: Roundtrip) -> None:
         assert (out / "each" / "tree" / name).read_bytes() == files[name]
 
 
-def test_listing_above_the_cap_goes_to_an_s3_manifest(roundtrip: Roundtrip) -> None:
-    result, files, bucket = roundtrip.result, roundtrip.files, roundtrip.bucket
-    summary = result.value("list_capped")
+def test_a_manifest_is_written_when_asked_and_read_by_get(roundtrip: Roundtrip) -> None:
+    result, files, bucket, out = roundtrip.result, roundtrip.files, roundtrip.bucket, roundtrip.out
+    listing = result.value("list_manifest")
     run_id = result.run_id.replace(":", "-").replace("+", "-")
-    assert summary["manifest"] == f"s3://{bucket}/manifests/{run_id}.jsonl"
-    assert summary["count"] == 500
-    assert summary["bytes"] == sum(len(b) for b in files.values())
+    total = sum(len(b) for b in files.values())
+    assert listing == {"manifest": f"s3://{bucket}/manifests/{run_id}.jsonl", "count": 500, "bytes": total}
+    # One ListObjectsV2 page, one PutObject of the manifest.
+    assert result.summary("list_manifest") == {"count": 500, "bytes": total, "truncated": False, "requests": 2}
     body = roundtrip.store.admin.get_object(Bucket=bucket, Key=f"manifests/{run_id}.jsonl")["Body"].read()
     lines = [json.loads(line) for line in body.decode().splitlines()]
-    assert len(lines) == 500
-    assert {line["key"] for line in lines} == {f"tree/{name}" for name in files}
+    assert {line["key"] for line in lines} == {f"tree/{name}" for name in files} and len(lines) == 500
     assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
+    # Get read that manifest: every file at its key's path, and its own manifest in S3 by default.
+    root = out / "manifest" / "tree"
+    assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
+    key = f".s3connect/manifests/{roundtrip.dag_id}/{re.sub(r'[^A-Za-z0-9_.=-]', '-', result.run_id)}/get_manifest.jsonl"
+    assert result.value("get_manifest") == {"manifest": f"s3://{bucket}/{key}", "count": 500, "bytes": total}
+    written = roundtrip.store.admin.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+    assert sorted(json.loads(line)["key"] for line in written) == sorted(f"tree/{name}" for name in files)
+    # 1 GET of the manifest, 1 GET per object (none above the multipart threshold), 1 PUT of its manifest.
+    assert result.summary("get_manifest")["requests"] == 1 + 500 + 1
 
 
-def test_download_above_the_cap_goes_to_an_s3_manifest_by_default(roundtrip: Roundtrip) -> None:
-    """No manifest_path: the manifest goes to S3, where a task on another worker finds it."""
-    result, files, bucket = roundtrip.result, roundtrip.files, roundtrip.bucket
+def test_batches_map_one_get_per_batch(roundtrip: Roundtrip) -> None:
+    result, files, bucket, out = roundtrip.result, roundtrip.files, roundtrip.bucket, roundtrip.out
     under_d0 = {name: data for name, data in files.items() if name.startswith("d0/")}
-    summary = result.value("get_capped")
-    run_id = re.sub(r"[^A-Za-z0-9_.=-]", "-", result.run_id)
-    key = f".s3connect/manifests/{roundtrip.dag_id}/{run_id}/get_capped.jsonl"
-    assert summary == {
-        "manifest": f"s3://{bucket}/{key}",
-        "count": len(under_d0),
-        "bytes": sum(len(b) for b in under_d0.values()),
-    }
-    body = roundtrip.store.admin.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    lines = [json.loads(line) for line in body.splitlines()]
-    assert sorted(line["key"] for line in lines) == sorted(f"tree/{name}" for name in under_d0)
-    assert all(Path(line["local_path"]).read_bytes() == files[line["key"][5:]] for line in lines)
+    batches = result.value("list_batches")
+    assert [b["start"] for b in batches] == list(range(0, len(under_d0), 40))
+    assert [b["count"] for b in batches] == [min(40, len(under_d0) - s) for s in range(0, len(under_d0), 40)]
+    assert {b["manifest"] for b in batches} == {batches[0]["manifest"]}
+    assert batches[0]["manifest"].startswith(f"s3://{bucket}/.s3connect/manifests/")
+    fetched = [entry for index in range(len(batches)) for entry in result.value("get_batch", index)]
+    assert sorted(e["key"] for e in fetched) == sorted(f"tree/{name}" for name in under_d0)
+    assert all(Path(e["local_path"]).read_bytes() == files[e["key"][5:]] for e in fetched)
+    assert result.summary("get_batch", 0)["count"] == 40
+
+
+def test_too_many_results_for_a_list_are_refused_before_any_download(roundtrip: Roundtrip) -> None:
+    assert roundtrip.result.task_states[("get_refused", -1)] == "failed"
+    assert not (roundtrip.out / "refused").exists()
 
 
 def test_records_exported_with_seed_macros(roundtrip: Roundtrip) -> None:

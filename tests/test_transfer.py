@@ -32,7 +32,6 @@ from airflow_s3connect.transfer import (
     MiB,
     ObjectInfo,
     PutOptions,
-    ResultSink,
     TransferConfig,
     Uploader,
     Watermark,
@@ -377,17 +376,6 @@ def test_watermark_remembers_keys_sharing_its_second() -> None:
     mark = Watermark.from_json(json.loads(json.dumps(mark.advance(late).to_json())))
     assert mark.keys == frozenset({"b", "c"})
     assert mark.admits(_info("d", 3))
-
-
-def test_result_sink_spills_past_the_cap(tmp_path: Path) -> None:
-    path = tmp_path / "m.jsonl"
-    sink = ResultSink(3, lambda: (open(path, "w"), str(path)))  # noqa: SIM115
-    for i in range(5):
-        sink.add({"i": i}, 10)
-    sink.close()
-    assert sink.spilled
-    assert (sink.count, sink.bytes, sink.items) == (5, 50, [])
-    assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == [0, 1, 2, 3, 4]
 
 
 def test_listed_traversal_keys_are_refused_before_any_download(moto: MotoServer, client: Any, tmp_path: Path) -> None:

@@ -9,26 +9,44 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import ArgumentError
+from airflow_s3connect.errors import ArgumentError, SourceNotFoundError, translated
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
+from airflow_s3connect.manifests import (
+    SUMMARY_XCOM_KEY,
+    Results,
+    ResultSink,
+    check_results,
+    entry_listing,
+    entry_location,
+    manifest_slice,
+    read_entries,
+)
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import Downloader, PutOptions, ResultSink, TransferConfig, Uploader
+from airflow_s3connect.transfer import Downloader, ObjectInfo, PutOptions, TransferConfig, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from airflow_s3connect.client import RequestCounter
+    from airflow_s3connect.hooks.s3connect import S3ConnectHook
+
 TransferT = TypeVar("TransferT", Uploader, Downloader)
-#: Results kept in XCom before they go to a JSONL manifest instead.
+#: The most results ``results="list"`` returns through XCom.
 MAX_XCOM_OBJECTS = 10_000
+#: Results per mapped task of ``results="batches"``: 1,000 batches (Airflow's default
+#: ``max_map_length`` is 1,024) cover a million objects.
+BATCH_SIZE = 1_000
+#: Templated in every operator: where the manifest goes.
+RESULT_FIELDS: tuple[str, ...] = ("manifest_path", "manifest_key")
 #: Datasets reported to OpenLineage one by one; beyond this, the prefix stands for them.
 MAX_LINEAGE_DATASETS = 100
 
@@ -43,11 +61,19 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     :param stream_name: value of ``{stream_name}`` (default: the task id).
     :param chunk_size: bytes per ranged GET / multipart part (at least 5 MiB).
     :param multipart_threshold: objects above this size are transferred in parts.
-    :param max_xcom_objects: results returned through XCom at most; beyond, a JSONL
-        manifest holds them all and XCom gets ``{"manifest", "count", "bytes"}``.
-    :param manifest_path: local path of that manifest (default: none, the manifest goes to S3).
-    :param manifest_key: S3 key of that manifest (relative to path_prefix; needs
+    :param results: the result's shape, whatever the number of results: ``"list"`` (the
+        results), ``"manifest"`` (``{"manifest", "count", "bytes"}``: every result one line
+        of a JSONL file) or ``"batches"`` (one ``{"manifest", "start", "count", "bytes"}``
+        per ``batch_size`` results, to map Get, Copy or Delete over).
+    :param max_xcom_objects: the most results ``results="list"`` returns; more fail the
+        task, before anything is written where the count is known first.
+    :param batch_size: results per batch of ``results="batches"``.
+    :param manifest_path: local path of the manifest (default: none, the manifest goes to S3).
+    :param manifest_key: S3 key of the manifest (relative to path_prefix; needs
         s3:PutObject); default ``.s3connect/manifests/<dag>/<run>/<task>.jsonl``.
+
+    Every operator also pushes ``{"count", "bytes", "truncated", "requests"}`` as the XCom
+    ``s3connect_summary``, whatever the shape.
     """
 
     operator_extra_links = (S3ConsoleLink(),)
@@ -63,7 +89,9 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         stream_name: str | None = None,
         chunk_size: int = TransferConfig.chunk_size,
         multipart_threshold: int = TransferConfig.multipart_threshold,
+        results: Results = "list",
         max_xcom_objects: int = MAX_XCOM_OBJECTS,
+        batch_size: int = BATCH_SIZE,
         manifest_path: str | None = None,
         manifest_key: str | None = None,
         **kwargs: Any,
@@ -74,13 +102,18 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         self.tenant, self.tap, self.stream_name = tenant, tap, stream_name
         self.chunk_size = chunk_size
         self.multipart_threshold = multipart_threshold
+        self.results = check_results(results, batch_size)
+        if (manifest_path or manifest_key) and results == "list":
+            raise ArgumentError("manifest_path / manifest_key place a manifest: set results='manifest' or 'batches'.")
         self.max_xcom_objects = max_xcom_objects
+        self.batch_size = batch_size
         self.manifest_path = manifest_path
         self.manifest_key = manifest_key
         self._lineage_inputs: list[str] = []
         self._lineage_outputs: list[str] = []
         self._manifest_upload: tuple[Path, ObjectRef] | None = None
         self._transfers: list[Uploader | Downloader] = []
+        self._counter: RequestCounter | None = None
 
     # -- wiring -------------------------------------------------------------------------
     @property
@@ -116,8 +149,9 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             transfer.cancel("the task was killed (on_kill: stopped, marked failed or timed out)")
 
     # -- results --------------------------------------------------------------------------
-    def open_sink(self, context: Any) -> ResultSink:
-        """A result collector that spills to the manifest past ``max_xcom_objects``.
+    def open_sink(self, context: Any, *clients: Any) -> ResultSink:
+        """The collector of this run's results, in the shape of ``results``; from here to
+        :meth:`sink_result` the requests of this operator's client (and ``clients``) count.
 
         The manifest goes to S3 unless ``manifest_path`` asks for a local file: on Celery
         or Kubernetes the next task runs on another machine, where a worker's file is not.
@@ -134,8 +168,11 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             self._manifest_upload = (Path(handle.name), ref)
             return handle, ref.uri
 
+        from airflow_s3connect.client import RequestCounter
+
         self._manifest_upload = None
-        return ResultSink(self.max_xcom_objects, manifest)
+        self._counter = RequestCounter(self.client, *clients).__enter__()
+        return ResultSink(self.results, self.max_xcom_objects, self.batch_size, manifest)
 
     @staticmethod
     def default_manifest_key(context: Any) -> str:
@@ -146,23 +183,59 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         task = ti.task_id if index in (None, -1) else f"{ti.task_id}-{index}"
         return f".s3connect/manifests/{ti.dag_id}/{run}/{task}.jsonl"
 
-    def sink_result(self, sink: ResultSink, **summary: Any) -> Any:
-        """What goes to XCom: the items, or where the manifest is and the counts."""
+    def sink_result(self, context: Any, sink: ResultSink, *, truncated: bool = False) -> Any:
+        """Finish the manifest (uploaded like every object we write: checksums, multipart),
+        push the summary, and return the result in the shape of ``results``."""
         sink.close()
-        if not sink.spilled:
-            return sink.items
         if self._manifest_upload is not None:
             local, ref = self._manifest_upload
             try:
-                # Through the uploader, like every object we write: checksums, multipart.
                 scope_prefix = self.hook.scope_settings.scope.prefix
                 with Uploader(self.client, ref.bucket, self.transfer_config(), PutOptions(), scope_prefix) as uploader:
                     uploader.put_file(local, ref.key, "application/x-ndjson")
                     list(uploader.results())
             finally:
                 os.unlink(local)
-        self.log.info("%d results written to the manifest %s", sink.count, sink.location)
-        return {"manifest": sink.location, "count": sink.count, "bytes": sink.bytes, **summary}
+            self.log.info("%d results written to the manifest %s", sink.count, sink.location)
+        assert self._counter is not None, "open_sink first"
+        self._counter.close()
+        summary = {"count": sink.count, "bytes": sink.bytes, "truncated": truncated, "requests": self._counter.requests}
+        context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        return sink.result()
+
+    def manifest_entries(
+        self, reference: str | Mapping[str, Any], hook: S3ConnectHook, bucket: str | None
+    ) -> tuple[str, list[ObjectInfo | str]]:
+        """The objects a manifest (or one batch of it) names: their one bucket, and each
+        object as its listing described it when the entry says (size, ETag, LastModified),
+        else its full key. Every key is checked against the scope of ``hook``, which also
+        reads the manifest: from S3 (s3:GetObject on it) or, for a ``manifest_path``
+        result, from this machine."""
+        location, start, count = manifest_slice(reference)
+        if location.startswith("s3://"):
+            ref = hook.resolve(location)
+            with translated("GetObject", ref.bucket, ref.key):
+                body = hook.get_conn().get_object(Bucket=ref.bucket, Key=ref.key)["Body"]
+            lines: Iterable[str] = (line.decode("utf-8") for line in body.iter_lines())
+            entries = list(read_entries(lines, start, count))
+        else:
+            try:
+                with open(location, encoding="utf-8") as handle:
+                    entries = list(read_entries(handle, start, count))
+            except FileNotFoundError:
+                raise SourceNotFoundError(
+                    f"The manifest {location} is not on this machine: write manifests to S3 (no manifest_path) "
+                    "when tasks run on several workers."
+                ) from None
+        named = [(name, entry) for entry in entries if (name := entry_location(entry)) is not None]
+        if len(named) < len(entries):
+            self.log.info("Manifest %s: %d directory entries left out", location, len(entries) - len(named))
+        bucket, keys = hook.scope_settings.scope.resolve_keys([name for name, _ in named], bucket)
+        found: list[ObjectInfo | str] = []
+        for key, (_, entry) in zip(keys, named, strict=True):
+            listing = entry_listing(entry)
+            found.append(key if listing is None else ObjectInfo(key, *listing))
+        return bucket, found
 
     # -- console link and lineage -----------------------------------------------------------
     def persist_console_link(self, context: Any, bucket: str, prefix: str) -> None:
@@ -199,10 +272,16 @@ def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:
     return uris if len(uris) <= MAX_LINEAGE_DATASETS else [prefix_uri]
 
 
-def require_one_target(key: str | None, prefix: str | None, pattern: str | None) -> None:
-    """One object (``key``) or many (``prefix`` / ``pattern``): exactly one of the two."""
-    if (key is None) == (prefix is None and pattern is None):
-        raise ArgumentError("Give either key=... (one object) or prefix=... / pattern=... (many), not both.")
+def require_one_target(
+    key: str | None, prefix: str | None, pattern: str | None, manifest: object = None, names: str = "key"
+) -> None:
+    """One object (``key``), a listing (``prefix`` / ``pattern``) or a manifest: exactly one."""
+    given = (key is not None) + (prefix is not None or pattern is not None) + (manifest is not None)
+    if given != 1:
+        raise ArgumentError(
+            f"Give exactly one of {names}=... (one object), prefix=... / pattern=... (a listing) "
+            "or manifest=... (an upstream results='manifest' or 'batches' result)."
+        )
 
 
 def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.datetime | None:

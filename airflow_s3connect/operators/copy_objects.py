@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -11,7 +11,7 @@ from airflow_s3connect.copies import Copier, CopyTask
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
-from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.transfer import Lister, ObjectInfo, PutOptions
@@ -42,6 +42,9 @@ class S3CopyObjectsOperator(S3ConnectOperator):
 
     :param source_key: one object, relative to the source connection's path_prefix.
     :param source_prefix: / ``source_pattern``: what to copy, as for List.
+    :param manifest: what a manifest names, in the source's scope (an upstream
+        ``results="manifest"`` result, one batch of ``results="batches"``, or its location);
+        ``{relative_path}`` is then the key below the source's path_prefix.
     :param source_conn_id: the source's ``s3connect`` connection (default: this one).
     :param source_bucket: the source's bucket (default: its connection's).
     :param target_key: where each object goes, relative to the target's path_prefix;
@@ -52,8 +55,10 @@ class S3CopyObjectsOperator(S3ConnectOperator):
     :param overwrite: False: never replace an existing object (create-only writes).
     :param max_objects: refuse, before copying anything, more than this many (10,000).
 
-    Returns ``[{source_uri, uri, key, size, etag, method}]`` with ``key`` relative to the
-    target's path_prefix and ``method`` ``"server"``, ``"stream"`` or ``"unchanged"``.
+    Returns (``results="list"``) ``[{source_uri, uri, key, size, etag, method}]`` with ``key``
+    relative to the target's path_prefix and ``method`` ``"server"``, ``"stream"`` or
+    ``"unchanged"``; more than ``max_xcom_objects`` is refused before the first copy (see
+    ``results`` in :class:`S3ConnectOperator`).
     Needs s3:ListBucket (for a prefix) and s3:GetObject on the source, s3:PutObject on
     the target; ``skip_unchanged`` adds s3:GetObject on the target (HeadObject).
     """
@@ -64,9 +69,11 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         "source_pattern",
         "source_bucket",
         "target_key",
+        "manifest",
+        *RESULT_FIELDS,
         *CONNECTION_FIELDS,
     )
-    macro_fields = ("source_key", "source_prefix", "target_key")
+    macro_fields = ("source_key", "source_prefix", "target_key", "manifest_key")
     pattern_fields = ("source_pattern",)
     deferred_macros = ("relative_path", "filename")
 
@@ -83,11 +90,11 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         overwrite: bool = True,
         max_objects: int = MAX_COPY,
         storage_class: str | None = None,
+        manifest: str | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (source_key is None) == (source_prefix is None and source_pattern is None):
-            raise ArgumentError("Give either source_key=... (one object) or source_prefix=... / source_pattern=... .")
+        require_one_target(source_key, source_prefix, source_pattern, manifest, names="source_key")
         if max_objects < 1:
             raise ArgumentError(f"max_objects={max_objects}: give at least 1.")
         self.source_key = source_key
@@ -95,6 +102,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         self.source_pattern = source_pattern
         self.source_conn_id = source_conn_id or self.s3connect_conn_id
         self.source_bucket = source_bucket
+        self.manifest = manifest
         self.target_key = target_key
         self.skip_unchanged = skip_unchanged
         self.overwrite = overwrite
@@ -116,26 +124,30 @@ class S3CopyObjectsOperator(S3ConnectOperator):
     def execute(self, context: Any) -> Any:
         source_scope = self.source_hook.scope_settings.scope
         target_scope = self.hook.scope_settings.scope
-        if self.source_key is not None:
+        source_client = self.source_hook.get_conn()
+        sink = self.open_sink(context, source_client)
+        if self.manifest is not None:
+            source_bucket, named = self.manifest_entries(self.manifest, self.source_hook, self.source_bucket)
+            found = [self._head(source_bucket, item) if isinstance(item, str) else item for item in named]
+            base, where = source_scope.prefix, "the manifest"
+        elif self.source_key is not None:
             ref = self.source_hook.resolve(self.source_key, self.source_bucket)
             source_bucket, base = ref.bucket, posixpath.dirname(ref.key) + "/"
-            with translated("HeadObject", ref.bucket, ref.key):
-                head = self.source_hook.get_conn().head_object(Bucket=ref.bucket, Key=ref.key)
-            found = [ObjectInfo(ref.key, head["ContentLength"], head["ETag"], head["LastModified"])]
-            where = ref.uri
+            found, where = [self._head(ref.bucket, ref.key)], ref.uri
         else:
             source_bucket, query = listing_query(
                 source_scope, self.source_prefix or "", self.source_pattern, self.source_bucket,
                 max_objects=self.max_objects + 1,
             )  # fmt: skip
             base = query.base
-            found = [e for e in Lister(self.source_hook.get_conn(), source_bucket, query) if isinstance(e, ObjectInfo)]
+            found = [e for e in Lister(source_client, source_bucket, query) if isinstance(e, ObjectInfo)]
             where = f"s3://{source_bucket}/{query.prefix}"
         if len(found) > self.max_objects:
             raise S3ConnectError(
                 f"{where} has more than max_objects={self.max_objects} objects to copy: nothing was copied. "
                 "Narrow source_prefix/source_pattern, or raise max_objects."
             )
+        sink.check_count(len(found), "objects to copy")
         target_bucket = target_scope.bucket_for(self.bucket)
         tasks = []
         for info in found:
@@ -146,11 +158,10 @@ class S3CopyObjectsOperator(S3ConnectOperator):
             tasks.append(CopyTask(info, self.hook.resolve(rendered, target_bucket).key))
         server_side = self.source_hook is self.hook
         copier = Copier(
-            self.source_hook.get_conn(), source_bucket, self.client, target_bucket, self.transfer_config(),
+            source_client, source_bucket, self.client, target_bucket, self.transfer_config(),
             PutOptions(overwrite=self.overwrite, storage_class=self.storage_class),
             server_side=server_side, skip_unchanged=self.skip_unchanged, prefix=target_scope.prefix,
         )  # fmt: skip
-        sink = self.open_sink(context)
         uris = []
         for done in copier.run(tasks):
             sink.add({**done.as_dict(), "key": target_scope.relative(done.key)}, done.size)
@@ -164,4 +175,10 @@ class S3CopyObjectsOperator(S3ConnectOperator):
             "server-side" if copier.server_side else "streamed through this worker",
         )
         self.record_lineage(inputs=[where], outputs=lineage_uris(uris, f"s3://{target_bucket}/{target_scope.prefix}"))
-        return self.sink_result(sink, requests=copier.requests)
+        return self.sink_result(context, sink)
+
+    def _head(self, bucket: str, key: str) -> ObjectInfo:
+        """A named (not listed) source object's size and ETag, which every copy request pins."""
+        with translated("HeadObject", bucket, key):
+            head = self.source_hook.get_conn().head_object(Bucket=bucket, Key=key)
+        return ObjectInfo(key, head["ContentLength"], head["ETag"], head["LastModified"])

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
-from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, parse_moment
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, parse_moment
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
@@ -29,20 +29,25 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
 
     :param key: one key, relative to the connection's path_prefix (macros allowed).
     :param keys: several keys (a list, or an upstream task's output of keys).
+    :param manifest: what a manifest names (an upstream ``results="manifest"`` result, one
+        batch of ``results="batches"``, or its location).
     :param prefix: / ``pattern``: what to list and delete, as for List.
     :param modified_before: with ``prefix``, only objects last modified before this
         (datetime or ISO string, e.g. ``"{{ data_interval_start }}"``).
     :param dry_run: list and report what would be deleted; delete nothing.
     :param max_objects: refuse to delete more than this many (default 10,000).
 
-    Returns the deleted objects, each ``{key, uri, size, etag, last_modified,
-    storage_class}`` (``size`` and the rest are None for ``key``/``keys``, which are not
-    listed); past ``max_xcom_objects``, a manifest as for List. Needs s3:DeleteObject, and
-    s3:ListBucket for ``prefix``.
+    Returns (``results="list"``) the deleted objects, each ``{key, uri, size, etag,
+    last_modified, storage_class}`` (``size`` and the rest are None for ``key``/``keys``/
+    ``manifest``, which are not listed); more than ``max_xcom_objects`` is refused before
+    the first delete (see ``results`` in :class:`S3ConnectOperator`). Needs s3:DeleteObject,
+    and s3:ListBucket for ``prefix``.
     """
 
-    template_fields: Sequence[str] = ("key", "keys", "prefix", "pattern", "modified_before", *CONNECTION_FIELDS)
-    macro_fields = ("key", "keys", "prefix")
+    template_fields: Sequence[str] = (
+        "key", "keys", "prefix", "pattern", "modified_before", "manifest", *RESULT_FIELDS, *CONNECTION_FIELDS,
+    )  # fmt: skip
+    macro_fields = ("key", "keys", "prefix", "manifest_key")
     pattern_fields = ("pattern",)
 
     def __init__(
@@ -55,18 +60,20 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         modified_before: datetime.datetime | str | None = None,
         dry_run: bool = False,
         max_objects: int = MAX_DELETE,
+        manifest: str | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        named = (key is not None) + (keys is not None)
+        named = (key is not None) + (keys is not None) + (manifest is not None)
         if named + (prefix is not None or pattern is not None) != 1:
-            raise ArgumentError("Give exactly one of key=..., keys=[...] or prefix=... / pattern=... .")
+            raise ArgumentError("Give exactly one of key=..., keys=[...], manifest=... or prefix=... / pattern=... .")
         if named and modified_before is not None:
             raise ArgumentError("modified_before=... filters a listing: use it with prefix=..., not key/keys.")
         if max_objects < 1:
             raise ArgumentError(f"max_objects={max_objects}: give at least 1.")
         self.key = key
         self.keys = keys
+        self.manifest = manifest
         self.prefix = prefix
         self.pattern = pattern
         self.modified_before = modified_before
@@ -75,11 +82,15 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
 
     def execute(self, context: Any) -> Any:
         scope = self.hook.scope_settings.scope
-        if self.key is not None or self.keys is not None:
+        sink = self.open_sink(context)
+        if self.manifest is not None:
+            bucket, found = self.manifest_entries(self.manifest, self.hook, self.bucket)
+            where = f"s3://{bucket}/"
+        elif self.key is not None or self.keys is not None:
             names = [self.key] if self.key is not None else list(self.keys or [])
             bucket, full_keys = scope.resolve_keys([str(name) for name in names], self.bucket)
-            found: list[ObjectInfo | str] = list(full_keys)
-            listed, where = 0, f"s3://{bucket}/"
+            found = list(full_keys)
+            where = f"s3://{bucket}/"
         else:
             bucket, query = listing_query(
                 scope,
@@ -91,32 +102,26 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
             )
             lister = Lister(self.client, bucket, query)
             found = [entry for entry in lister if isinstance(entry, ObjectInfo)]
-            listed, where = lister.requests, f"s3://{bucket}/{query.prefix}"
+            where = f"s3://{bucket}/{query.prefix}"
         if len(found) > self.max_objects:
             raise S3ConnectError(
                 f"{where} has more than max_objects={self.max_objects} objects to delete: nothing was deleted. "
                 "Narrow prefix/pattern/modified_before, or raise max_objects."
             )
-        sink = self.open_sink(context)
+        sink.check_count(len(found), "objects to delete")
         if self.report_only:
             for info in found:
                 sink.add(self._entry(scope, bucket, info))
             self.log.info("Dry run: %d objects under %s would be deleted", len(found), where)
-            return self.sink_result(sink, requests=listed)
+            return self.sink_result(context, sink)
         delete = BatchDelete(self.client, bucket, if_match=is_aws_endpoint(self.hook.settings.endpoint_url))
         deleted = [info for info in delete.run(found)]
         for info in deleted:
             sink.add(self._entry(scope, bucket, info))
-        self.log.info(
-            "Deleted %d objects under %s in %d DeleteObjects requests (%d listing requests)",
-            len(deleted),
-            where,
-            delete.requests,
-            listed,
-        )
+        self.log.info("Deleted %d objects under %s in %d DeleteObjects requests", len(deleted), where, delete.requests)
         self.record_lineage(outputs=lineage_uris([f"s3://{bucket}/{_key(i)}" for i in deleted], where))
         delete.check(len(deleted))
-        return self.sink_result(sink, requests=listed + delete.requests)
+        return self.sink_result(context, sink)
 
     @staticmethod
     def _entry(scope: Scope, bucket: str, found: ObjectInfo | str) -> dict[str, Any]:

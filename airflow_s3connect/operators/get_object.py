@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
-from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris, require_one_target
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
@@ -54,6 +54,10 @@ class S3GetObjectOperator(S3ConnectOperator):
     :param prefix: download every object under this prefix (structure relative to it kept).
         Needs s3:ListBucket + s3:GetObject.
     :param pattern: only keys (relative to ``prefix``) matching this glob / date-mask pattern.
+    :param manifest: download what a manifest names: an upstream ``results="manifest"``
+        result, one batch of ``results="batches"`` (``.expand(manifest=list_task.output)``),
+        or the manifest's location. Files land as for ``key``. Needs s3:GetObject (also on
+        the manifest).
     :param local_dir: where files go (created if missing).
     :param incremental: ``None`` (everything), ``"interval"`` (LastModified within the
         run's data interval, widened by ``lookback``: idempotent and backfill-safe) or
@@ -76,8 +80,10 @@ class S3GetObjectOperator(S3ConnectOperator):
         path (backslashes, ``.``/``..`` or empty segments): ``"fail"`` (default, before any
         download) or ``"skip"`` it with a warning and fetch the rest.
 
-    Returns ``[{key, uri, local_path, size, etag, last_modified, skipped}]`` (keys relative
-    to path_prefix), or past ``max_xcom_objects`` a manifest (in S3 unless ``manifest_path`` is set).
+    Returns (``results="list"``) ``[{key, uri, local_path, size, etag, last_modified,
+    skipped}]`` with keys relative to path_prefix (``read_into_xcom``: the text); a listing
+    of more than ``max_xcom_objects`` is refused before the first download, see ``results``
+    in :class:`S3ConnectOperator`.
     """
 
     template_fields: Sequence[str] = (
@@ -86,8 +92,8 @@ class S3GetObjectOperator(S3ConnectOperator):
         "pattern",
         "local_dir",
         "archive_prefix",
-        "manifest_path",
-        "manifest_key",
+        "manifest",
+        *RESULT_FIELDS,
         *CONNECTION_FIELDS,
     )
     macro_fields = ("key", "prefix", "archive_prefix", "manifest_key")
@@ -110,10 +116,11 @@ class S3GetObjectOperator(S3ConnectOperator):
         encoding: str = "utf-8",
         fail_on_empty: bool = False,
         on_invalid_key: Literal["fail", "skip"] = "fail",
+        manifest: str | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        require_one_target(key, prefix, pattern)
+        require_one_target(key, prefix, pattern, manifest)
         if incremental not in (None, "interval", "watermark"):
             raise ArgumentError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
         if incremental and key is not None:
@@ -129,6 +136,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         self.key = key
         self.prefix = prefix
         self.pattern = pattern
+        self.manifest = manifest
         self.local_dir = local_dir
         self.incremental = incremental
         self.lookback = lookback if isinstance(lookback, datetime.timedelta) else datetime.timedelta(seconds=lookback)
@@ -161,21 +169,27 @@ class S3GetObjectOperator(S3ConnectOperator):
             self.record_lineage(inputs=[ref.uri])
             return text
         local_dir = Path(str(self.local_dir)).expanduser()
-        if self.key is not None:
+        sink = self.open_sink(context)
+        watermark = lister = None
+        if self.manifest is not None:
+            bucket, named = self.manifest_entries(self.manifest, self.hook, self.bucket)
+            base = scope.prefix
+            tasks: Iterator[DownloadTask] = self._plan(iter(named), base, LocalTree(local_dir), None)
+        elif self.key is not None:
             ref = self.hook.resolve(self.key, self.bucket)
             bucket, base = ref.bucket, ref.key.rpartition("/")[0]
             # The key's path below the connection's prefix, not its last segment: mapped Gets of
             # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
             local = LocalTree(local_dir).path_for(ref.key, scope.prefix)
-            tasks: Iterator[DownloadTask] = iter([DownloadTask(ref.key, local)])
-            watermark = None
-            lister = None
+            tasks = iter([DownloadTask(ref.key, local)])
         else:
             bucket, query = listing_query(scope, self.prefix or "", self.pattern, self.bucket, **self._window(context))
             base = query.base
             lister = Lister(self.client, bucket, query)
             watermark = self._previous_watermark(context) if self.incremental == "watermark" else None
-            tasks = self._plan(lister, base, LocalTree(local_dir), watermark)
+            tasks = self._plan(iter(lister), base, LocalTree(local_dir), watermark)
+        # For a list, the listing in full first: too many is refused before any download.
+        tasks = iter(sink.bounded(tasks, "objects to download"))
 
         owner = self.task_tag(context)
         if int(getattr(context["ti"], "try_number", 1) or 1) > 1:
@@ -188,7 +202,6 @@ class S3GetObjectOperator(S3ConnectOperator):
             after=self._after(scope, bucket, base),
             owner=owner,
         )
-        sink = self.open_sink(context)
         uris: list[str] = []
         with self.running(downloader):
             for done in downloader.download(tasks):
@@ -208,7 +221,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             )
         self.persist_console_link(context, bucket, base)
         self.record_lineage(inputs=lineage_uris(uris, f"s3://{bucket}/{base}"))
-        return self.sink_result(sink)
+        return self.sink_result(context, sink)
 
     # -- planning -------------------------------------------------------------------------
     def _window(self, context: Any) -> dict[str, datetime.datetime]:
@@ -234,9 +247,17 @@ class S3GetObjectOperator(S3ConnectOperator):
         )
         return Watermark.from_json(state)
 
-    def _plan(self, lister: Lister, base: str, tree: LocalTree, watermark: Watermark | None) -> Iterator[DownloadTask]:
+    def _plan(
+        self, found: Iterator[Any], base: str, tree: LocalTree, watermark: Watermark | None
+    ) -> Iterator[DownloadTask]:
+        """Listed (or manifest) objects to download tasks; a bare key (a manifest of keys)
+        is fetched without a known size."""
         self._new_watermark = watermark
-        for entry in lister:
+        for entry in found:
+            if isinstance(entry, str):
+                if (local := self._local_path(tree, entry, base)) is not None:
+                    yield DownloadTask(entry, local)
+                continue
             if not isinstance(entry, ObjectInfo):
                 continue
             if watermark is not None:
@@ -244,14 +265,18 @@ class S3GetObjectOperator(S3ConnectOperator):
                     continue
                 assert self._new_watermark is not None
                 self._new_watermark = self._new_watermark.advance(entry)
-            try:
-                local = tree.path_for(entry.key, base)
-            except LocalPathError as exc:
-                if self.on_invalid_key == "fail":
-                    raise
-                self.log.warning("Skipped (on_invalid_key='skip'): %s", exc)
-                continue
-            yield DownloadTask(entry.key, local, entry.size, entry.etag, entry.last_modified)
+            if (local := self._local_path(tree, entry.key, base)) is not None:
+                yield DownloadTask(entry.key, local, entry.size, entry.etag, entry.last_modified)
+
+    def _local_path(self, tree: LocalTree, key: str, base: str) -> Path | None:
+        """Where ``key`` lands, or None when it cannot be a local path and ``on_invalid_key="skip"``."""
+        try:
+            return tree.path_for(key, base)
+        except LocalPathError as exc:
+            if self.on_invalid_key == "fail":
+                raise
+            self.log.warning("Skipped (on_invalid_key='skip'): %s", exc)
+            return None
 
     _new_watermark: Watermark | None = None
 

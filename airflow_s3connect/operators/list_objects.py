@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_s3connect.operators.base import S3ConnectOperator, parse_moment
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, parse_moment
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import Scope
@@ -54,9 +54,10 @@ class S3ListObjectsOperator(S3ConnectOperator):
     :param include_metadata: return dicts (key, uri, size, etag, last_modified,
         storage_class) instead of keys.
 
-    Returns keys relative to the connection's path_prefix, so
-    ``S3GetObjectOperator.partial(...).expand(key=list_task.output)`` fetches them.
-    Beyond ``max_xcom_objects`` results, see :class:`S3ConnectOperator` (manifest).
+    Returns (``results="list"``) keys relative to the connection's path_prefix, so
+    ``S3GetObjectOperator.partial(...).expand(key=list_task.output)`` fetches them; for more
+    than ``max_xcom_objects``, ``results="manifest"`` (one Get with ``manifest=``) or
+    ``results="batches"`` (``.expand(manifest=list_task.output)``). See :class:`S3ConnectOperator`.
     """
 
     template_fields: Sequence[str] = (
@@ -65,8 +66,7 @@ class S3ListObjectsOperator(S3ConnectOperator):
         "start_after",
         "modified_since",
         "modified_until",
-        "manifest_path",
-        "manifest_key",
+        *RESULT_FIELDS,
         *CONNECTION_FIELDS,
     )
     macro_fields = ("prefix", "start_after", "manifest_key")
@@ -108,8 +108,8 @@ class S3ListObjectsOperator(S3ConnectOperator):
             modified_until=parse_moment(self.modified_until, "modified_until"),
             max_objects=self.max_objects or None,
         )
-        lister = Lister(self.client, bucket, query)
         sink = self.open_sink(context)
+        lister = Lister(self.client, bucket, query)
         for entry in lister:
             if isinstance(entry, CommonPrefix):
                 relative = scope.relative(entry.prefix)
@@ -132,4 +132,4 @@ class S3ListObjectsOperator(S3ConnectOperator):
         )
         self.persist_console_link(context, bucket, query.prefix)
         self.record_lineage(inputs=[f"s3://{bucket}/{query.prefix}"])
-        return self.sink_result(sink, truncated=lister.truncated, requests=lister.requests)
+        return self.sink_result(context, sink, truncated=lister.truncated)

@@ -17,7 +17,8 @@ from airflow.sdk import Asset, AssetAlias
 from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
-from airflow_s3connect.operators.base import S3ConnectOperator, lineage_uris
+from airflow_s3connect.manifests import ResultSink
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
@@ -113,7 +114,9 @@ class S3PutObjectOperator(S3ConnectOperator):
 
     Large objects go multipart through s3transfer (``multipart_threshold``,
     ``chunk_size``, the connection's ``max_concurrency``); a failed multipart upload is
-    aborted. Returns ``[{bucket, key, size, etag, version_id, checksum}]``. Every
+    aborted. Returns (``results="list"``) ``[{bucket, key, uri, size, etag, version_id,
+    checksum}]`` with ``key`` relative to path_prefix; more files than ``max_xcom_objects``
+    are refused before the first upload (see ``results`` in :class:`S3ConnectOperator`). Every
     :class:`~airflow.sdk.AssetAlias` in ``outlets`` receives an asset event per ``s3://``
     URI written (the first 1,000 of a run); an :class:`~airflow.sdk.Asset` outlet gets the counts as its event extra.
     """
@@ -125,8 +128,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         "records",
         "metadata",
         "content_type",
-        "manifest_path",
-        "manifest_key",
+        *RESULT_FIELDS,
         *CONNECTION_FIELDS,
     )
     macro_fields = ("key", "manifest_key")
@@ -227,13 +229,13 @@ class S3PutObjectOperator(S3ConnectOperator):
             self.running(uploader),
         ):
             if self.source is not None:
-                self._queue_files(context, uploader)
+                self._queue_files(context, uploader, sink)
             elif self.records is not None:
                 self._queue_records(context, uploader, Path(scratch))
             else:
                 self._queue_data(context, uploader)
             for done in uploader.results():
-                sink.add(done.as_dict(), done.size)
+                sink.add({**done.as_dict(), "key": scope.relative(done.key), "uri": done.uri}, done.size)
                 if len(written) < MAX_ASSET_EVENTS:
                     written.append(done)
         self.log.info(
@@ -249,7 +251,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         prefix = prefix + "/" if prefix else ""
         self.persist_console_link(context, bucket, prefix)
         self.record_lineage(outputs=lineage_uris([w.uri for w in written], f"s3://{bucket}/{prefix}"))
-        return self.sink_result(sink)
+        return self.sink_result(context, sink)
 
     # -- sources ----------------------------------------------------------------------------
     def _key(self, context: Any, **values: str) -> str:
@@ -259,9 +261,10 @@ class S3PutObjectOperator(S3ConnectOperator):
             rendered += values["relative_path"]
         return self.hook.resolve(rendered, self.bucket).key
 
-    def _queue_files(self, context: Any, uploader: Uploader) -> None:
+    def _queue_files(self, context: Any, uploader: Uploader, sink: ResultSink) -> None:
         assert self.source is not None
         files = list(expand_source(self.source))
+        sink.check_count(len(files), "files to upload")
         if (
             len(files) > 1
             and self.key
