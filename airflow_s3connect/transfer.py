@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -353,6 +353,25 @@ def _unchanged(task: DownloadTask) -> bool:
     return stat.st_size == task.size and int(stat.st_mtime) == int(task.last_modified.timestamp())
 
 
+# --------------------------------------------------------------------------- download planning
+FetchMode = Literal["whole", "probe", "ranges"]
+
+
+def plan_fetch(size: int | None, config: TransferConfig) -> FetchMode:
+    """How one object is fetched, from what is known before any request: ``"whole"`` (size
+    known, at most the threshold: one plain GET), ``"ranges"`` (known and larger: parallel
+    ranged GETs) or ``"probe"`` (unknown: the first chunk as a range, whose Content-Range
+    tells the size; never a HEAD)."""
+    if size is None:
+        return "probe"
+    return "whole" if size <= config.multipart_threshold else "ranges"
+
+
+def plan_ranges(size: int, chunk: int, start: int = 0) -> list[tuple[int, int]]:
+    """Inclusive byte ranges of ``chunk`` bytes covering ``[start, size)``."""
+    return [(first, min(first + chunk, size) - 1) for first in range(start, size, chunk)]
+
+
 # --------------------------------------------------------------------------- downloading
 # Temporary names: unique per process (random token) and per file (serial); cheaper than a
 # uuid4 per object, and O_EXCL still refuses a clash.
@@ -494,17 +513,16 @@ class Downloader:
                     f"Cannot write {str(task.path)!r} for s3://{self.bucket}/{task.key}: {exc.strerror}. "
                     "Make local_dir writable and remove files that sit where directories must go."
                 ) from None
-            if task.size is not None and task.size <= self.config.multipart_threshold:
-                # Small and known: one plain GET, no Range, no HEAD.
+            mode = plan_fetch(task.size, self.config)
+            if mode == "whole":
                 self._fetch(job, 0, None)
                 self._finish(job)
                 return
-            chunk = self.config.chunk_size
-            if job.size is None and not self._first_range(job):
+            if mode == "probe" and not self._first_range(job):
                 return  # a 304: skipped
             assert job.size is not None
-            first = chunk if task.size is None else 0
-            ranges = [(start, min(start + chunk, job.size) - 1) for start in range(first, job.size, chunk)]
+            chunk = self.config.chunk_size
+            ranges = plan_ranges(job.size, chunk, start=chunk if mode == "probe" else 0)
             if not ranges:
                 self._finish(job)
                 return

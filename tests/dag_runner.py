@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_s3connect.manifests import SUMMARY_XCOM_KEY
+
 
 @dataclass
 class RunResult:
@@ -33,9 +35,6 @@ def write_dag(name: str, source: str) -> Path:
     path = dags_dir / f"{name}.py"
     path.write_text(source)
     return path
-
-
-from airflow_s3connect.manifests import SUMMARY_XCOM_KEY
 
 
 def run_dag(path: Path, dag_id: str, logical_date: datetime.datetime | None = None) -> RunResult:

@@ -24,7 +24,7 @@ def sink(tmp_path: Path, results: Any, cap: int = 3, batch_size: int = 2) -> Res
     path = tmp_path / "m.jsonl"
 
     def opener() -> tuple[IO[str], str]:
-        return open(path, "w"), str(path)  # noqa: SIM115
+        return open(path, "w"), str(path)
 
     return ResultSink(results, cap, batch_size, opener)
 
@@ -58,7 +58,10 @@ def test_bounded_plans_in_full_or_refuses_before_anything_is_done(tmp_path: Path
             pulled.append(i)
             yield i
 
-    with pytest.raises(TooManyResultsError, match="More than 3 objects to download, and results=.list. returns at most max_xcom_objects=3"):
+    with pytest.raises(
+        TooManyResultsError,
+        match=r"More than 3 objects to download, and results=.list. returns at most max_xcom_objects=3",
+    ):
         sink(tmp_path, "list").bounded(planned(), "objects to download")
     assert len(pulled) == 4  # the plan is read one past the cap, not to its end
     assert list(sink(tmp_path, "manifest").bounded(iter(range(10)), "x")) == list(range(10))
@@ -99,7 +102,7 @@ def test_a_whole_manifest_reference_or_a_location_reads_every_line() -> None:
     assert manifest_slice({"manifest": "s3://b/m.jsonl", "count": 9, "bytes": 1}) == ("s3://b/m.jsonl", 0, None)
     assert manifest_slice("s3://b/m.jsonl") == ("s3://b/m.jsonl", 0, None)
     assert list(read_entries(io.StringIO('"a"\n"b"\n'), 0, None)) == ["a", "b"]
-    with pytest.raises(ArgumentError, match="manifest=.*results='manifest'"):
+    with pytest.raises(ArgumentError, match=r"manifest=.*results='manifest'"):
         manifest_slice({"count": 1})
     with pytest.raises(ArgumentError, match="Line 2 of the manifest is not JSON"):
         list(read_entries(io.StringIO('"a"\nnot json\n'), 0, None))

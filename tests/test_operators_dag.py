@@ -213,12 +213,15 @@ def test_a_manifest_is_written_when_asked_and_read_by_get(roundtrip: Roundtrip) 
     assert result.summary("list_manifest") == {"count": 500, "bytes": total, "truncated": False, "requests": 2}
     body = roundtrip.store.admin.get_object(Bucket=bucket, Key=f"manifests/{run_id}.jsonl")["Body"].read()
     lines = [json.loads(line) for line in body.decode().splitlines()]
-    assert {line["key"] for line in lines} == {f"tree/{name}" for name in files} and len(lines) == 500
+    assert {line["key"] for line in lines} == {f"tree/{name}" for name in files}
+    assert len(lines) == 500
     assert all(set(line) >= {"key", "uri", "size", "etag", "last_modified"} for line in lines)
     # Get read that manifest: every file at its key's path, and its own manifest in S3 by default.
     root = out / "manifest" / "tree"
     assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
-    key = f".s3connect/manifests/{roundtrip.dag_id}/{re.sub(r'[^A-Za-z0-9_.=-]', '-', result.run_id)}/get_manifest.jsonl"
+    key = (
+        f".s3connect/manifests/{roundtrip.dag_id}/{re.sub(r'[^A-Za-z0-9_.=-]', '-', result.run_id)}/get_manifest.jsonl"
+    )
     assert result.value("get_manifest") == {"manifest": f"s3://{bucket}/{key}", "count": 500, "bytes": total}
     written = roundtrip.store.admin.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
     assert sorted(json.loads(line)["key"] for line in written) == sorted(f"tree/{name}" for name in files)
@@ -227,7 +230,7 @@ def test_a_manifest_is_written_when_asked_and_read_by_get(roundtrip: Roundtrip) 
 
 
 def test_batches_map_one_get_per_batch(roundtrip: Roundtrip) -> None:
-    result, files, bucket, out = roundtrip.result, roundtrip.files, roundtrip.bucket, roundtrip.out
+    result, files, bucket, _out = roundtrip.result, roundtrip.files, roundtrip.bucket, roundtrip.out
     under_d0 = {name: data for name, data in files.items() if name.startswith("d0/")}
     batches = result.value("list_batches")
     assert [b["start"] for b in batches] == list(range(0, len(under_d0), 40))

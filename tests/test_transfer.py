@@ -6,6 +6,7 @@ import datetime
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import threading
@@ -35,6 +36,8 @@ from airflow_s3connect.transfer import (
     TransferConfig,
     Uploader,
     Watermark,
+    plan_fetch,
+    plan_ranges,
     read_object,
 )
 from tests.conftest import BUCKET, REGION
@@ -124,10 +127,29 @@ def test_small_object_is_one_get_and_large_one_parallel_ranges(moto: MotoServer,
         "bytes=10485760-12582928",
         "bytes=5242880-10485759",
     ]
-    # Parts after the first are pinned to the ETag seen first.
-    pinned = [r for r in gets if r.headers.get("Range", "").startswith("bytes=5242880")]
-    assert pinned[0].headers["If-Match"] == done[-1].etag or pinned[0].headers["If-Match"] in {d.etag for d in done}
+    # Parts after the first are pinned to the ETag the first answered; the first is not.
+    large_etag = next(d.etag for d in done if d.key == "d/large.bin")
+    later = [r for r in gets if not r.headers.get("Range", "").startswith("bytes=0-")]
+    assert len(later) == 2
+    assert {r.headers.get("If-Match") for r in later} == {large_etag}
+    assert all("If-Match" not in r.headers for r in gets if r.headers.get("Range", "").startswith("bytes=0-"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["large.bin", "small.bin"]  # no temporary left
+
+
+def test_fetch_plans_follow_what_is_known_before_any_request() -> None:
+    config = TransferConfig(chunk_size=5 * MiB, multipart_threshold=8 * MiB)
+    assert plan_fetch(None, config) == "probe"
+    assert plan_fetch(0, config) == "whole"
+    assert plan_fetch(8 * MiB, config) == "whole"
+    assert plan_fetch(8 * MiB + 1, config) == "ranges"
+    assert plan_ranges(12, 5) == [(0, 4), (5, 9), (10, 11)]
+    assert plan_ranges(12, 5, start=5) == [(5, 9), (10, 11)]  # after a probe of the first chunk
+    assert plan_ranges(5, 5, start=5) == []
+    assert plan_ranges(0, 5) == []
+    covered = plan_ranges(10 * MiB + 3, 5 * MiB)
+    assert covered[0][0] == 0
+    assert covered[-1][1] == 10 * MiB + 2
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(covered))
 
 
 def test_listed_objects_skip_the_size_probe(moto: MotoServer, client: Any, tmp_path: Path) -> None:
