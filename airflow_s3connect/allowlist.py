@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from airflow_s3connect.errors import ScopeError
-from airflow_s3connect.scope import Scope
+from airflow_s3connect.scope import Scope, path_problem
 
 
 class Access(str, Enum):
@@ -244,17 +244,18 @@ def _check_bucket(scope: Scope, operation: str, name: str, bucket: Any) -> None:
 
 
 def _check_key(scope: Scope, operation: str, name: str, key: Any) -> None:
-    """A key inside the prefix, with no '.'/'..' segment: some stores and proxies resolve
-    those in the request path, which would move a key out of its prefix or bucket."""
+    """A key inside the prefix that :func:`path_problem` accepts: some stores and proxies
+    resolve '.'/'..' segments in the request path, which would move a key out of its prefix
+    or bucket."""
     if not isinstance(key, str) or not key.startswith(scope.prefix):
         raise ScopeError(
             f"{operation}: {name} {key!r} is outside the connection's scope {scope.describe()}: "
             f"give a key starting with {scope.prefix!r}."
         )
-    if any(part in (".", "..") for part in key.split("/")):
+    if (problem := path_problem(key)) is not None:
         raise ScopeError(
-            f"{operation}: {name} {key!r} has a '.' or '..' segment, which some stores resolve out of "
-            f"the connection's scope {scope.describe()}: give the key without it."
+            f"{operation}: {name} {key!r} {problem}, which some stores resolve out of the connection's scope "
+            f"{scope.describe()}: remove that from the key."
         )
 
 

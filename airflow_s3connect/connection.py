@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from airflow_s3connect.errors import ConnectionSettingsError, InvalidKeyError
-from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix
+from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix, path_problem
 
 CONN_TYPE = "s3connect"
 DEFAULT_CONN_ID = "s3connect_default"
@@ -67,13 +67,15 @@ SEGMENT_PATTERN = r"^[^/\x00-\x1f\x7f]{1,255}$"
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One extra field of the connection form: label, help text, JSON schema, placeholder."""
+    """One extra field of the connection form: label, help text, JSON schema, placeholder,
+    and what to tell the admin when a value does not match the schema's pattern."""
 
     name: str
     label: str
     description: str
     schema: Mapping[str, Any]
     placeholder: str = ""
+    fix: str = ""
 
     @property
     def form_schema(self) -> dict[str, Any]:
@@ -107,6 +109,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Role to assume (assume_role only). Its trust policy must allow this identity and the external ID.",
         {"type": "string", "pattern": ROLE_ARN_PATTERN},
         "arn:aws:iam::123456789012:role/airflow-s3connect",
+        fix="use arn:aws:iam::<12-digit account id>:role/<role name>",
     ),
     FieldSpec(
         "external_id",
@@ -114,12 +117,14 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Sent as STS ExternalId (assume_role). 2-1,224 characters of letters, digits and +=,.@:/-. "
         "`s3connect external-id --tenant T` prints one per tenant.",
         {"type": "string", "pattern": EXTERNAL_ID_PATTERN},
+        fix="use 2 to 1,224 characters of letters, digits and +=,.@:/-",
     ),
     FieldSpec(
         "role_session_name",
         "Role Session Name",
         "Name of the STS session, shown in CloudTrail. Default: airflow-s3connect-<conn id>.",
         {"type": "string", "pattern": SESSION_NAME_PATTERN},
+        fix="use 2 to 64 characters of letters, digits and +=,.@-",
     ),
     FieldSpec(
         "session_duration",
@@ -133,6 +138,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Signing region of the bucket (e.g. eu-west-1). Empty: the worker's AWS_DEFAULT_REGION.",
         {"type": "string", "pattern": REGION_PATTERN},
         "us-east-1",
+        fix="use a region code such as eu-west-1",
     ),
     FieldSpec(
         "endpoint_url",
@@ -200,18 +206,21 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Tenant",
         "Value of the {tenant} macro unless the operator or the DAG's params set one.",
         {"type": "string", "pattern": SEGMENT_PATTERN},
+        fix="use one key segment: no '/', no control characters",
     ),
     FieldSpec(
         "root_tenant_id",
         "Root Tenant ID",
         "Value of {root_tenant_id} (parent of sub-tenants); default: the tenant.",
         {"type": "string", "pattern": SEGMENT_PATTERN},
+        fix="use one key segment: no '/', no control characters",
     ),
     FieldSpec(
         "env_id",
         "Environment ID",
         "Value of {env_id}; default: the host of Airflow's base URL.",
         {"type": "string", "pattern": SEGMENT_PATTERN},
+        fix="use one key segment: no '/', no control characters",
     ),
     FieldSpec(
         "max_concurrency",
@@ -364,23 +373,12 @@ def _coerce(conn_id: str, spec: FieldSpec, value: Any) -> Any:
     if "enum" in schema and text not in schema["enum"]:
         raise fail(f"{text!r} is not a valid choice", "choose one of " + ", ".join(schema["enum"]))
     if "pattern" in schema and not re.match(schema["pattern"], text):
-        raise fail(f"{text!r} is malformed", _PATTERN_FIX.get(spec.name, f"match {schema['pattern']}"))
+        raise fail(f"{text!r} is malformed", spec.fix or f"match {schema['pattern']}")
     if schema.get("format") == "url":
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise fail("is not an http(s) URL", "give a URL such as https://host:port")
     return text
-
-
-_PATTERN_FIX = {
-    "role_arn": "use arn:aws:iam::<12-digit account id>:role/<role name>",
-    "external_id": "use 2 to 1,224 characters of letters, digits and +=,.@:/-",
-    "role_session_name": "use 2 to 64 characters of letters, digits and +=,.@-",
-    "region_name": "use a region code such as eu-west-1",
-    "tenant": "use one key segment: no '/', no control characters",
-    "root_tenant_id": "use one key segment: no '/', no control characters",
-    "env_id": "use one key segment: no '/', no control characters",
-}
 
 
 def parse_settings(
@@ -458,12 +456,8 @@ def parse_settings(
             raise fail("bucket", str(exc).rstrip("."), "give the bucket's exact name") from None
     if "path_prefix" in values:
         prefix = values["path_prefix"].strip("/")
-        if any(part in ("", ".", "..") for part in prefix.split("/")) or re.search(r"[\x00-\x1f\x7f]", prefix):
-            raise fail(
-                "path_prefix",
-                f"{values['path_prefix']!r} has an empty, '.' or '..' segment or a control character",
-                "give a prefix such as exports/invoices",
-            )
+        if (problem := path_problem(prefix, empty_segments=False)) is not None:
+            raise fail("path_prefix", f"{values['path_prefix']!r} {problem}", "give a prefix such as exports/invoices")
         values["path_prefix"] = prefix
 
     return ConnectionSettings(

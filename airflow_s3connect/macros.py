@@ -21,9 +21,11 @@ import re
 import string
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.scope import path_problem
 
 
 class MacroError(S3ConnectError, ValueError):
@@ -60,33 +62,9 @@ DATE_MACROS: Mapping[str, tuple[str, str]] = {
     "logical_date": ("logical", _ISO),
 }
 
-VALUE_MACROS = (
-    "tenant",
-    "root_tenant_id",
-    "tap",
-    "env_id",
-    "flow_id",
-    "dag_id",
-    "task_id",
-    "map_index",
-    "try_number",
-    "run_id",
-    "job_id",
-    "stream_name",
-    "stream_id",
-    "connection_id",
-    "connection_run_id",
-    "stream_run_id",
-    "extension",
-    "filename",
-    "relative_path",
-    "uuid",
-)
-MACRO_NAMES: tuple[str, ...] = tuple(DATE_MACROS) + VALUE_MACROS
 #: Accepted in ``values`` besides macro names: the instants the date macros derive from.
 INSTANT_OVERRIDES = ("load_time", "cursor", "logical_time")
 
-_UNSAFE_SEGMENT = re.compile(r"[/\x00-\x1f\x7f]")
 _FORMATTER = string.Formatter()
 
 
@@ -114,20 +92,20 @@ def _get(obj: Any, name: str) -> Any:
 
 
 def check_segment(name: str, value: str) -> str:
-    """Refuse a macro value that would add a '/', a '.'/'..' segment or a control char."""
-    if value == "" or value in (".", "..") or _UNSAFE_SEGMENT.search(value):
+    """Refuse a macro value that is not one key segment (:func:`path_problem`, and no '/')."""
+    problem = "is empty" if value == "" else "contains '/'" if "/" in value else path_problem(value)
+    if problem is not None:
         raise MacroError(
-            f"Value {value!r} of {{{name}}} is not safe in a key: it must be one non-empty segment "
+            f"Value {value!r} of {{{name}}} is not safe in a key: it {problem}; it must be one non-empty segment "
             "without '/', control characters, and not '.' or '..'."
         )
     return value
 
 
 def _check_relative_path(value: str) -> str:
-    parts = value.split("/")
-    if value.startswith("/") or any(p in ("", ".", "..") for p in parts) or re.search(r"[\x00-\x1f\x7f]", value):
+    if (problem := path_problem(value, empty_segments=False)) is not None:
         raise MacroError(
-            f"Value {value!r} of {{relative_path}} is not safe in a key: it must be a relative path "
+            f"Value {value!r} of {{relative_path}} is not safe in a key: it {problem}; it must be a relative path "
             "without empty, '.' or '..' segments or control characters."
         )
     return value
@@ -177,6 +155,10 @@ class MacroValues:
         index = _get(self._ti, "map_index")
         return -1 if index is None else int(index)
 
+    @property
+    def try_number(self) -> int:
+        return int(_get(self._ti, "try_number") or 1)
+
     def _missing(self, name: str) -> str:
         raise MacroError(f"{{{name}}} needs a task context with {name}: render it inside a running task.")
 
@@ -205,51 +187,25 @@ class MacroValues:
         return _utc(moment)
 
     # -- values -----------------------------------------------------------------------
-    def _lookup(self, name: str, *, params: bool, fallback: bool) -> str | None:
+    def lookup(self, name: str, *, params: bool, fallback: bool) -> str | None:
         """A value from the DAG's params, then from the connection's fields."""
         for source, used in ((self._params, params), (self._fallbacks, fallback)):
             if used and source.get(name) not in (None, ""):
                 return str(source[name])
         return None
 
-    def _uuid(self, *parts: object) -> str:
+    def uuid5(self, *parts: object) -> str:
         return str(uuid.uuid5(NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
-    def _default(self, name: str) -> str | None:
-        """A macro's value when ``values`` does not set it; None when it has no default."""
-        defaults: dict[str, Callable[[], str | None]] = {
-            "tenant": lambda: self._lookup("tenant", params=True, fallback=True),
-            "root_tenant_id": lambda: (
-                self._lookup("root_tenant_id", params=True, fallback=True) or self._value("tenant", required=False)
-            ),
-            "tap": lambda: self._lookup("tap", params=True, fallback=False),
-            "env_id": lambda: self._lookup("env_id", params=False, fallback=True),
-            "flow_id": lambda: self.dag_id,
-            "dag_id": lambda: self.dag_id,
-            "task_id": lambda: self.task_id,
-            "map_index": lambda: str(self.map_index),
-            "try_number": lambda: str(_get(self._ti, "try_number") or 1),
-            "run_id": lambda: re.sub(r"[:+]", "-", self.run_id),
-            "job_id": lambda: hashlib.blake2s(
-                f"{self.dag_id}\x1f{self.run_id}\x1f{self.task_id}\x1f{self.map_index}".encode(), digest_size=5
-            ).hexdigest()[:8],
-            "stream_name": lambda: self.task_id,
-            "stream_id": lambda: self._uuid(self.dag_id, self._value("stream_name")),
-            "connection_id": lambda: self._uuid(self.dag_id),
-            "connection_run_id": lambda: self._uuid(self.dag_id, self.run_id),
-            "stream_run_id": lambda: self._uuid(self.dag_id, self.run_id, self.task_id, self.map_index),
-            "uuid": lambda: str(uuid.uuid4()),
-        }
-        return defaults.get(name, lambda: None)()
-
-    def _value(self, name: str, required: bool = True) -> str | None:
+    def value(self, name: str, required: bool = True) -> str | None:
         """``values`` override every macro; otherwise its default. Checked safe for a key."""
         override = self._values.get(name)
-        value = str(override) if override not in (None, "") else self._default(name)
+        macro = VALUE_MACROS[name]
+        value = str(override) if override not in (None, "") else macro.default(self)
         if value is None:
             if not required:
                 return None
-            raise MacroError(_MISSING_HELP.get(name, f"No value for {{{name}}}: pass {name}=... ."))
+            raise MacroError(macro.missing or f"No value for {{{name}}}: pass {name}=... .")
         if name == "relative_path":
             return _check_relative_path(value)
         return check_segment(name, value)
@@ -264,19 +220,64 @@ class MacroValues:
         if spec:
             raise MacroError(f"{{{name}:{spec}}}: only date macros take a format spec.")
         if name not in self._cache or name == "uuid":
-            self._cache[name] = str(self._value(name))
+            self._cache[name] = str(self.value(name))
         return self._cache[name]
 
 
-_MISSING_HELP = {
-    "tenant": "No value for {tenant}: pass tenant=..., set the DAG param 'tenant', or fill the connection's Tenant.",
-    "root_tenant_id": "No value for {root_tenant_id}: pass it, set a DAG param, or fill the connection's field.",
-    "tap": "No value for {tap}: pass tap=... or set the DAG param 'tap'.",
-    "env_id": "No value for {env_id}: fill the connection's Environment ID.",
-    "extension": "No value for {extension}: it follows the operator's format; pass extension=... .",
-    "filename": "{filename} is set per file when uploading files; pass filename=... .",
-    "relative_path": "{relative_path} is set per file when uploading a directory; pass relative_path=... .",
+@dataclass(frozen=True)
+class ValueMacro:
+    """A macro whose value comes from the run, the DAG params or the connection; an
+    operator argument of the same name overrides it."""
+
+    #: its value for a run, or None when it has none by default
+    default: Callable[[MacroValues], str | None] = lambda _: None
+    #: what to do when it has no value (default: pass it as an argument)
+    missing: str | None = None
+
+
+def _job_id(v: MacroValues) -> str:
+    identity = f"{v.dag_id}\x1f{v.run_id}\x1f{v.task_id}\x1f{v.map_index}"
+    return hashlib.blake2s(identity.encode(), digest_size=5).hexdigest()[:8]
+
+
+#: The value macros, one entry each: how its value is found, and what to do without one.
+VALUE_MACROS: Mapping[str, ValueMacro] = {
+    "tenant": ValueMacro(
+        lambda v: v.lookup("tenant", params=True, fallback=True),
+        "No value for {tenant}: pass tenant=..., set the DAG param 'tenant', or fill the connection's Tenant.",
+    ),
+    "root_tenant_id": ValueMacro(
+        lambda v: v.lookup("root_tenant_id", params=True, fallback=True) or v.value("tenant", required=False),
+        "No value for {root_tenant_id}: pass it, set a DAG param, or fill the connection's field.",
+    ),
+    "tap": ValueMacro(
+        lambda v: v.lookup("tap", params=True, fallback=False),
+        "No value for {tap}: pass tap=... or set the DAG param 'tap'.",
+    ),
+    "env_id": ValueMacro(
+        lambda v: v.lookup("env_id", params=False, fallback=True),
+        "No value for {env_id}: fill the connection's Environment ID.",
+    ),
+    "flow_id": ValueMacro(lambda v: v.dag_id),
+    "dag_id": ValueMacro(lambda v: v.dag_id),
+    "task_id": ValueMacro(lambda v: v.task_id),
+    "map_index": ValueMacro(lambda v: str(v.map_index)),
+    "try_number": ValueMacro(lambda v: str(v.try_number)),
+    "run_id": ValueMacro(lambda v: re.sub(r"[:+]", "-", v.run_id)),
+    "job_id": ValueMacro(_job_id),
+    "stream_name": ValueMacro(lambda v: v.task_id),
+    "stream_id": ValueMacro(lambda v: v.uuid5(v.dag_id, v.value("stream_name"))),
+    "connection_id": ValueMacro(lambda v: v.uuid5(v.dag_id)),
+    "connection_run_id": ValueMacro(lambda v: v.uuid5(v.dag_id, v.run_id)),
+    "stream_run_id": ValueMacro(lambda v: v.uuid5(v.dag_id, v.run_id, v.task_id, v.map_index)),
+    "extension": ValueMacro(missing="No value for {extension}: it follows the operator's format; pass extension=... ."),
+    "filename": ValueMacro(missing="{filename} is set per file when uploading files; pass filename=... ."),
+    "relative_path": ValueMacro(
+        missing="{relative_path} is set per file when uploading a directory; pass relative_path=... ."
+    ),
+    "uuid": ValueMacro(lambda _: str(uuid.uuid4())),
 }
+MACRO_NAMES: tuple[str, ...] = (*DATE_MACROS, *VALUE_MACROS)
 
 
 def _unknown_message(name: str, what: str = "Unknown macro") -> str:
@@ -348,7 +349,7 @@ def connection_pattern(template: str, fallbacks: Mapping[str, Any], wildcard: st
             continue
         value = None
         if name in CONNECTION_MACROS and not spec:
-            value = values._value(name, required=False)
+            value = values.value(name, required=False)
         out.append(value or wildcard)
     return "".join(out)
 

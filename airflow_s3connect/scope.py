@@ -30,22 +30,37 @@ def check_bucket_name(bucket: str) -> str:
     return bucket
 
 
-def check_key(key: str, what: str = "key") -> str:
-    """Return ``key`` if it is a key we are willing to write or read, else say why not.
+def path_problem(path: str, *, empty_segments: bool = True, backslash: bool = True) -> str | None:
+    """Why ``path`` is unsafe as a key or part of one, or None: the one rule for keys,
+    prefixes, macro values and the local paths keys become.
 
-    Refused: empty keys, keys over S3's 1,024 UTF-8 bytes, control characters, and ``.``
-    or ``..`` segments (which S3 keeps literally but every file system and console
-    resolves, letting a key escape its prefix).
+    Always refused: control characters, and ``.`` or ``..`` segments (S3 keeps them
+    literally, but every file system and console resolves them, letting a key escape its
+    prefix). ``empty_segments=False`` also refuses a leading, trailing or doubled '/' (a
+    prefix, a path below one); ``backslash=False`` a backslash (a separator on Windows).
     """
+    if _CONTROL_RE.search(path):
+        return "contains control characters"
+    parts = path.split("/")
+    if any(part in (".", "..") for part in parts):
+        return "contains a '.' or '..' segment"
+    if not empty_segments and "" in parts:
+        return "has an empty segment (a leading, trailing or doubled '/')"
+    if not backslash and "\\" in path:
+        return "contains a backslash"
+    return None
+
+
+def check_key(key: str, what: str = "key") -> str:
+    """Return ``key`` if it is a key we are willing to write or read, else say why not:
+    empty keys, keys over S3's 1,024 UTF-8 bytes, and :func:`path_problem`."""
     if not key:
         raise InvalidKeyError(f"Empty {what}: give a non-empty object key.")
     size = len(key.encode("utf-8"))
     if size > MAX_KEY_BYTES:
         raise InvalidKeyError(f"{what} is {size} bytes long; S3 keys are at most {MAX_KEY_BYTES} UTF-8 bytes.")
-    if _CONTROL_RE.search(key):
-        raise InvalidKeyError(f"{what} {key!r} contains control characters: remove them.")
-    if any(part in (".", "..") for part in key.split("/")):
-        raise InvalidKeyError(f"{what} {key!r} contains a '.' or '..' segment: give the key without it.")
+    if (problem := path_problem(key)) is not None:
+        raise InvalidKeyError(f"{what} {key!r} {problem}: remove that from the key.")
     return key
 
 

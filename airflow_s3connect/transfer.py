@@ -48,6 +48,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.patterns import KeyPattern
+from airflow_s3connect.scope import path_problem
 
 log = logging.getLogger(__name__)
 
@@ -291,16 +292,11 @@ class LocalTree:
     def path_for(self, key: str, base_prefix: str = "") -> Path:
         relative = key[len(base_prefix) :] if key.startswith(base_prefix) else key
         parts = relative.split("/")
-        if (
-            not relative
-            or "\\" in relative
-            or "\x00" in relative
-            or relative.startswith("/")
-            or any(p in ("", ".", "..") for p in parts)
-        ):
+        problem = "is empty" if not relative else path_problem(relative, empty_segments=False, backslash=False)
+        if problem is not None:
             raise LocalPathError(
-                f"Key {key!r} cannot be saved under {str(self.root)!r}: its path {relative!r} is absolute, has "
-                "'.', '..' or empty segments or backslashes. Rename the object or narrow prefix/pattern."
+                f"Key {key!r} cannot be saved under {str(self.root)!r}: its path {relative!r} {problem}. "
+                "Rename the object or narrow prefix/pattern."
             )
         target = self.root.joinpath(*parts)
         inside = self._inside.get(target.parent)

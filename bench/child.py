@@ -1,8 +1,11 @@
 """One measured run in its own process: ``python -m bench.child SCENARIO SIDE URL WORKDIR SIZE``.
 
+The server's keys and region come from ``BENCH_KEY``, ``BENCH_SECRET`` and ``BENCH_REGION``.
 Prints one JSON line: seconds (the operation only, not start-up), requests (every HTTP
-request botocore sent, counted at its HTTP session), baseline and peak RSS (VmRSS before,
-VmHWM after). Both sides get the same counting, the same server and the same data.
+request botocore sent, counted at its HTTP session), cpu (user + system seconds of this
+process during the operation, all threads: what the client itself costs, whatever the
+server), objects, baseline and peak RSS (VmRSS before, VmHWM after). Every side gets the
+same counting, the same server and the same data.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Any
 import botocore.httpsession
 
 BUCKET = "bench"
-REGION = "eu-west-1"
+KEY = os.environ.get("BENCH_KEY", "bench")
+SECRET = os.environ.get("BENCH_SECRET", "bench")
+REGION = os.environ.get("BENCH_REGION", "eu-west-1")
 _requests = 0
 _lock = threading.Lock()
 _send = botocore.httpsession.URLLib3Session.send
@@ -49,12 +54,32 @@ def _ours_client(url: str) -> Any:
     from airflow_s3connect.client import build_s3_client, build_session
     from airflow_s3connect.connection import parse_settings
 
-    settings = parse_settings("bench", "bench", "bench", {"endpoint_url": url, "region_name": REGION})
+    fields = {"endpoint_url": url, "region_name": REGION, "addressing_style": "path"}
+    settings = parse_settings("bench", KEY, SECRET, fields)
     return build_s3_client(settings, build_session(settings))
 
 
+def _plain_client(url: str, pool: int = 8) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=url, region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+        config=Config(max_pool_connections=pool, s3={"addressing_style": "path"}),
+    )  # fmt: skip
+
+
+def _keys(url: str, prefix: str) -> list[str]:
+    """The keys under ``prefix``, listed before the clock starts (scenarios that name keys)."""
+    pages = _plain_client(url).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
 def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
+    from airflow_s3connect.copies import Copier, CopyTask
+    from airflow_s3connect.events import ObjectStream
     from airflow_s3connect.transfer import (
+        BatchDelete,
         Downloader,
         DownloadTask,
         Lister,
@@ -86,11 +111,29 @@ def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
                 up.put_file(path, prefix + path.name)
             return sum(1 for _ in up.results())
 
+    def copy_prefix(prefix: str, target: str) -> int:
+        tasks = [
+            CopyTask(o, target + o.key[len(prefix) :])
+            for o in Lister(client, BUCKET, ListQuery(base=prefix))
+            if isinstance(o, ObjectInfo)
+        ]
+        copier = Copier(client, BUCKET, client, BUCKET, config, PutOptions(), server_side=True)
+        return sum(1 for _ in copier.run(tasks))
+
+    if scenario == "delete_10k":
+        keys = _keys(url, "delete/")
+        return lambda: sum(1 for _ in BatchDelete(client, BUCKET).run(keys))
+    if scenario == "watch_cost":
+        stream = ObjectStream(client, BUCKET, "watch/", start="now")
+        stream.poll()  # the first poll of a start: everything listed is taken as seen
+        return lambda: len(stream.poll()) + 1  # one poll; nothing new is 0 objects, counted as one poll
+
     runs: dict[str, Callable[[], Any]] = {
         "get_many": lambda: get_prefix("many/"),
+        "copy_many": lambda: copy_prefix("many/", f"copy-ours-{os.getpid()}/"),
         "put_many": lambda: put_dir(work / "put-many", f"put-ours-{os.getpid()}/"),
-        "get_large": lambda: list(
-            Downloader(client, BUCKET, config).download([DownloadTask("large/object.bin", out / "object.bin")])
+        "get_large": lambda: len(
+            list(Downloader(client, BUCKET, config).download([DownloadTask("large/object.bin", out / "object.bin")]))
         ),
         "put_large": lambda: put_dir(work / "put-large", f"large-ours-{os.getpid()}/"),
         "list_100k": lambda: sum(1 for _ in Lister(client, BUCKET, ListQuery(base="list/"))),
@@ -106,9 +149,13 @@ def incumbent(scenario: str, url: str, work: Path, size: int, variant: str) -> C
     os.environ["AIRFLOW_CONN_AWS_BENCH"] = json.dumps(
         {
             "conn_type": "aws",
-            "login": "bench",
-            "password": "bench",
-            "extra": {"endpoint_url": url, "region_name": REGION},
+            "login": KEY,
+            "password": SECRET,
+            "extra": {
+                "endpoint_url": url,
+                "region_name": REGION,
+                "config_kwargs": {"s3": {"addressing_style": "path"}},
+            },
         }
     )
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -143,10 +190,21 @@ def incumbent(scenario: str, url: str, work: Path, size: int, variant: str) -> C
         )
         return sensor.poke(context={})
 
+    def copy_each(prefix: str, target: str) -> int:
+        keys = hook.list_keys(BUCKET, prefix=prefix)
+        for key in keys:
+            hook.copy_object(key, target + key[len(prefix) :], source_bucket_name=BUCKET, dest_bucket_name=BUCKET)
+        return len(keys)
+
+    if scenario == "delete_10k":
+        keys = _keys(url, "delete/")
+        return lambda: hook.delete_objects(BUCKET, keys) or len(keys)
+
     runs: dict[str, Callable[[], Any]] = {
         "get_many": lambda: (
             hook.sync_to_local_dir(BUCKET, out, s3_prefix="many/") if variant == "sync" else download_each("many/")
         ),
+        "copy_many": lambda: copy_each("many/", f"copy-incumbent-{os.getpid()}/"),
         "put_many": lambda: load_each(work / "put-many", f"put-incumbent-{os.getpid()}/"),
         "get_large": lambda: hook.download_file(
             "large/object.bin", BUCKET, str(out), preserve_file_name=True, use_autogenerated_subdir=False
@@ -158,38 +216,67 @@ def incumbent(scenario: str, url: str, work: Path, size: int, variant: str) -> C
     return runs[scenario]
 
 
-# --------------------------------------------------------------------------- the ceiling
+# --------------------------------------------------------------------------- the ceilings
 def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], Any]:
-    """What the server can do at best on 8 threads, keys known in advance (no listing) and
-    bytes discarded (no files). get_large: parallel 8 MiB ranges of the object; get_many:
-    every object under many/.
+    """What a plain boto3 client does at best on 8 threads, the keys known in advance (no
+    listing) and no files: the floor of any client built on botocore, ours included.
 
-    variant "" is raw unsigned urllib3; "botocore" is a plain boto3 client's signed
-    get_object, the floor for any client built on botocore (both sides here are).
+    get_many: signed GETs of every object under many/, bodies discarded; get_large: parallel
+    8 MiB ranged GETs of the object, discarded; put_many: PutObject of 16 KiB from memory;
+    put_large: one multipart upload of 8 MiB parts from memory. ``variant="raw"`` (get_many
+    and get_large on moto only, which does not check signatures) is unsigned urllib3.
     """
-    import urllib3
+    if variant == "raw":
+        return _raw_ceiling(scenario, url, size)
+    s3 = _plain_client(url)
+    chunk = 8 * 1024 * 1024
 
-    if variant == "botocore":
-        import boto3
-        from botocore.config import Config
+    def parallel(function: Callable[[int], int], items: Any) -> int:
+        with ThreadPoolExecutor(8) as executor:
+            return sum(executor.map(function, items))
 
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            config=Config(max_pool_connections=8),
+    if scenario == "get_many":
+        return lambda: parallel(
+            lambda i: len(s3.get_object(Bucket=BUCKET, Key=f"many/{i:06d}.dat")["Body"].read()), range(size)
         )
+    if scenario == "put_many":
+        body = os.urandom(16 * 1024)
+        prefix = f"put-ceiling-{os.getpid()}/"
+        return lambda: parallel(
+            lambda i: s3.put_object(Bucket=BUCKET, Key=f"{prefix}{i:06d}.dat", Body=body) and 1, range(size)
+        )
+    if scenario == "get_large":
 
-        def signed_get(index: int) -> int:
-            return len(s3.get_object(Bucket=BUCKET, Key=f"many/{index:06d}.dat")["Body"].read())
+        def fetch(start: int) -> int:
+            end = min(start + chunk, size) - 1
+            body = s3.get_object(Bucket=BUCKET, Key="large/object.bin", Range=f"bytes={start}-{end}")["Body"]
+            return sum(len(block) for block in body.iter_chunks(1 << 20))
 
-        def run_signed() -> int:
-            with ThreadPoolExecutor(8) as executor:
-                return sum(executor.map(signed_get, range(size)))
+        return lambda: parallel(fetch, range(0, size, chunk))
+    assert scenario == "put_large"
+    block = os.urandom(chunk)
 
-        return run_signed
+    def upload() -> int:
+        key = f"large-ceiling-{os.getpid()}/object.bin"
+        upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+
+        def part(number: int) -> int:
+            s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=number, Body=block)
+            return number
+
+        numbers = range(1, size // chunk + 1)
+        with ThreadPoolExecutor(8) as executor:
+            done = list(executor.map(part, numbers))
+        listed = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
+        parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed]
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        return len(done)
+
+    return upload
+
+
+def _raw_ceiling(scenario: str, url: str, size: int) -> Callable[[], Any]:
+    import urllib3
 
     pool = urllib3.PoolManager(maxsize=8)
     chunk = 8 * 1024 * 1024
@@ -221,10 +308,49 @@ def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], An
     return run
 
 
+# --------------------------------------------------------------------------- s3transfer's downloads
+def s3transfer_downloads(url: str, work: Path) -> Callable[[], Any]:
+    """get_many through s3transfer's TransferManager, given each object's size and ETag from
+    the listing (so it sends no HEAD): what the Downloader would be if it were s3transfer's."""
+    from s3transfer.manager import TransferConfig, TransferManager
+    from s3transfer.subscribers import BaseSubscriber
+
+    client = _ours_client(url)
+    out = work / f"s3transfer-{os.getpid()}"
+
+    class Known(BaseSubscriber):  # type: ignore[misc]
+        def __init__(self, size: int, etag: str) -> None:
+            self.size, self.etag = size, etag
+
+        def on_queued(self, future: Any, **kwargs: Any) -> None:
+            future.meta.provide_transfer_size(self.size)
+            future.meta.provide_object_etag(self.etag)
+
+    def run() -> int:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="many/")
+        listed = [item for page in pages for item in page.get("Contents", [])]
+        config = TransferConfig(max_request_concurrency=8, multipart_threshold=8 * 1024 * 1024)
+        with TransferManager(client, config) as manager:
+            futures = []
+            for item in listed:
+                target = out / item["Key"][len("many/") :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                futures.append(
+                    manager.download(BUCKET, item["Key"], str(target), subscribers=[Known(item["Size"], item["ETag"])])
+                )
+            for future in futures:
+                future.result()
+        return len(listed)
+
+    return run
+
+
 def main() -> None:
     scenario, side, url, work, size = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
     if side == "ours":
         run = ours(scenario, url, work, size)
+    elif side == "s3transfer":
+        run = s3transfer_downloads(url, work)
     elif side.startswith("ceiling"):
         run = ceiling(scenario, url, size, variant=side.partition("-")[2])
     else:
@@ -232,17 +358,21 @@ def main() -> None:
     global _requests
     _requests = 0
     baseline = _rss("VmRSS")
+    cpu_before = os.times()
     started = time.perf_counter()
     result = run()
     seconds = time.perf_counter() - started
+    cpu_after = os.times()
+    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "requests": _requests,
+                "cpu": cpu,
+                "objects": result if isinstance(result, int) and not isinstance(result, bool) else None,
                 "baseline_rss": baseline,
                 "peak_rss": _rss("VmHWM"),
-                "result": result if isinstance(result, int | bool) else None,
             }
         )
     )

@@ -49,7 +49,8 @@ class RgwServer:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, workdir: Path, timeout: float = 120) -> RgwServer:
+    def start(cls, workdir: Path, timeout: float = 120, memstore_bytes: int = 4 << 30) -> RgwServer:
+        """``memstore_bytes``: the OSD's RAM for data (allocated as it is written)."""
         if not available():
             raise RuntimeError("Ceph is not installed: apt-get install " + " ".join(PACKAGES) + " (.ci/run does it)")
         shutil.rmtree(workdir, ignore_errors=True)
@@ -63,6 +64,7 @@ class RgwServer:
                 fsid=uuid.uuid4(),
                 dir=workdir,
                 mon=f"127.0.0.1:{mon_port}",
+                memstore_bytes=memstore_bytes,
                 frontends=f"beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} "
                 f"ssl_certificate={cert} ssl_private_key={key}",
             )
@@ -220,7 +222,7 @@ mgr data = {dir}/mgr
 [osd]
 osd data = {dir}/osd
 osd objectstore = memstore
-memstore device bytes = 4294967296
+memstore device bytes = {memstore_bytes}
 osd class load list = *
 osd class default list = *
 # The OSD places itself in the CRUSH map at start with a command the monitor refuses
@@ -233,6 +235,9 @@ rgw data = {dir}/rgw
 rgw frontends = {frontends}
 rgw dns name = localhost
 rgw enable usage log = false
+# Deleted objects' data is freed within seconds, not hours: memstore holds it in RAM.
+rgw gc obj min wait = 5
+rgw gc processor period = 10
 """
 
 

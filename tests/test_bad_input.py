@@ -80,10 +80,10 @@ PURE: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("key-multibyte-over-1024", lambda: check_key("é" * 513), InvalidKeyError, "is 1026 bytes long"),
     ("key-empty", lambda: check_key(""), InvalidKeyError, "Empty key: give a non-empty object key"),
     ("key-dotdot-segment", lambda: check_key("exports/../secrets.csv"), InvalidKeyError, "contains a '.' or '..' segment"),
-    ("key-control-char", lambda: check_key("a\nb.csv"), InvalidKeyError, "contains control characters: remove them"),
+    ("key-control-char", lambda: check_key("a\nb.csv"), InvalidKeyError, "contains control characters: remove that from the key"),
     # keys that would leave local_dir on download
     ("local-traversal", lambda: LocalTree(Path("/tmp/in")).path_for("in/../../etc/passwd", "in/"), LocalPathError, "cannot be saved under '/tmp/in'"),
-    ("local-absolute", lambda: LocalTree(Path("/tmp/in")).path_for("in//etc/passwd", "in/"), LocalPathError, "is absolute, has '.', '..' or empty segments"),
+    ("local-absolute", lambda: LocalTree(Path("/tmp/in")).path_for("in//etc/passwd", "in/"), LocalPathError, "its path '/etc/passwd' has an empty segment (a leading, trailing or doubled '/')"),
     ("local-backslash", lambda: LocalTree(Path("/tmp/in")).path_for("in/a\\..\\b", "in/"), LocalPathError, "Rename the object or narrow prefix/pattern"),
     # macros
     ("macro-unknown", macro("exports/{tennant}/x.csv"), MacroError, "Unknown macro {tennant}. Did you mean {tenant}?"),
@@ -93,7 +93,7 @@ PURE: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("macro-conversion", macro("{tenant!r}"), MacroError, "{tenant!r}: conversions are not supported; write {tenant}"),
     ("macro-format-on-text", macro("{tenant:%Y}"), MacroError, "only date macros take a format spec"),
     ("macro-unclosed", macro("exports/{tenant"), MacroError, "Write a literal brace as {{ or }}"),
-    ("macro-value-slash", macro("{tenant}/x", tenant="acme/../other"), MacroError, "is not safe in a key: it must be one non-empty segment"),
+    ("macro-value-slash", macro("{tenant}/x", tenant="acme/../other"), MacroError, "is not safe in a key: it contains '/'; it must be one non-empty segment"),
     ("macro-value-dotdot", macro("{tenant}/x", tenant=".."), MacroError, "Value '..' of {tenant} is not safe in a key"),
     ("macro-missing-value", macro("{tenant}/x", tenant=""), MacroError, "No value for {tenant}: pass tenant=..."),
     # patterns
@@ -116,7 +116,7 @@ PURE: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("region-malformed", settings(region_name="EU West"), ConnectionSettingsError, "field 'region_name'"),
     ("concurrency-zero", settings(max_concurrency=0), ConnectionSettingsError, "use a value from 1 to 64"),
     ("read-timeout-zero", settings(read_timeout=0), ConnectionSettingsError, "field 'read_timeout': 0 is out of range"),
-    ("path-prefix-dotdot", settings(path_prefix="tenants/../all"), ConnectionSettingsError, "has an empty, '.' or '..' segment"),
+    ("path-prefix-dotdot", settings(path_prefix="tenants/../all"), ConnectionSettingsError, "'tenants/../all' contains a '.' or '..' segment"),
     ("tenant-with-slash", settings(tenant="acme/eu"), ConnectionSettingsError, "field 'tenant'"),
     ("ca-bundle-without-verify", settings(verify_ssl=False, ca_bundle="/etc/ca.pem"), ConnectionSettingsError, "a CA bundle is set while TLS verification is off"),
 ]  # fmt: skip

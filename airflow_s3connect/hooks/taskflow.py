@@ -166,7 +166,9 @@ class TaskFlowMixin:
         """Write one object from ``data`` (bytes, str, a binary stream, an iterator of
         bytes), a local file ``path``, or ``records`` in ``format`` (default: the key's
         suffix); multipart above 8 MiB, conditional with ``overwrite=False``. Returns
-        Put's shape: ``{bucket, key, size, etag, version_id, checksum}``."""
+        Put's shape: ``{bucket, key, uri, size, etag, version_id, checksum}``. The one way
+        this package writes one object (manifests, catalogs and task logs too): checksums,
+        multipart, conditional writes and the scope hold for each."""
         from airflow_s3connect.formats import content_type_for, format_of, get_format
         from airflow_s3connect.sources import queue_data, queue_records
         from airflow_s3connect.transfer import PutOptions, Uploader
@@ -189,7 +191,7 @@ class TaskFlowMixin:
             else:
                 queue_data(uploader, data, ref.key, get_format(format) if format else None)
             (done,) = list(uploader.results())
-        return {**done.as_dict(), "key": self.scope_settings.scope.relative(done.key)}
+        return {**done.as_dict(), "key": self.scope_settings.scope.relative(done.key), "uri": done.uri}
 
     def delete(
         self,

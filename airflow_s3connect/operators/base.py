@@ -31,7 +31,7 @@ from airflow_s3connect.manifests import (
 )
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import Downloader, ObjectInfo, PutOptions, TransferConfig, Uploader
+from airflow_s3connect.transfer import Downloader, ObjectInfo, TransferConfig, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -184,16 +184,13 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         return f".s3connect/manifests/{ti.dag_id}/{run}/{task}.jsonl"
 
     def sink_result(self, context: Any, sink: ResultSink, *, truncated: bool = False) -> Any:
-        """Finish the manifest (uploaded like every object we write: checksums, multipart),
-        push the summary, and return the result in the shape of ``results``."""
+        """Finish the manifest (written like every object we write), push the summary, and
+        return the result in the shape of ``results``."""
         sink.close()
         if self._manifest_upload is not None:
             local, ref = self._manifest_upload
             try:
-                scope_prefix = self.hook.scope_settings.scope.prefix
-                with Uploader(self.client, ref.bucket, self.transfer_config(), PutOptions(), scope_prefix) as uploader:
-                    uploader.put_file(local, ref.key, "application/x-ndjson")
-                    list(uploader.results())
+                self.hook.upload(ref.uri, path=local, content_type="application/x-ndjson")
             finally:
                 os.unlink(local)
             self.log.info("%d results written to the manifest %s", sink.count, sink.location)

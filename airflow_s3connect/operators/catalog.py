@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +11,6 @@ from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.operators.base import S3ConnectOperator
 from airflow_s3connect.operators.list_objects import MAX_OBJECTS
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
-from airflow_s3connect.transfer import PutOptions, Uploader
 
 
 class S3CatalogOperator(S3ConnectOperator):
@@ -72,11 +70,13 @@ class S3CatalogOperator(S3ConnectOperator):
         )
         outputs = []
         if self.catalog_key:
-            target = self.hook.resolve(self.catalog_key, self.bucket)
-            with Uploader(self.client, target.bucket, self.transfer_config(), PutOptions()) as up:
-                up.put_stream(io.BytesIO(json.dumps(catalog, indent=2).encode()), target.key, "application/json")
-                list(up.results())
-            outputs.append(target.uri)
+            written = self.hook.upload(
+                self.catalog_key,
+                data=json.dumps(catalog, indent=2),
+                content_type="application/json",
+                bucket=self.bucket,
+            )
+            outputs.append(written["uri"])
         self.persist_console_link(context, ref.bucket, ref.key)
         self.record_lineage(inputs=[f"s3://{ref.bucket}/{ref.key}"], outputs=outputs)
         return catalog
