@@ -338,15 +338,40 @@ class Downloaded:
         }
 
 
+#: Extended attribute holding the ETag a downloaded file was written from.
+ETAG_XATTR = "user.s3connect.etag"
+
+
+def record_etag(path: Path, etag: str) -> None:
+    """Remember which version of the object ``path`` holds. Where the file system has no
+    user extended attributes, nothing is kept and :func:`stored_etag` answers None."""
+    with contextlib.suppress(OSError, AttributeError):  # no xattrs here (or not on this OS)
+        os.setxattr(path, ETAG_XATTR, etag.encode())
+
+
+def stored_etag(path: Path) -> str | None:
+    """The ETag :func:`record_etag` kept for ``path``, or None."""
+    try:
+        return os.getxattr(path, ETAG_XATTR).decode()
+    except (OSError, AttributeError):
+        return None
+
+
 def _unchanged(task: DownloadTask) -> bool:
-    """Whether the local file is the object already (size and LastModified, as we stamp them)."""
+    """Whether the local file is the object already: the ETag it was written from when
+    both are known (exact, also for a same-size replacement within the same second), else
+    size and LastModified (which we stamp as its mtime)."""
     if task.size is None or task.last_modified is None:
         return False
     try:
         stat = task.path.stat()
     except OSError:
         return False
-    return stat.st_size == task.size and int(stat.st_mtime) == int(task.last_modified.timestamp())
+    if stat.st_size != task.size:
+        return False
+    if task.etag and (kept := stored_etag(task.path)) is not None:
+        return kept == task.etag
+    return int(stat.st_mtime) == int(task.last_modified.timestamp())
 
 
 # --------------------------------------------------------------------------- download planning
@@ -534,9 +559,13 @@ class Downloader:
         task = job.task
         params: dict[str, Any] = {"Range": f"bytes=0-{self.config.chunk_size - 1}"}
         if self.skip_unchanged and task.path.exists():
-            params["IfModifiedSince"] = datetime.datetime.fromtimestamp(
-                int(task.path.stat().st_mtime), datetime.timezone.utc
-            )
+            # The version the file holds when it is known (exact), else its LastModified stamp.
+            if (kept := stored_etag(task.path)) is not None:
+                params["IfNoneMatch"] = kept
+            else:
+                params["IfModifiedSince"] = datetime.datetime.fromtimestamp(
+                    int(task.path.stat().st_mtime), datetime.timezone.utc
+                )
         try:
             response = self._get(task.key, **params)
         except ClientError as exc:
@@ -545,7 +574,8 @@ class Downloader:
                 self._close(job, remove=True)
                 stat = task.path.stat()
                 modified = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
-                self._results.put((Downloaded(task.key, task.path, stat.st_size, "", modified, True), None))
+                etag = stored_etag(task.path) or ""
+                self._results.put((Downloaded(task.key, task.path, stat.st_size, etag, modified, True), None))
                 return False
             if code != "InvalidRange":
                 raise
@@ -681,6 +711,8 @@ class Downloader:
         if job.last_modified is not None:
             stamp = int(job.last_modified.timestamp())
             os.utime(task.path, (stamp, stamp))
+        if job.etag:
+            record_etag(task.path, job.etag)
         done = Downloaded(task.key, task.path, job.size or 0, job.etag or "", job.last_modified)
         if self.after is not None:
             self.after(done)

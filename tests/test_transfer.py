@@ -22,6 +22,7 @@ from airflow_s3connect.errors import KeyExistsError, NoSuchKeyError, S3ConnectEr
 from airflow_s3connect.formats import FORMATS, FormatError, encode_records, write_parquet
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.transfer import (
+    ETAG_XATTR,
     ChunkStream,
     CommonPrefix,
     Downloader,
@@ -39,6 +40,7 @@ from airflow_s3connect.transfer import (
     plan_fetch,
     plan_ranges,
     read_object,
+    stored_etag,
 )
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
@@ -182,7 +184,56 @@ def test_skip_unchanged_single_key_is_a_conditional_get(moto: MotoServer, client
         (done,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download([task])
     assert done.skipped
     assert len(rec.s3()) == 1
+    assert rec.s3()[0].headers["If-None-Match"] == stored_etag(tmp_path / "one.txt")
+    # A file whose version is not recorded (copied in, or no extended attributes): its mtime.
+    os.removexattr(tmp_path / "one.txt", ETAG_XATTR)
+    with moto.recording() as rec:
+        (done,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download([task])
+    assert done.skipped
     assert "If-Modified-Since" in rec.s3()[0].headers
+    assert "If-None-Match" not in rec.s3()[0].headers
+
+
+def test_skip_unchanged_sees_a_same_size_replacement_within_the_same_second(
+    moto: MotoServer, client: Any, tmp_path: Path
+) -> None:
+    """Size and LastModified cannot tell two versions of one second apart; the ETag each file
+    was written from (an extended attribute) can, for listed objects and for one key."""
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="same/a.txt", Body=b"version 1")
+    listed = [o for o in Lister(client, BUCKET, ListQuery(base="same/")) if isinstance(o, ObjectInfo)]
+    task = DownloadTask(listed[0].key, tmp_path / "a.txt", listed[0].size, listed[0].etag, listed[0].last_modified)
+    list(Downloader(client, BUCKET, SMALL, skip_unchanged=True).download([task]))
+    assert stored_etag(tmp_path / "a.txt") == listed[0].etag
+    admin.put_object(Bucket=BUCKET, Key="same/a.txt", Body=b"version 2")  # same size
+    new = next(o for o in Lister(client, BUCKET, ListQuery(base="same/")) if isinstance(o, ObjectInfo))
+    stamp = int(new.last_modified.timestamp())  # as if both versions had the same second
+    os.utime(tmp_path / "a.txt", (stamp, stamp))
+    relisted = DownloadTask(new.key, tmp_path / "a.txt", new.size, new.etag, new.last_modified)
+    (done,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download([relisted])
+    assert not done.skipped
+    assert (tmp_path / "a.txt").read_bytes() == b"version 2"
+    (again,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download([relisted])
+    assert again.skipped  # and now it is the same version: skipped without a request
+
+    # One key (size unknown): a conditional GET on the ETag, not on the mtime.
+    admin.put_object(Bucket=BUCKET, Key="same/a.txt", Body=b"version 3")
+    future = stamp + 3600  # an mtime after the new LastModified: If-Modified-Since would skip it
+    os.utime(tmp_path / "a.txt", (future, future))
+    with moto.recording() as rec:
+        (one,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download(
+            [DownloadTask("same/a.txt", tmp_path / "a.txt")]
+        )
+    assert not one.skipped
+    assert (tmp_path / "a.txt").read_bytes() == b"version 3"
+    assert rec.s3()[0].headers.get("If-None-Match") == new.etag
+    assert "If-Modified-Since" not in rec.s3()[0].headers
+    with moto.recording() as rec:
+        (same,) = Downloader(client, BUCKET, SMALL, skip_unchanged=True).download(
+            [DownloadTask("same/a.txt", tmp_path / "a.txt")]
+        )
+    assert same.skipped
+    assert len(rec.s3()) == 1
 
 
 def test_failure_leaves_no_partial_file_and_names_the_key(moto: MotoServer, client: Any, tmp_path: Path) -> None:

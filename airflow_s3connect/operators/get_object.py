@@ -65,8 +65,9 @@ class S3GetObjectOperator(S3ConnectOperator):
         is that run's XCom ``s3connect_watermark``).
     :param lookback: how far before the interval start ``"interval"`` also looks (a
         multipart object's LastModified is its upload's start). timedelta or seconds.
-    :param skip_unchanged: do not refetch a file whose size and LastModified match (the
-        local mtime is stamped with LastModified); for one key, a conditional GET.
+    :param skip_unchanged: do not refetch a file that holds the object's current version:
+        the ETag each download records (an extended attribute) must match, or where none is
+        recorded, size and LastModified (stamped as mtime); for one key, a conditional GET.
     :param after: ``"keep"``, ``"delete"`` or ``"archive"`` (move under ``archive_prefix``),
         each only once the local file is complete. Needs s3:DeleteObject (archive also
         s3:PutObject on the archive prefix).
