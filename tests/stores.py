@@ -31,6 +31,12 @@ class Store:
             fields["ca_bundle"] = self.ca_bundle
         return {"conn_type": "s3connect", "login": self.key, "password": self.secret, "extra": {**fields, **extra}}
 
+    def client(self, bucket: str, **extra: Any) -> Any:
+        """Our client for a connection to this store scoped to ``bucket``."""
+        fields = self.conn(bucket, **extra)["extra"]
+        return endpoint_client(fields.pop("endpoint_url"), key=self.key, secret=self.secret,
+                               region=fields.pop("region_name"), **fields)  # fmt: skip
+
     def new_bucket(self, stem: str = "s3c") -> str:
         """A fresh, empty bucket (RGW has no reset: each test takes its own)."""
         name = f"{stem}-{uuid.uuid4().hex[:12]}"
@@ -57,12 +63,15 @@ def store_for(name: str, moto_server: Any, rgw: Any) -> Store:
     )
 
 
-def endpoint_client(endpoint_url: str, **extra: Any) -> Any:
-    """Our S3 client (scope guard, checksums, retries) for a connection to ``endpoint_url``:
-    path addressing, test keys, the tests' region; ``extra`` are more connection fields."""
+def endpoint_client(
+    endpoint_url: str, *, key: str = "AKIAEXAMPLE", secret: str = "secret", region: str = "eu-west-1", **extra: Any
+) -> Any:
+    """Our S3 client (scope guard, checksums, retries) for a connection to ``endpoint_url``,
+    as every in-process test builds it: path addressing, the tests' keys and region unless
+    given; ``extra`` are more connection fields (bucket, path_prefix, max_attempts, ...)."""
     from airflow_s3connect.client import build_s3_client, build_session
     from airflow_s3connect.connection import parse_settings
 
-    fields = {"endpoint_url": endpoint_url, "region_name": "eu-west-1", "addressing_style": "path", **extra}
-    settings = parse_settings("test", "AKIAEXAMPLE", "secret", fields)
+    fields = {"endpoint_url": endpoint_url, "region_name": region, "addressing_style": "path", **extra}
+    settings = parse_settings("test", key, secret, fields)
     return build_s3_client(settings, build_session(settings))

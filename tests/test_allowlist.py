@@ -23,13 +23,12 @@ from hypothesis import strategies as st
 
 from airflow_s3connect import client as client_module
 from airflow_s3connect.allowlist import CHECKED, OPERATIONS, Access, check_call
-from airflow_s3connect.client import build_s3_client, build_session
-from airflow_s3connect.connection import AddressingStyle, ConnectionSettings
 from airflow_s3connect.errors import ScopeError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.scope import Scope
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
+from tests.stores import endpoint_client
 
 PREFIX = "tenants/acme/"
 SCOPE = Scope(BUCKET, PREFIX)
@@ -186,18 +185,9 @@ def wired_client(wire: Wire) -> Any:
 
 
 def _scoped_client(endpoint: str, prefix: str = "tenants/acme", bucket: str | None = BUCKET) -> Any:
-    settings = ConnectionSettings(
-        conn_id="scoped",
-        aws_access_key_id="AKIASCOPED",
-        aws_secret_access_key="scoped-secret",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        addressing_style=AddressingStyle.PATH,
-        bucket=bucket,
-        path_prefix=prefix,
-        max_attempts=1,
-    )
-    return build_s3_client(settings, build_session(settings))
+    scope = {"bucket": bucket} if bucket else {}
+    return endpoint_client(endpoint, key="AKIASCOPED", secret="scoped-secret", region=REGION, path_prefix=prefix,
+                           max_attempts=1, **scope)  # fmt: skip
 
 
 # -- the escapes found by hand, as explicit cases -----------------------------------------------

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import (
     ConnectionSettingsError,
@@ -48,6 +47,7 @@ from airflow_s3connect.transfer import (
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import MotoServer, free_port
+from tests.stores import endpoint_client
 
 ROLE = "arn:aws:iam::123456789012:role/reader"
 CONFIG = TransferConfig(max_concurrency=2)
@@ -132,8 +132,7 @@ def test_bad_input_is_refused_with_what_to_fix(
 
 
 def _client(url: str, **extra: Any) -> Any:
-    s = parse_settings("cat", "AKIAEXAMPLE", "secret", {"endpoint_url": url, "region_name": REGION, **extra})
-    return build_s3_client(s, build_session(s))
+    return endpoint_client(url, region=REGION, **extra)
 
 
 def test_unreachable_endpoint_fails_fast_and_bounded(tmp_path: Path) -> None:

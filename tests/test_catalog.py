@@ -14,11 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_s3connect.catalog import HEAD_BYTES, build_catalog, csv_fields, jsonl_fields
-from airflow_s3connect.client import build_s3_client, build_session
-from airflow_s3connect.connection import parse_settings
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import MotoServer
+from tests.stores import endpoint_client
 
 PATTERN = "datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv"
 
@@ -46,8 +45,7 @@ def _seed(admin: Any) -> int:
 
 def test_catalog_reads_fields_from_ranges_only(moto: MotoServer) -> None:
     total = _seed(moto.admin_client("s3"))
-    settings = parse_settings("cat", "AKIAEXAMPLE", "secret", {"endpoint_url": moto.url, "region_name": REGION})
-    client = build_s3_client(settings, build_session(settings))
+    client = endpoint_client(moto.url, region=REGION)
     with moto.recording() as rec:
         catalog = build_catalog(client, BUCKET, "zone/", [PATTERN])
 
@@ -137,8 +135,7 @@ def test_catalog_reads_our_own_outputs_gzipped_and_parquet(moto: MotoServer, tmp
     for key, body in bodies.items():
         admin.put_object(Bucket=BUCKET, Key=key, Body=body)
     assert all(len(body) > HEAD_BYTES for body in bodies.values())
-    settings = parse_settings("cat", "AKIAEXAMPLE", "secret", {"endpoint_url": moto.url, "region_name": REGION})
-    client = build_s3_client(settings, build_session(settings))
+    client = endpoint_client(moto.url, region=REGION)
     with moto.recording() as rec:
         catalog = build_catalog(client, BUCKET, "out/")
     fields = {d["name"]: [f["name"] for f in d["fields"]] for d in catalog["datasets"]}

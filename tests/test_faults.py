@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.conditional import conditional_support
-from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import EndpointUnreachableError, KeyExistsError, S3ConnectError
 from airflow_s3connect.transfer import (
     Downloader,
@@ -40,6 +38,7 @@ from airflow_s3connect.watch import Watcher, WatchSpec
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
+from tests.stores import endpoint_client
 
 CONFIG = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB, max_attempts=3)
 #: Per request: 3 attempts, 1 s to connect or to get a byte. Persistent faults must fail within this.
@@ -109,20 +108,10 @@ def proxy(upstream: Upstream) -> Iterator[FaultProxy]:
 def client(upstream: Upstream, proxy: FaultProxy) -> Any:
     upstream.reset()
     proxy.schedule()
-    settings = parse_settings(
-        "faults",
-        upstream.key,
-        upstream.secret,
-        {
-            "endpoint_url": proxy.url,
-            "region_name": upstream.region,
-            "addressing_style": "path",
-            "max_attempts": 3,
-            "connect_timeout": 1,
-            "read_timeout": upstream.read_timeout,
-        },
-    )
-    return build_s3_client(settings, build_session(settings))
+    return endpoint_client(
+        proxy.url, key=upstream.key, secret=upstream.secret, region=upstream.region,
+        max_attempts=3, connect_timeout=1, read_timeout=upstream.read_timeout,
+    )  # fmt: skip
 
 
 @dataclass

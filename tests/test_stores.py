@@ -15,9 +15,8 @@ import pytest
 
 from airflow_s3connect import conditional
 from airflow_s3connect.checksums import IntegrityError
-from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.conditional import ConditionalWriteUnsupportedError
-from airflow_s3connect.connection import effective_mode, parse_settings
+from airflow_s3connect.connection import effective_mode
 from airflow_s3connect.errors import KeyExistsError, S3ConnectError, store_message
 from airflow_s3connect.transfer import (
     Downloader,
@@ -43,9 +42,7 @@ PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_conc
 
 
 def _client(store: Store, bucket: str, **extra: Any) -> Any:
-    conn = store.conn(bucket, max_attempts=1, **extra)
-    settings = parse_settings("store", conn["login"], conn["password"], conn["extra"])
-    return build_s3_client(settings, build_session(settings))
+    return store.client(bucket, max_attempts=1, **extra)
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.client import build_s3_client, build_session
-from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import KeyExistsError, NoSuchKeyError, S3ConnectError
 from airflow_s3connect.formats import FORMATS, FormatError, encode_records, write_parquet
 from airflow_s3connect.patterns import compile_pattern
@@ -44,15 +42,13 @@ from airflow_s3connect.transfer import (
 )
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
+from tests.stores import endpoint_client
 
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
 
 
 def make_client(moto: MotoServer, **extra: Any) -> Any:
-    settings = parse_settings(
-        "engine", "AKIAEXAMPLE", "secret", {"endpoint_url": moto.url, "region_name": REGION, **extra}
-    )
-    return build_s3_client(settings, build_session(settings))
+    return endpoint_client(moto.url, region=REGION, **extra)
 
 
 @pytest.fixture
