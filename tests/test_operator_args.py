@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -9,9 +11,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.errors import S3ConnectError, WrongRegionError, translate
+from airflow_s3connect.errors import ArgumentError, S3ConnectError, WrongRegionError, translate
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.macros import MacroError, MacroValues
 from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
 from airflow_s3connect.operators.put_object import expand_source, file_extension
+from airflow_s3connect.sensors import S3ObjectSensor
 
 BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
     (S3PutObjectOperator, {"key": "k"}, "Give exactly one of source=, data= or records= (got none)"),
@@ -24,8 +29,12 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
     (S3PutObjectOperator, {"key": "k", "data": "x", "checksum_algorithm": "crc32c"}, "needs the AWS CRT"),
     (S3PutObjectOperator, {"key": "k", "data": "x", "server_side_encryption": "kms"}, "use one of AES256, aws:kms"),
     (S3PutObjectOperator, {"key": "k", "data": "x", "kms_key_id": "k1"}, "kms_key_id needs server_side_encryption"),
-    (S3GetObjectOperator, {"local_dir": "/tmp"}, "Give either key=... (one object) or prefix=..."),
-    (S3GetObjectOperator, {"key": "a", "prefix": "b/", "local_dir": "/tmp"}, "Give either key=..."),
+    (S3GetObjectOperator, {"local_dir": "/tmp"}, "Give exactly one of key=... (one object), prefix=... / pattern="),
+    (S3GetObjectOperator, {"key": "a", "prefix": "b/", "local_dir": "/tmp"}, "or manifest=... (an upstream"),
+    (S3GetObjectOperator, {"key": "a", "manifest": "s3://b/m.jsonl", "local_dir": "/tmp"}, "Give exactly one of"),
+    (S3ListObjectsOperator, {"results": "all"}, "results='all': use 'list', 'manifest' or 'batches'"),
+    (S3ListObjectsOperator, {"results": "batches", "batch_size": 0}, "batch_size=0: give at least 1"),
+    (S3ListObjectsOperator, {"manifest_key": "m.jsonl"}, "manifest_path / manifest_key place a manifest: set results="),
     (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "incremental": "daily"}, "incremental='daily'"),
     (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "incremental": "interval"}, "not to one key"),
     (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "after": "move"}, "after='move'"),
@@ -127,3 +136,39 @@ def test_airflows_rendering_step_that_macros_hook_into_is_still_there() -> None:
     ours = inspect.signature(MacroFieldsMixin._do_render_template_fields)
     assert list(ours.parameters) == list(airflow_step.parameters)
     assert S3ListObjectsOperator._do_render_template_fields is MacroFieldsMixin._do_render_template_fields
+
+
+def test_interval_window_is_widened_by_lookback() -> None:
+    start = datetime.datetime(2025, 4, 14, tzinfo=datetime.timezone.utc)
+    end = start + datetime.timedelta(days=1)
+    context = {"data_interval_start": start, "data_interval_end": end}
+    for lookback in (300, datetime.timedelta(minutes=5)):
+        get = S3GetObjectOperator(
+            task_id="g", prefix="in/", local_dir="/tmp", incremental="interval", lookback=lookback
+        )
+        assert get._window(context) == {"modified_since": start - datetime.timedelta(minutes=5), "modified_until": end}
+    plain = S3GetObjectOperator(task_id="g", prefix="in/", local_dir="/tmp", incremental="interval")
+    assert plain._window(context)["modified_since"] == start
+    with pytest.raises(ArgumentError, match="incremental='interval' needs a run with a data interval"):
+        plain._window({"data_interval_start": start, "data_interval_end": start})
+
+
+def test_sensor_new_since_last_success_is_the_previous_successful_start() -> None:
+    previous = datetime.datetime(2025, 4, 13, 6, tzinfo=datetime.timezone.utc)
+    sensor = S3ObjectSensor(task_id="s", prefix="in/", new_since="last_success")
+    assert sensor._since({"prev_start_date_success": previous}) == previous
+    assert sensor._since({"prev_start_date_success": None}) is None  # no success yet: everything counts
+    interval = S3ObjectSensor(task_id="s", prefix="in/", new_since="data_interval_start")
+    assert interval._since({"data_interval_start": previous, "logical_date": None}) == previous
+    fixed = S3ObjectSensor(task_id="s", prefix="in/", new_since="2025-04-13T06:00:00Z")
+    assert fixed._since({}) == previous
+
+
+def test_an_unrendered_path_prefix_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "s3connect", "extra": {"bucket": "b-1", "path_prefix": "in/{tenant}", "tenant": "acme"}}
+    monkeypatch.setenv("AIRFLOW_CONN_UNRENDERED", json.dumps(conn))
+    hook = S3ConnectHook(s3connect_conn_id="unrendered")
+    with pytest.raises(MacroError, match=r"has macros in path_prefix 'in/\{tenant\}'.*hook.render_path_prefix"):
+        hook.resolve("a.csv")
+    hook.render_path_prefix(MacroValues({}, {}, hook.macro_fallbacks()))
+    assert hook.resolve("a.csv").key == "in/acme/a.csv"
