@@ -56,6 +56,11 @@ MAX_PARTS = 10_000
 SOURCE_ETAG = "s3connect-source-etag"
 
 
+def quoted(etag: str) -> str:
+    """An ETag in the quoted form S3 lists and heads it with (stores differ in copy answers)."""
+    return f'"{etag.strip(chr(34))}"' if etag else etag
+
+
 def plan_parts(size: int, chunk_size: int) -> list[tuple[int, int, int]]:
     """(part number, first byte, last byte) of a multipart copy of ``size`` bytes.
 
@@ -182,7 +187,8 @@ class Copier:
                         Bucket=self.target_bucket, Key=key, CopySource=copy_source, CopySourceIfMatch=source.etag,
                         **single,
                     )  # fmt: skip
-                    etag = str(answer.get("CopyObjectResult", {}).get("ETag", ""))
+                    # Quoted as listings quote it: Ceph RGW answers a copy's ETag bare.
+                    etag = quoted(str(answer.get("CopyObjectResult", {}).get("ETag", "")))
                     self.requests += 1
                 else:
                     self._multipart_copy(task, copy_source, args)

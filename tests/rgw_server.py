@@ -65,7 +65,7 @@ class RgwServer:
                 dir=workdir,
                 mon=f"127.0.0.1:{mon_port}",
                 memstore_bytes=memstore_bytes,
-                frontends=f"beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} "
+                frontends=f"beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} tcp_nodelay=1 "
                 f"ssl_certificate={cert} ssl_private_key={key}",
             )
         )

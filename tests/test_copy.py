@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from airflow_s3connect.client import RequestCounter
 from airflow_s3connect.copies import MAX_PARTS, SOURCE_ETAG, Copier, CopyTask, plan_parts
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
@@ -77,6 +78,21 @@ def test_server_side_copies_small_and_multipart_then_skips_them(store: Store, mo
     assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     again = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True, skip_unchanged=True)
     assert [c.method for c in again.run(tasks)] == ["unchanged", "unchanged"]
+
+
+def test_a_small_copy_is_one_request_and_reports_the_quoted_etag(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ceph RGW answers a copy's ETag without quotes: compared as-is, every copy looked
+    changed and cost a HEAD of the copy and of the source (3 requests instead of 1)."""
+    bucket = store.new_bucket("s3c-cp1")
+    for i in range(3):
+        store.admin.put_object(Bucket=bucket, Key=f"one/{i}.txt", Body=f"body {i}".encode())
+    client = _hook(store, bucket, monkeypatch).get_conn()
+    tasks = [CopyTask(info, "copied/" + info.key) for info in _listed(client, bucket, "one/")]
+    with RequestCounter(client) as counter:
+        done = list(Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True).run(tasks))
+    assert counter.requests == 3
+    assert [c.etag for c in done] == [t.source.etag for t in tasks]
+    assert all(c.etag.startswith('"') and c.etag.endswith('"') for c in done)
 
 
 def test_a_source_replaced_after_listing_is_not_copied(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
