@@ -221,14 +221,28 @@ def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], An
     """What a plain boto3 client does at best on 8 threads, the keys known in advance (no
     listing) and no files: the floor of any client built on botocore, ours included.
 
-    get_many: signed GETs of every object under many/, bodies discarded; get_large: parallel
+    get_many: signed GETs of every object under many/, bodies discarded (``variant="files"``:
+    each written to a file, plainly: no temporary file, rename or timestamps); get_large: parallel
     8 MiB ranged GETs of the object, discarded; put_many: PutObject of 16 KiB from memory;
-    put_large: one multipart upload of 8 MiB parts from memory. ``variant="raw"`` (get_many
+    put_large: one multipart upload of 8 MiB parts from memory. ``variant="files"`` of get_large
+    writes each range at its offset of one file. ``variant="raw"`` (get_many
     and get_large on moto only, which does not check signatures) is unsigned urllib3.
     """
     if variant == "raw":
         return _raw_ceiling(scenario, url, size)
     s3 = _plain_client(url)
+    if variant == "files":  # each body written to its file: the floor of a client that writes files
+        out = Path(os.environ["BENCH_WORK"]) / f"ceiling-{os.getpid()}"
+        out.mkdir(parents=True, exist_ok=True)
+        if scenario == "get_large":
+            return lambda: _ranges_to_file(s3, out / "object.bin", size)
+
+        def get_to_file(index: int) -> int:
+            body = s3.get_object(Bucket=BUCKET, Key=f"many/{index:06d}.dat")["Body"].read()
+            (out / f"{index:06d}.dat").write_bytes(body)
+            return 1
+
+        return lambda: sum(ThreadPoolExecutor(8).map(get_to_file, range(size)))
     chunk = 8 * 1024 * 1024
 
     def parallel(function: Callable[[int], int], items: Any) -> int:
@@ -273,6 +287,28 @@ def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], An
         return len(done)
 
     return upload
+
+
+def _ranges_to_file(s3: Any, path: Path, size: int) -> int:
+    """Parallel 8 MiB ranged GETs, each written at its offset of one file."""
+    chunk = 8 * 1024 * 1024
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.ftruncate(fd, size)
+
+    def fetch(start: int) -> int:
+        end = min(start + chunk, size) - 1
+        body = s3.get_object(Bucket=BUCKET, Key="large/object.bin", Range=f"bytes={start}-{end}")["Body"]
+        position = start
+        for block in body.iter_chunks(256 * 1024):
+            os.pwrite(fd, block, position)
+            position += len(block)
+        return position - start
+
+    try:
+        with ThreadPoolExecutor(8) as executor:
+            return sum(executor.map(fetch, range(0, size, chunk)))
+    finally:
+        os.close(fd)
 
 
 def _raw_ceiling(scenario: str, url: str, size: int) -> Callable[[], Any]:
@@ -347,6 +383,7 @@ def s3transfer_downloads(url: str, work: Path) -> Callable[[], Any]:
 
 def main() -> None:
     scenario, side, url, work, size = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
+    os.environ["BENCH_WORK"] = str(work)
     if side == "ours":
         run = ours(scenario, url, work, size)
     elif side == "s3transfer":

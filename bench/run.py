@@ -211,23 +211,18 @@ def run_once(server: Server, scenario: str, side: str, work: Path, size: int) ->
 
 def scenarios(sizes: Sizes, server: str) -> list[Scenario]:
     raw = ("ceiling-raw",) if server == "moto" else ()  # moto alone serves unsigned requests
-    get_many = ("ours", "incumbent", "incumbent-sync", "s3transfer", "ceiling-botocore", *raw)
+    get_many = ("ours", "incumbent", "incumbent-sync", "s3transfer", "ceiling-botocore", "ceiling-files", *raw)
     if not sizes.per_key_incumbent:
         get_many = tuple(side for side in get_many if side != "incumbent")
+    get_many_target = ">= 5x the incumbent's faster way, >= 90% of the botocore ceiling, CPU/object <= 1.1x its"
+    large_target = ">= 90% of the ceiling, peak RSS <= 100 MiB"
     return [
-        Scenario(
-            "get_many",
-            ">= 5x the incumbent's faster way, >= 90% of the botocore ceiling, CPU/object <= 1.1x the floor's",
-            get_many,
-            sizes.many,
-        ),
+        Scenario("get_many", get_many_target, get_many, sizes.many),
         Scenario("put_many", ">= 4x", ("ours", "incumbent", "ceiling-botocore"), sizes.many),
         Scenario("copy_many", "server-side, faster than the incumbent", objects=sizes.many),
         Scenario("delete_10k", f"{-(-sizes.deleted // 1000)} requests", objects=sizes.deleted),
-        Scenario(
-            "get_large", ">= 90% of the ceiling, peak RSS <= 100 MiB", ("ours", "incumbent", "ceiling-botocore", *raw)
-        ),
-        Scenario("put_large", ">= 90% of the ceiling, peak RSS <= 100 MiB", ("ours", "incumbent", "ceiling-botocore")),
+        Scenario("get_large", large_target, ("ours", "incumbent", "ceiling-botocore", "ceiling-files", *raw)),
+        Scenario("put_large", large_target, ("ours", "incumbent", "ceiling-botocore")),
         Scenario("list_100k", "time <= 1.0x the incumbent's, RSS growth <= half", objects=sizes.listed),
         Scenario("sensor_cost", "1 request per poke"),
         Scenario("watch_cost", "1 request per poll", ("ours",)),
@@ -296,14 +291,21 @@ def targets(scenarios_run: list[Scenario], sizes: Sizes) -> list[str]:
               f"{ratio('get_many', faster):.2f}x {faster}")  # fmt: skip
         share = seconds("get_many", "ceiling-botocore") / seconds("get_many", "ours")
         check("get_many >= 90% of the plain-botocore ceiling's throughput", share >= 0.9, f"{share:.0%}")
-        cpu = median(by_name["get_many"]["ours"], "cpu") / median(by_name["get_many"]["ceiling-botocore"], "cpu")
-        check("get_many client CPU per object <= 1.1x the plain-botocore floor", cpu <= 1.1, f"{cpu:.2f}x")
+        ours_cpu = median(by_name["get_many"]["ours"], "cpu")
+        cpu = ours_cpu / median(by_name["get_many"]["ceiling-botocore"], "cpu")
+        files = ours_cpu / median(by_name["get_many"]["ceiling-files"], "cpu")
+        check("get_many client CPU per object <= 1.1x the plain-botocore floor", cpu <= 1.1,
+              f"{cpu:.2f}x (and {files:.2f}x the floor that also writes the files)")  # fmt: skip
     if "put_many" in by_name:
         check("put_many >= 4x", ratio("put_many", "incumbent") >= 4, f"{ratio('put_many', 'incumbent'):.2f}x")
     for name in ("get_large", "put_large"):
         if name in by_name:
             share = seconds(name, "ceiling-botocore") / seconds(name, "ours")
-            check(f"{name} >= 90% of the botocore ceiling", share >= 0.9, f"{share:.0%}")
+            files = ""
+            if "ceiling-files" in by_name[name]:
+                files = f" ({seconds(name, 'ceiling-files') / seconds(name, 'ours'):.0%} of the one writing the file)"
+            check(f"{name} >= 90% of the botocore ceiling", share >= 0.9,
+                  f"{share:.0%}{files}")  # fmt: skip
             check(f"{name} peak RSS <= 100 MiB", rss(name) <= 100, f"{rss(name):.0f} MiB")
     if "list_100k" in by_name:
         runs = by_name["list_100k"]
@@ -340,9 +342,10 @@ def report(results: dict[str, list[Scenario]], sizes: Sizes, quick: bool, elapse
         "Columns: `client CPU s` is user + system time of the measured process during the operation (all its",
         "threads): the client's own cost, whatever the server. `server CPU s` is the server's (RGW: all its",
         "daemons) over the run; close to the run's time means the server was the bottleneck. Ceilings are a",
-        "plain boto3 client on 8 threads that knows the keys and writes no files (`ceiling-botocore`) or unsigned",
-        "urllib3 (`ceiling-raw`, moto only); `s3transfer` is get_many through s3transfer's TransferManager",
-        "given each size and ETag from the listing.",
+        "plain boto3 client on 8 threads that knows the keys and writes no files (`ceiling-botocore`), the same",
+        "writing each body plainly to its file (`ceiling-files`: what creating files costs this machine), or",
+        "unsigned urllib3 (`ceiling-raw`, moto only); `s3transfer` is get_many through s3transfer's",
+        "TransferManager given each size and ETag from the listing.",
     ]
     for server, scenarios_run in results.items():
         lines += ["", f"## {'Ceph RADOS Gateway (radosgw, beast, HTTP)' if server == 'rgw' else 'moto'}", ""]
