@@ -5,14 +5,19 @@ paths, what is new since the last run) is pure and lives in functions and small 
 types; doing (requests, threads, files) lives in :class:`Lister`, :class:`Downloader`
 and :class:`Uploader`.
 
-Why downloads are not s3transfer's: it needs every object's size before it starts,
-which costs a HeadObject per key unless the caller knows it. Ours takes the size from
-the listing when there is one, and otherwise asks for the first chunk as a ranged GET,
-whose Content-Range tells the size: one request for any object up to a chunk, no HEAD,
-ever. Parts are written in place (``pwrite``) into a temporary file beside the target
-and renamed when complete, with the ETag pinned (``If-Match``) so an object replaced
-mid-download fails instead of mixing versions. Uploads are s3transfer's: multipart,
-non-seekable streams and aborting failed multipart uploads are exactly what it does well.
+Why downloads are not s3transfer's (0.19): given each object's size and ETag from the
+listing it sends no HEAD either, but it costs more per object. On Ceph RGW, 2,000 objects of
+16 KiB (``make bench``, get_many): ours 4.6 s and 4.6 s of client CPU, s3transfer's
+TransferManager 5.8 s and 5.7 s; ours is within 2% of a plain botocore client that writes
+each body to its file and does nothing else. Without a listing, s3transfer sends a HEAD per
+object unless response checksum validation is off; ours asks for the first chunk as a
+ranged GET, whose Content-Range tells the size: one request for any object up to a chunk.
+Ours also writes parts in place (``pwrite``) into a temporary file named for the task
+instance (a retry removes what a killed try left), pins every part to the first ETag and
+compares each answer's (a store that ignores ``If-Match`` answers the new bytes), asks
+again from the byte a short body reached, and runs ``after`` (delete, archive) in the
+worker. Uploads are s3transfer's: multipart, non-seekable streams and aborting failed
+multipart uploads are exactly what it does well.
 """
 
 from __future__ import annotations

@@ -236,6 +236,15 @@ def ceiling(scenario: str, url: str, size: int, variant: str) -> Callable[[], An
         out.mkdir(parents=True, exist_ok=True)
         if scenario == "get_large":
             return lambda: _ranges_to_file(s3, out / "object.bin", size)
+        if scenario == "put_many":  # each file read and sent with one PutObject
+            files = sorted((Path(os.environ["BENCH_WORK"]) / "put-many").iterdir())
+            prefix = f"put-ceiling-{os.getpid()}/"
+            return lambda: sum(
+                ThreadPoolExecutor(8).map(
+                    lambda path: s3.put_object(Bucket=BUCKET, Key=prefix + path.name, Body=path.read_bytes()) and 1,
+                    files,
+                )
+            )
 
         def get_to_file(index: int) -> int:
             body = s3.get_object(Bucket=BUCKET, Key=f"many/{index:06d}.dat")["Body"].read()
