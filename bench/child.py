@@ -50,11 +50,11 @@ def _rss(field: str) -> int:
 
 
 # --------------------------------------------------------------------------- ours
-def _ours_client(url: str) -> Any:
+def _ours_client(url: str, **fields: Any) -> Any:
     from airflow_s3connect.client import build_s3_client, build_session
     from airflow_s3connect.connection import parse_settings
 
-    fields = {"endpoint_url": url, "region_name": REGION, "addressing_style": "path"}
+    fields = {"endpoint_url": url, "region_name": REGION, "addressing_style": "path", **fields}
     settings = parse_settings("bench", KEY, SECRET, fields)
     return build_s3_client(settings, build_session(settings))
 
@@ -75,7 +75,9 @@ def _keys(url: str, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
+def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> Callable[[], Any]:
+    """``variant="sdk"``: the connection's checksum_mode ``sdk`` (botocore's CRC32 only), to
+    show what the default ``header`` mode's MD5 of every body costs."""
     from airflow_s3connect.copies import Copier, CopyTask
     from airflow_s3connect.events import ObjectStream
     from airflow_s3connect.transfer import (
@@ -92,7 +94,7 @@ def ours(scenario: str, url: str, work: Path, size: int) -> Callable[[], Any]:
     )
     from airflow_s3connect.watch import Watcher, WatchSpec
 
-    client = _ours_client(url)
+    client = _ours_client(url, **({"checksum_mode": variant} if variant else {}))
     config = TransferConfig()
     out = work / f"ours-{os.getpid()}"
 
@@ -393,8 +395,8 @@ def s3transfer_downloads(url: str, work: Path) -> Callable[[], Any]:
 def main() -> None:
     scenario, side, url, work, size = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
     os.environ["BENCH_WORK"] = str(work)
-    if side == "ours":
-        run = ours(scenario, url, work, size)
+    if side.startswith("ours"):
+        run = ours(scenario, url, work, size, variant=side.partition("-")[2])
     elif side == "s3transfer":
         run = s3transfer_downloads(url, work)
     elif side.startswith("ceiling"):
