@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from airflow_s3connect.transfer import (
     ObjectInfo,
     PutOptions,
     TransferConfig,
+    TransferInterrupted,
     Uploader,
 )
 
@@ -112,6 +114,8 @@ class Copier:
         CopyObject's ``If-None-Match`` is honoured by AWS, and elsewhere only the
         Uploader's probe tells whether create-only writes hold.
     :param prefix: the target connection's path_prefix (for the conditional-write probe).
+    :param on_uploads: called with the multipart uploads open now (upload id → key) whenever
+        one starts or ends, so that a later try can abort what a killed one left.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class Copier:
         server_side: bool,
         skip_unchanged: bool = False,
         prefix: str = "",
+        on_uploads: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.source_client = source_client
         self.source_bucket = source_bucket
@@ -138,6 +143,33 @@ class Copier:
         self.skip_unchanged = skip_unchanged
         self.prefix = prefix
         self.requests = 0
+        self._on_uploads = on_uploads
+        self._open_uploads: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._cancelled: str | None = None
+        self._uploader: Uploader | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Stop (from another thread: ``on_kill``): streamed copies are cancelled and their
+        multipart uploads aborted; server-side copies stop before their next request."""
+        self._cancelled = reason
+        if self._uploader is not None:
+            self._uploader.cancel(reason)
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled is not None:
+            raise TransferInterrupted(f"Copy cancelled: {self._cancelled}.")
+
+    def _upload_opened(self, upload_id: str | None, key: str) -> None:
+        """Record (or with ``upload_id=None``, forget) a server-side multipart copy in flight."""
+        with self._lock:
+            if upload_id is None:
+                self._open_uploads = {u: k for u, k in self._open_uploads.items() if k != key}
+            else:
+                self._open_uploads[upload_id] = key
+            snapshot = dict(self._open_uploads)
+        if self._on_uploads is not None:
+            self._on_uploads(snapshot)
 
     def run(self, tasks: Iterable[CopyTask]) -> Iterator[Copied]:
         todo: list[CopyTask] = []
@@ -172,6 +204,7 @@ class Copier:
 
     # -- server-side -----------------------------------------------------------------------
     def _server_copy(self, task: CopyTask) -> Copied:
+        self._check_cancelled()
         source, key = task.source, task.target_key
         copy_source: CopySourceTypeDef = {"Bucket": self.source_bucket, "Key": source.key}
         args = self.options.extra_args(None, {SOURCE_ETAG: source.etag})
@@ -223,10 +256,12 @@ class Copier:
         create = {k: v for k, v in args.items() if k != "IfNoneMatch"}
         create["ContentType"] = head.get("ContentType", "binary/octet-stream")
         upload_id = self.target_client.create_multipart_upload(Bucket=self.target_bucket, Key=key, **create)["UploadId"]
+        self._upload_opened(upload_id, key)
         self.requests += 2
         try:
 
             def part(plan: tuple[int, int, int]) -> CompletedPartTypeDef:
+                self._check_cancelled()
                 number, first, last = plan
                 answer = self.target_client.upload_part_copy(
                     Bucket=self.target_bucket, Key=key, UploadId=upload_id, PartNumber=number,
@@ -247,6 +282,8 @@ class Copier:
             with contextlib.suppress(BotoCoreError, ClientError):
                 self.target_client.abort_multipart_upload(Bucket=self.target_bucket, Key=key, UploadId=upload_id)
             raise
+        finally:
+            self._upload_opened(None, key)
 
     def _readable(self, source: ObjectInfo) -> None:
         """Raise AccessDeniedError naming s3:GetObject if the source cannot be read."""
@@ -261,7 +298,13 @@ class Copier:
 
     # -- streamed --------------------------------------------------------------------------
     def _stream_copies(self, tasks: list[CopyTask]) -> Iterator[Copied]:
-        with Uploader(self.target_client, self.target_bucket, self.config, self.options, self.prefix) as uploader:
+        uploader = Uploader(
+            self.target_client, self.target_bucket, self.config, self.options, self.prefix, self._on_uploads
+        )
+        with uploader:
+            self._uploader = uploader
+            if self._cancelled is not None:
+                uploader.cancel(self._cancelled)
             for task in tasks:
                 uploader.put_stream(ChunkStream(self._verified_body(task.source)), task.target_key, None,
                                     {SOURCE_ETAG: task.source.etag})  # fmt: skip

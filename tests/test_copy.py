@@ -24,6 +24,7 @@ from airflow_s3connect.transfer import (
     ObjectInfo,
     PutOptions,
     TransferConfig,
+    TransferInterrupted,
 )
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
@@ -160,3 +161,53 @@ def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket
     ]
     iam.server.set_auth(enforced=False)
     assert admin.get_object(Bucket=BUCKET, Key="inbound/export/data.bin")["Body"].read() == body
+
+
+@pytest.mark.parametrize("server_side", [True, False], ids=["server-side", "streamed"])
+def test_multipart_copies_report_their_open_uploads_for_a_later_try(moto: MotoServer, server_side: bool) -> None:
+    """What a killed worker would leave is recorded while it is open and forgotten once done,
+    as Put records its uploads; a later try aborts what is recorded (below)."""
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="mp/big.bin", Body=random.Random(5).randbytes(11 * MiB))
+    client = endpoint_client(moto.url, region=REGION)
+    reports: list[dict[str, str]] = []
+    copier = Copier(client, BUCKET, client, BUCKET, SMALL, PutOptions(), server_side=server_side,
+                    on_uploads=lambda open_uploads: reports.append(dict(open_uploads)))  # fmt: skip
+    (done,) = copier.run([CopyTask(_listed(client, BUCKET, "mp/")[0], "mp-copy/big.bin")])
+    assert done.method == ("server" if server_side else "stream")
+    assert [set(r.values()) for r in reports] == [{"mp-copy/big.bin"}, set()]
+    assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_cancelled_copy_stops_and_leaves_no_upload(moto: MotoServer) -> None:
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="cx/a.txt", Body=b"a")
+    client = endpoint_client(moto.url, region=REGION)
+    copier = Copier(client, BUCKET, client, BUCKET, SMALL, PutOptions(), server_side=True)
+    copier.cancel("the task was killed")
+    with pytest.raises(TransferInterrupted, match="Copy cancelled: the task was killed"):
+        list(copier.run([CopyTask(_listed(client, BUCKET, "cx/")[0], "cx-copy/a.txt")]))
+    assert moto.admin_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="cx-copy/").get("KeyCount") == 0
+
+
+def test_a_later_try_aborts_what_the_killed_one_recorded(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_s3connect.operators import S3CopyObjectsOperator
+    from airflow_s3connect.operators.base import UPLOADS_STATE
+
+    admin = moto.admin_client("s3")
+    left = admin.create_multipart_upload(Bucket=BUCKET, Key="killed/big.bin")["UploadId"]
+    conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
+            "extra": {"endpoint_url": moto.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_RETRY", json.dumps(conn))
+
+    class Store(dict[str, Any]):  # the task state store's get/set
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
+
+    store = Store({UPLOADS_STATE: {left: "killed/big.bin"}})
+    copy = S3CopyObjectsOperator(task_id="c", source_prefix="x/", s3connect_conn_id="retry")
+    remember = copy.track_uploads({"task_state_store": store}, BUCKET)
+    assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert store[UPLOADS_STATE] == {}
+    assert remember is not None
+    remember({"u-1": "k"})
+    assert store[UPLOADS_STATE] == {"u-1": "k"}
+    assert copy.track_uploads({}, BUCKET) is None  # Airflow before 3.3: no store, a lifecycle rule's job

@@ -9,14 +9,14 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from airflow.sdk import BaseOperator
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import ArgumentError, SourceNotFoundError, translated
+from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError, translated
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.manifests import (
@@ -31,7 +31,7 @@ from airflow_s3connect.manifests import (
 )
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import Downloader, ObjectInfo, TransferConfig, Uploader
+from airflow_s3connect.transfer import ObjectInfo, TransferConfig, abort_uploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,12 +39,21 @@ if TYPE_CHECKING:
     from airflow_s3connect.client import RequestCounter
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
-TransferT = TypeVar("TransferT", Uploader, Downloader)
+
+class Stoppable(Protocol):
+    """A transfer :meth:`S3ConnectOperator.on_kill` can stop (Uploader, Downloader, Copier)."""
+
+    def cancel(self, reason: str) -> None: ...
+
+
+TransferT = TypeVar("TransferT", bound=Stoppable)
 #: The most results ``results="list"`` returns through XCom.
 MAX_XCOM_OBJECTS = 10_000
 #: Results per mapped task of ``results="batches"``: 1,000 batches (Airflow's default
 #: ``max_map_length`` is 1,024) cover a million objects.
 BATCH_SIZE = 1_000
+#: Task-state key of the multipart uploads in flight (upload id → key), for a later try.
+UPLOADS_STATE = "s3connect.multipart_uploads"
 #: Templated in every operator: where the manifest goes.
 RESULT_FIELDS: tuple[str, ...] = ("manifest_path", "manifest_key")
 #: Datasets reported to OpenLineage one by one; beyond this, the prefix stands for them.
@@ -112,7 +121,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         self._lineage_inputs: list[str] = []
         self._lineage_outputs: list[str] = []
         self._manifest_upload: tuple[Path, ObjectRef] | None = None
-        self._transfers: list[Uploader | Downloader] = []
+        self._transfers: list[Stoppable] = []
         self._counter: RequestCounter | None = None
 
     # -- wiring -------------------------------------------------------------------------
@@ -141,6 +150,24 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             yield transfer
         finally:
             self._transfers.remove(transfer)
+
+    def track_uploads(self, context: Any, bucket: str) -> Callable[[dict[str, str]], None] | None:
+        """Abort the multipart uploads an earlier try of this task left open when it was
+        killed, and return the callback that records this try's (upload id → key) in
+        Airflow's task state store (Airflow 3.3+; None without one, where a bucket lifecycle
+        rule that aborts incomplete uploads does it, see the README)."""
+        store = context.get("task_state_store")
+        if store is None:
+            return None
+        if left := store.get(UPLOADS_STATE) or {}:
+            try:
+                aborted = abort_uploads(self.client, bucket, left)
+            except S3ConnectError as exc:  # no s3:AbortMultipartUpload: the lifecycle rule's job then
+                self.log.warning("Could not abort the multipart uploads an earlier try left (%s): %s", left, exc)
+            else:
+                self.log.warning("Aborted the unfinished multipart uploads an earlier try left: %s", ", ".join(aborted))
+            store.set(UPLOADS_STATE, {})
+        return lambda open_uploads: store.set(UPLOADS_STATE, open_uploads)
 
     def on_kill(self) -> None:
         """SIGTERM, "Mark failed", a timeout: stop the transfers, which abort their multipart

@@ -161,11 +161,13 @@ class S3CopyObjectsOperator(S3ConnectOperator):
             source_client, source_bucket, self.client, target_bucket, self.transfer_config(),
             PutOptions(overwrite=self.overwrite, storage_class=self.storage_class),
             server_side=server_side, skip_unchanged=self.skip_unchanged, prefix=target_scope.prefix,
+            on_uploads=self.track_uploads(context, target_bucket),
         )  # fmt: skip
         uris = []
-        for done in copier.run(tasks):
-            sink.add({**done.as_dict(), "key": target_scope.relative(done.key)}, done.size)
-            uris.append(f"s3://{done.bucket}/{done.key}")
+        with self.running(copier):
+            for done in copier.run(tasks):
+                sink.add({**done.as_dict(), "key": target_scope.relative(done.key)}, done.size)
+                uris.append(f"s3://{done.bucket}/{done.key}")
         self.log.info(
             "Copied %d objects (%d bytes) from %s to s3://%s/ %s",
             sink.count,

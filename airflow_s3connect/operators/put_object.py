@@ -15,14 +15,14 @@ from typing import Any, cast
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_s3connect.checksums import check_algorithm
-from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError
+from airflow_s3connect.errors import ArgumentError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.manifests import ResultSink
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
-from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, abort_uploads, relative_posix
+from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, relative_posix
 
 #: Per-object macros, rendered for each file rather than once per task.
 PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
@@ -67,10 +67,6 @@ def expand_source(source: str | Sequence[str]) -> Iterator[tuple[Path, str]]:
             yield path, path.name
         else:
             raise SourceNotFoundError(f"source={item!r} is neither a file, a directory nor a glob matching files.")
-
-
-#: Task-state key of the multipart uploads in flight (upload id → key), for a later try.
-UPLOADS_STATE = "s3connect.multipart_uploads"
 
 
 class S3PutObjectOperator(S3ConnectOperator):
@@ -185,23 +181,6 @@ class S3PutObjectOperator(S3ConnectOperator):
         self.checksum_algorithm = checksum_algorithm.upper()
         self.widen_ints = widen_ints
 
-    def _abort_abandoned_uploads(self, store: Any, bucket: str) -> None:
-        """Abort the multipart uploads an earlier try of this task left open when it was
-        killed (Airflow's task state store, Airflow 3.3+; elsewhere a lifecycle rule that
-        aborts incomplete uploads does it, see the README)."""
-        if store is None:
-            return
-        left = store.get(UPLOADS_STATE) or {}
-        if not left:
-            return
-        try:
-            aborted = abort_uploads(self.client, bucket, left)
-        except S3ConnectError as exc:  # no s3:AbortMultipartUpload: the lifecycle rule's job then
-            self.log.warning("Could not abort the multipart uploads an earlier try left (%s): %s", left, exc)
-        else:
-            self.log.warning("Aborted the unfinished multipart uploads an earlier try left: %s", ", ".join(aborted))
-        store.set(UPLOADS_STATE, {})
-
     def _options(self) -> PutOptions:
         return PutOptions(
             overwrite=self.overwrite,
@@ -218,11 +197,9 @@ class S3PutObjectOperator(S3ConnectOperator):
         bucket = scope.bucket_for(self.bucket)
         sink = self.open_sink(context)
         written: list[Uploaded] = []
-        store = context.get("task_state_store")
-        self._abort_abandoned_uploads(store, bucket)
+        remember = self.track_uploads(context, bucket)
         # With overwrite off, objects name their writer: a retry then recognises its own.
         options = dataclasses.replace(self._options(), writer=None if self.overwrite else self.task_tag(context))
-        remember = (lambda open_uploads: store.set(UPLOADS_STATE, open_uploads)) if store is not None else None
         with (
             tempfile.TemporaryDirectory(prefix="s3connect-put-") as scratch,
             Uploader(self.client, bucket, self.transfer_config(), options, scope.prefix, remember) as uploader,
