@@ -160,11 +160,11 @@ class Copier:
         if self._cancelled is not None:
             raise TransferInterrupted(f"Copy cancelled: {self._cancelled}.")
 
-    def _upload_opened(self, upload_id: str | None, key: str) -> None:
-        """Record (or with ``upload_id=None``, forget) a server-side multipart copy in flight."""
+    def _track_upload(self, upload_id: str, key: str | None) -> None:
+        """Record a server-side multipart copy in flight (``key``), or forget it (None)."""
         with self._lock:
-            if upload_id is None:
-                self._open_uploads = {u: k for u, k in self._open_uploads.items() if k != key}
+            if key is None:
+                self._open_uploads.pop(upload_id, None)
             else:
                 self._open_uploads[upload_id] = key
             snapshot = dict(self._open_uploads)
@@ -256,7 +256,7 @@ class Copier:
         create = {k: v for k, v in args.items() if k != "IfNoneMatch"}
         create["ContentType"] = head.get("ContentType", "binary/octet-stream")
         upload_id = self.target_client.create_multipart_upload(Bucket=self.target_bucket, Key=key, **create)["UploadId"]
-        self._upload_opened(upload_id, key)
+        self._track_upload(upload_id, key)
         self.requests += 2
         try:
 
@@ -283,7 +283,7 @@ class Copier:
                 self.target_client.abort_multipart_upload(Bucket=self.target_bucket, Key=key, UploadId=upload_id)
             raise
         finally:
-            self._upload_opened(None, key)
+            self._track_upload(upload_id, None)
 
     def _readable(self, source: ObjectInfo) -> None:
         """Raise AccessDeniedError naming s3:GetObject if the source cannot be read."""

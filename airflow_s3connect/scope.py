@@ -8,7 +8,7 @@ fails without touching the network, and a relative key is joined to ``path_prefi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -149,11 +149,28 @@ class Scope:
 
     def resolve_keys(self, keys: Iterable[str], bucket: str | None = None) -> tuple[str, list[str]]:
         """Several keys of one request (a DeleteObjects): their one bucket and full keys."""
-        refs = [self.resolve(key, bucket) for key in keys]
-        buckets = {ref.bucket for ref in refs} or {self.bucket_for(bucket)}
-        if len(buckets) > 1:
-            raise ScopeError(f"The keys name {len(buckets)} buckets ({', '.join(sorted(buckets))}): give one per call.")
-        return buckets.pop(), [ref.key for ref in refs]
+        found, each = self.resolve_each(keys, bucket)
+        return found, list(each)
+
+    def resolve_each(self, keys: Iterable[str], bucket: str | None = None) -> tuple[str, Iterator[str]]:
+        """Keys that must share one bucket, resolved as they are read (a manifest of any
+        length): the bucket of the first, and the full keys; a key of another bucket raises
+        when it is reached."""
+        refs = (self.resolve(key, bucket) for key in keys)
+        first = next(refs, None)
+        if first is None:
+            return self.bucket_for(bucket), iter(())
+
+        def each() -> Iterator[str]:
+            yield first.key
+            for ref in refs:
+                if ref.bucket != first.bucket:
+                    raise ScopeError(
+                        f"The keys name 2 buckets or more ({first.bucket}, {ref.bucket}): give one per call."
+                    )
+                yield ref.key
+
+        return first.bucket, each()
 
     def resolve_prefix(self, prefix: str = "", bucket: str | None = None) -> ObjectRef:
         """Resolve a listing prefix (may be empty: the whole scope). The result keeps a

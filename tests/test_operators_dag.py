@@ -58,6 +58,11 @@ with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2025, 4, 1, tz="U
     refused = S3GetObjectOperator(task_id="get_refused", prefix="tree/", local_dir="OUT/refused",
                                   max_xcom_objects=499, retries=0, **conn)
     put_tree >> [get_tree, list_csv, listed, batches, refused]
+    S3CopyObjectsOperator(task_id="copy_manifest", manifest=listed.output, target_key="from-manifest/{relative_path}",
+                          results="manifest", **conn)
+    purge = S3ListObjectsOperator(task_id="list_purge", prefix="purge/", include_metadata=True, results="manifest",
+                                  **conn)
+    S3DeleteObjectsOperator(task_id="delete_manifest", manifest=purge.output, **conn)
     copy_server = S3CopyObjectsOperator(task_id="copy_server", source_prefix="tree/d1/", skip_unchanged=True,
                                         target_key="copies/{relative_path}", **conn)
     copy_stream = S3CopyObjectsOperator(task_id="copy_stream", source_conn_id="rt", s3connect_conn_id="rt_mirror",
@@ -148,6 +153,8 @@ def roundtrip(
         admin.put_object(Bucket=bucket, Key=f"inbox/{i}.json", Body=json.dumps({"i": i}).encode())
     admin.put_object(Bucket=bucket, Key="inbox/skip.txt", Body=b"not matched")
     admin.put_object(Bucket=bucket, Key="drop/a.txt", Body=b"a")
+    for name in ("p1.txt", "sub/p2.txt"):
+        admin.put_object(Bucket=bucket, Key=f"purge/{name}", Body=name.encode())
     admin.put_object(Bucket=bucket, Key="odd-names/fine.txt", Body=b"fine")
     admin.put_object(Bucket=bucket, Key="odd-names/back\\slash.txt", Body=b"cannot be a local path")
     for name in ("a.tmp", "b.tmp", "keep.txt", "sub/c.tmp"):
@@ -227,6 +234,22 @@ def test_a_manifest_is_written_when_asked_and_read_by_get(roundtrip: Roundtrip) 
     assert sorted(json.loads(line)["key"] for line in written) == sorted(f"tree/{name}" for name in files)
     # 1 GET of the manifest, 1 GET per object (none above the multipart threshold), 1 PUT of its manifest.
     assert result.summary("get_manifest")["requests"] == 1 + 500 + 1
+
+
+def test_copy_and_delete_take_a_manifest(roundtrip: Roundtrip) -> None:
+    result, files, bucket, admin = roundtrip.result, roundtrip.files, roundtrip.bucket, roundtrip.store.admin
+    copied = result.value("copy_manifest")
+    assert (copied["count"], copied["bytes"]) == (500, sum(len(b) for b in files.values()))
+    pages = admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="from-manifest/tree/")
+    keys = {item["Key"] for page in pages for item in page.get("Contents", [])}
+    assert keys == {f"from-manifest/tree/{name}" for name in files}
+    sample = next(name for name, data in files.items() if len(data) == 40_000)
+    assert admin.get_object(Bucket=bucket, Key=f"from-manifest/tree/{sample}")["Body"].read() == files[sample]
+    # Entries carry size and ETag: one CopyObject each, no HeadObject (+ the manifests' GET and PUT).
+    assert result.summary("copy_manifest")["requests"] == 500 + 2
+    deleted = result.value("delete_manifest")
+    assert sorted(d["key"] for d in deleted) == ["purge/p1.txt", "purge/sub/p2.txt"]
+    assert admin.list_objects_v2(Bucket=bucket, Prefix="purge/").get("KeyCount") == 0
 
 
 def test_batches_map_one_get_per_batch(roundtrip: Roundtrip) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import os
 import re
 import tempfile
@@ -47,6 +48,7 @@ class Stoppable(Protocol):
 
 
 TransferT = TypeVar("TransferT", bound=Stoppable)
+T = TypeVar("T")
 #: The most results ``results="list"`` returns through XCom.
 MAX_XCOM_OBJECTS = 10_000
 #: Results per mapped task of ``results="batches"``: 1,000 batches (Airflow's default
@@ -229,37 +231,23 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
 
     def manifest_entries(
         self, reference: str | Mapping[str, Any], hook: S3ConnectHook, bucket: str | None
-    ) -> tuple[str, list[ObjectInfo | str]]:
-        """The objects a manifest (or one batch of it) names: their one bucket, and each
-        object as its listing described it when the entry says (size, ETag, LastModified),
-        else its full key. Every key is checked against the scope of ``hook``, which also
-        reads the manifest: from S3 (s3:GetObject on it) or, for a ``manifest_path``
-        result, from this machine."""
+    ) -> tuple[str, Iterator[ObjectInfo | str]]:
+        """The objects a manifest (or one batch of it) names, read as they are consumed:
+        their one bucket, and each object as its listing described it when the entry says
+        (size, ETag, LastModified), else its full key. Every key is checked against the
+        scope of ``hook``, which also reads the manifest: from S3 (s3:GetObject on it) or,
+        for a ``manifest_path`` result, from this machine. Directory entries are left out."""
         location, start, count = manifest_slice(reference)
-        if location.startswith("s3://"):
-            ref = hook.resolve(location)
-            with translated("GetObject", ref.bucket, ref.key):
-                body = hook.get_conn().get_object(Bucket=ref.bucket, Key=ref.key)["Body"]
-            lines: Iterable[str] = (line.decode("utf-8") for line in body.iter_lines())
-            entries = list(read_entries(lines, start, count))
-        else:
-            try:
-                with open(location, encoding="utf-8") as handle:
-                    entries = list(read_entries(handle, start, count))
-            except FileNotFoundError:
-                raise SourceNotFoundError(
-                    f"The manifest {location} is not on this machine: write manifests to S3 (no manifest_path) "
-                    "when tasks run on several workers."
-                ) from None
-        named = [(name, entry) for entry in entries if (name := entry_location(entry)) is not None]
-        if len(named) < len(entries):
-            self.log.info("Manifest %s: %d directory entries left out", location, len(entries) - len(named))
-        bucket, keys = hook.scope_settings.scope.resolve_keys([name for name, _ in named], bucket)
-        found: list[ObjectInfo | str] = []
-        for key, (_, entry) in zip(keys, named, strict=True):
-            listing = entry_listing(entry)
-            found.append(key if listing is None else ObjectInfo(key, *listing))
-        return bucket, found
+        entries = read_entries(_manifest_lines(location, hook), start, count)
+        named, paired = itertools.tee((name, entry) for entry in entries if (name := entry_location(entry)) is not None)
+        found_bucket, keys = hook.scope_settings.scope.resolve_each((name for name, _ in named), bucket)
+
+        def found() -> Iterator[ObjectInfo | str]:
+            for key, (_, entry) in zip(keys, paired, strict=True):
+                listing = entry_listing(entry)
+                yield key if listing is None else ObjectInfo(key, *listing)
+
+        return found_bucket, found()
 
     # -- console link and lineage -----------------------------------------------------------
     def persist_console_link(self, context: Any, bucket: str, prefix: str) -> None:
@@ -289,6 +277,39 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             return found
 
         return OperatorLineage(inputs=datasets(self._lineage_inputs), outputs=datasets(self._lineage_outputs))
+
+
+def _manifest_lines(location: str, hook: S3ConnectHook) -> Iterator[str]:
+    """A manifest's lines, streamed from S3 or from a local file."""
+    if location.startswith("s3://"):
+        ref = hook.resolve(location)
+        with translated("GetObject", ref.bucket, ref.key):
+            body = hook.get_conn().get_object(Bucket=ref.bucket, Key=ref.key)["Body"]
+        return (line.decode("utf-8") for line in body.iter_lines())
+    try:
+        handle = open(location, encoding="utf-8")  # noqa: SIM115 - closed by the generator below
+    except FileNotFoundError:
+        raise SourceNotFoundError(
+            f"The manifest {location} is not on this machine: write manifests to S3 (no manifest_path) "
+            "when tasks run on several workers."
+        ) from None
+
+    def lines() -> Iterator[str]:
+        with handle:
+            yield from handle
+
+    return lines()
+
+
+def at_most(found: Iterable[T], max_objects: int, where: str, verb: str, done: str, narrow: str) -> list[T]:
+    """What was found, read one past ``max_objects``: more is refused before anything is done."""
+    taken = list(itertools.islice(found, max_objects + 1))
+    if len(taken) > max_objects:
+        raise S3ConnectError(
+            f"{where} has more than max_objects={max_objects} objects to {verb}: nothing was {done}. "
+            f"Narrow {narrow}, or raise max_objects."
+        )
+    return taken
 
 
 def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:

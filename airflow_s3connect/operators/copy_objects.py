@@ -8,10 +8,16 @@ from functools import cached_property
 from typing import Any
 
 from airflow_s3connect.copies import Copier, CopyTask
-from airflow_s3connect.errors import ArgumentError, S3ConnectError, translated
+from airflow_s3connect.errors import ArgumentError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
+from airflow_s3connect.operators.base import (
+    RESULT_FIELDS,
+    S3ConnectOperator,
+    at_most,
+    lineage_uris,
+    require_one_target,
+)
 from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.transfer import Lister, ObjectInfo, PutOptions
@@ -128,8 +134,10 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         sink = self.open_sink(context, source_client)
         if self.manifest is not None:
             source_bucket, named = self.manifest_entries(self.manifest, self.source_hook, self.source_bucket)
-            found = [self._head(source_bucket, item) if isinstance(item, str) else item for item in named]
-            base, where = source_scope.prefix, "the manifest"
+            listed = at_most(named, self.max_objects, "The manifest", "copy", "copied", "the manifest")
+            found = [self._head(source_bucket, item) if isinstance(item, str) else item for item in listed]
+            # The source's scope stands for the manifest's objects in the log and the lineage.
+            base, where = source_scope.prefix, f"s3://{source_bucket}/{source_scope.prefix}"
         elif self.source_key is not None:
             ref = self.source_hook.resolve(self.source_key, self.source_bucket)
             source_bucket, base = ref.bucket, posixpath.dirname(ref.key) + "/"
@@ -140,13 +148,11 @@ class S3CopyObjectsOperator(S3ConnectOperator):
                 max_objects=self.max_objects + 1,
             )  # fmt: skip
             base = query.base
-            found = [e for e in Lister(source_client, source_bucket, query) if isinstance(e, ObjectInfo)]
             where = f"s3://{source_bucket}/{query.prefix}"
-        if len(found) > self.max_objects:
-            raise S3ConnectError(
-                f"{where} has more than max_objects={self.max_objects} objects to copy: nothing was copied. "
-                "Narrow source_prefix/source_pattern, or raise max_objects."
-            )
+            found = at_most(
+                (e for e in Lister(source_client, source_bucket, query) if isinstance(e, ObjectInfo)),
+                self.max_objects, where, "copy", "copied", "source_prefix/source_pattern",
+            )  # fmt: skip
         sink.check_count(len(found), "objects to copy")
         target_bucket = target_scope.bucket_for(self.bucket)
         tasks = []

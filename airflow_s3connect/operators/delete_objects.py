@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import ArgumentError, S3ConnectError
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, parse_moment
+from airflow_s3connect.errors import ArgumentError
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris, parse_moment
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
@@ -84,13 +84,14 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         scope = self.hook.scope_settings.scope
         sink = self.open_sink(context)
         if self.manifest is not None:
-            bucket, found = self.manifest_entries(self.manifest, self.hook, self.bucket)
+            bucket, named = self.manifest_entries(self.manifest, self.hook, self.bucket)
             where = f"s3://{bucket}/"
+            found = at_most(named, self.max_objects, "The manifest", "delete", "deleted", "the manifest")
         elif self.key is not None or self.keys is not None:
             names = [self.key] if self.key is not None else list(self.keys or [])
             bucket, full_keys = scope.resolve_keys([str(name) for name in names], self.bucket)
-            found = list(full_keys)
             where = f"s3://{bucket}/"
+            found = at_most(full_keys, self.max_objects, where, "delete", "deleted", "keys")
         else:
             bucket, query = listing_query(
                 scope,
@@ -101,13 +102,11 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
                 max_objects=self.max_objects + 1,
             )
             lister = Lister(self.client, bucket, query)
-            found = [entry for entry in lister if isinstance(entry, ObjectInfo)]
             where = f"s3://{bucket}/{query.prefix}"
-        if len(found) > self.max_objects:
-            raise S3ConnectError(
-                f"{where} has more than max_objects={self.max_objects} objects to delete: nothing was deleted. "
-                "Narrow prefix/pattern/modified_before, or raise max_objects."
-            )
+            found = at_most(
+                (entry for entry in lister if isinstance(entry, ObjectInfo)),
+                self.max_objects, where, "delete", "deleted", "prefix/pattern/modified_before",
+            )  # fmt: skip
         sink.check_count(len(found), "objects to delete")
         if self.report_only:
             for info in found:
