@@ -178,6 +178,16 @@ CHECKED: Mapping[Access, frozenset[str]] = {
     Access.ADMIN: frozenset(),
 }
 
+#: Locations inside structures, per operation: (dotted path, what it names). A restore with
+#: a SELECT writes its output to another place, which must lie inside the scope too. The
+#: test of this module walks every structure, list and map of botocore's model.
+NESTED: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "RestoreObject": (
+        ("RestoreRequest.OutputLocation.S3.BucketName", "bucket"),
+        ("RestoreRequest.OutputLocation.S3.Prefix", "prefix"),
+    ),
+}
+
 _REFUSED_WHY = {
     Access.ADMIN: "it changes or reads the configuration of the whole bucket",
     Access.ACCOUNT: "it is not about the connection's bucket",
@@ -227,13 +237,34 @@ def check_call(scope: Scope, operation: str, params: Mapping[str, Any]) -> None:
         for index, entry in enumerate(delete.get("Objects") or ()):
             _check_key(scope, operation, f"Delete.Objects[{index}].Key", entry.get("Key"))
     elif access is Access.LISTING:
-        prefix = params.get("Prefix")
-        if scope.prefix and (not isinstance(prefix, str) or not prefix.startswith(scope.prefix)):
-            shown = "no Prefix" if prefix is None else f"Prefix {prefix!r}"
-            raise ScopeError(
-                f"{operation} with {shown} is outside the connection's scope {where}: "
-                f"pass a Prefix starting with {scope.prefix!r}."
-            )
+        _check_prefix(scope, operation, "Prefix", params.get("Prefix"))
+    for path, kind in NESTED.get(operation, ()):
+        value = _dig(params, path)
+        if value is None and _dig(params, path.rpartition(".")[0]) is None:
+            continue  # the structure holding it is not sent
+        if kind == "bucket":
+            _check_bucket(scope, operation, path, value)
+        else:
+            _check_prefix(scope, operation, path, value)
+
+
+def _dig(params: Mapping[str, Any], path: str) -> Any:
+    value: Any = params
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, Mapping) else None
+    return value
+
+
+def _check_prefix(scope: Scope, operation: str, name: str, prefix: Any) -> None:
+    """A listing's (or an output's) prefix: every key it stands for starts with the scope's."""
+    if scope.prefix and (not isinstance(prefix, str) or not prefix.startswith(scope.prefix)):
+        shown = f"no {name}" if prefix is None else f"{name} {prefix!r}"
+        raise ScopeError(
+            f"{operation} with {shown} is outside the connection's scope {scope.describe()}: "
+            f"pass a {name} starting with {scope.prefix!r}."
+        )
+    if isinstance(prefix, str) and (problem := path_problem(prefix)) is not None:
+        raise ScopeError(f"{operation}: {name} {prefix!r} {problem}: remove that from it.")
 
 
 def _check_bucket(scope: Scope, operation: str, name: str, bucket: Any) -> None:

@@ -37,10 +37,10 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-from airflow_s3connect import __version__, checksums
-from airflow_s3connect.allowlist import check_call
+from airflow_s3connect import __version__, checksums, wire
+from airflow_s3connect.allowlist import check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
-from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError
+from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
 from airflow_s3connect.scope import Scope
 
 if TYPE_CHECKING:
@@ -269,14 +269,13 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
 def scope_guard(scope: Scope) -> Callable[..., None]:
     """botocore ``before-parameter-build.s3`` handler applying :func:`allowlist.check_call`.
 
-    Registered last, so it sees the parameters as botocore will send them (a copy source
-    already turned into its header form), and before the request is signed or sent, so
-    nothing out of scope reaches the wire. Presigned URLs pass through it too.
+    The clear-message check: it names the operation and the parameter, before anything is
+    serialized. The boundary is :class:`_WireGuard`, which sees the request as it is sent.
     """
 
     def guard(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **_: Any) -> None:
         # botocore signs a presigned POST as a CreateBucket of the target bucket:
-        # :func:`guard_presigned_post` checked its bucket and key before.
+        # the presigned POST's own check (in :func:`guard`) looked at its bucket and key.
         presigned_post = model.name == "CreateBucket" and (context or {}).get("is_presign_request")
         if presigned_post and _PRESIGNED_POST.get() == params.get("Bucket"):
             return
@@ -287,26 +286,74 @@ def scope_guard(scope: Scope) -> Callable[..., None]:
 
 #: The bucket of the presigned POST being built on this thread, once its key was checked.
 _PRESIGNED_POST: contextvars.ContextVar[str | None] = contextvars.ContextVar("s3connect_presigned_post", default=None)
+#: Where a presigned POST's uploader chooses the file name.
+FILENAME_FIELD = "${filename}"
 
 
-def guard_presigned_post(client: Any, scope: Scope) -> None:
-    """Check ``generate_presigned_post``'s bucket and key like a PutObject of that key.
+class _WireGuard:
+    """The client's HTTP session, wrapped: every prepared request is checked by
+    :func:`wire.check_request` just before it is sent. Nothing runs after it but the send,
+    so no event handler, retry or redirect can change what was checked."""
 
-    botocore builds presigned POSTs outside the operation model, so the event guard
-    alone would see only a CreateBucket; ``${filename}`` (chosen by the uploader) is
-    checked as the literal text before it, which every resulting key starts with.
-    """
-    original = client.generate_presigned_post
+    def __init__(self, inner: Any, scope: Scope, endpoint: wire.Endpoint) -> None:
+        self._inner = inner
+        self._scope = scope
+        self._endpoint = endpoint
+
+    def send(self, request: Any) -> Any:
+        wire.check_request(self._scope, self._endpoint, request.method, request.url, request.headers, request.body)
+        return self._inner.send(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
+    """Put ``client`` (any S3 client, ours or built from :meth:`S3ConnectHook.get_session`)
+    under ``scope``: the parameter check, the wire check, and presigned URLs and POSTs
+    checked as the requests they sign. Returns the client."""
+    if not restricted(scope):
+        return client
+    endpoint = wire.Endpoint.of(client.meta.endpoint_url, custom_endpoint)
+    client.meta.events.register_last("before-parameter-build.s3", scope_guard(scope))
+    client._endpoint.http_session = _WireGuard(client._endpoint.http_session, scope, endpoint)
+    presign_url = client.generate_presigned_url
+    presign_post = client.generate_presigned_post
+
+    def generate_presigned_url(
+        ClientMethod: str, Params: Any = None, ExpiresIn: int = 3600, HttpMethod: str | None = None
+    ) -> str:
+        url: str = presign_url(ClientMethod, Params=Params, ExpiresIn=ExpiresIn, HttpMethod=HttpMethod)
+        model = client.meta.service_model.operation_model(client.meta.method_to_api_mapping.get(ClientMethod, ""))
+        own = model.http["method"]
+        if HttpMethod is not None and HttpMethod.upper() != own:
+            raise ScopeError(
+                f"A presigned {model.name} URL must use its own method {own}, not {HttpMethod}: "
+                f"a URL signed for another method is another operation (on {scope.describe()})."
+            )
+        wire.check_request(scope, endpoint, own, url, {})
+        return url
 
     def generate_presigned_post(Bucket: str, Key: str, *args: Any, **kwargs: Any) -> Any:
-        check_call(scope, "PutObject", {"Bucket": Bucket, "Key": Key.split("${filename}")[0] or Key})
+        head, found, tail = Key.rpartition(FILENAME_FIELD)
+        if found and (tail or FILENAME_FIELD in head or not head.endswith("/")):
+            raise ScopeError(
+                f"A presigned POST key may hold {FILENAME_FIELD} only as its whole last segment "
+                f"(e.g. 'uploads/{FILENAME_FIELD}'), not {Key!r}: the uploader's file name then stays one segment."
+            )
+        check_call(scope, "PutObject", {"Bucket": Bucket, "Key": head + "file" if found else Key})
         token = _PRESIGNED_POST.set(Bucket)
         try:
-            return original(Bucket, Key, *args, **kwargs)
+            post = presign_post(Bucket, Key, *args, **kwargs)
         finally:
             _PRESIGNED_POST.reset(token)
+        located = wire.locate(post["url"], endpoint, scope)
+        check_call(scope, "PutObject", {"Bucket": located.bucket, "Key": head + "file" if found else Key})
+        return post
 
+    client.generate_presigned_url = generate_presigned_url
     client.generate_presigned_post = generate_presigned_post
+    return client
 
 
 def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session) -> S3Client:
@@ -317,8 +364,7 @@ def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session
         verify=_verify(settings),
         config=client_config(settings),
     )
-    client.meta.events.register_last("before-parameter-build.s3", scope_guard(settings.scope))
-    guard_presigned_post(client, settings.scope)
+    guard(client, settings.scope, custom_endpoint=bool(settings.endpoint_url))
     checksums.register(client, settings.upload_checksums)
     return client
 

@@ -18,14 +18,28 @@ MAX_KEY_BYTES = 1024
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: An S3 access point ARN, which stands where a bucket name does (its alias is a bucket name).
+_ACCESS_POINT_ARN = re.compile(
+    r"^arn:aws[a-z-]*:s3:[a-z0-9-]+:(?P<account>\d{12}):accesspoint[/:](?P<name>[a-z0-9](?:[a-z0-9-]{1,48}[a-z0-9]))$"
+)
+
+
+def access_point_label(bucket: str) -> str | None:
+    """The host label (``name-account``) requests to an access point ARN go to, else None."""
+    match = _ACCESS_POINT_ARN.match(bucket)
+    return f"{match['name']}-{match['account']}" if match else None
 
 
 def check_bucket_name(bucket: str) -> str:
-    """Return ``bucket`` if S3 accepts it as a bucket name, else explain the rule it breaks."""
+    """Return ``bucket`` if S3 accepts it as a bucket name (or an access point ARN), else
+    explain the rule it breaks."""
+    if access_point_label(bucket) is not None:
+        return bucket
     if not _BUCKET_RE.match(bucket) or ".." in bucket or _IP_RE.match(bucket):
         raise InvalidKeyError(
             f"Invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.' or '-', "
-            "starting and ending with a letter or digit, not shaped like an IP address."
+            "starting and ending with a letter or digit, not shaped like an IP address; "
+            "or an access point ARN (arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME)."
         )
     return bucket
 
