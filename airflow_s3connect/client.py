@@ -17,6 +17,7 @@ import contextvars
 import datetime
 import email.utils
 import functools
+import inspect
 import logging
 import os
 import re
@@ -354,6 +355,49 @@ def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
     client.generate_presigned_url = generate_presigned_url
     client.generate_presigned_post = generate_presigned_post
     return client
+
+
+class GuardedSession(boto3.session.Session):
+    """The connection's credentials handed out as a boto3 session that keeps its scope.
+
+    Its S3 clients (and so its S3 resources, which boto3 builds from a client) are built
+    at the connection's endpoint with the connection's scope guard. On a scoped connection,
+    clients of other services and another endpoint are refused: the scope speaks of S3
+    requests to this store only.
+    """
+
+    def __init__(self, session: boto3.session.Session, settings: ConnectionSettings) -> None:
+        super().__init__(botocore_session=session._session, region_name=session.region_name)
+        self._s3connect = settings
+
+    def _register_default_handlers(self) -> None:
+        """boto3's handlers are on the shared botocore session already (registering them twice
+        makes boto3 inject its transfer methods twice, which it refuses)."""
+
+    def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        settings = self._s3connect
+        scope = settings.scope
+        if not restricted(scope):
+            return super().client(service_name, *args, **kwargs)  # type: ignore[call-overload]
+        if service_name != "s3":
+            raise ScopeError(
+                f"A {service_name} client is refused on a connection restricted to {scope.describe()}: "
+                "its scope guards S3 requests only. Use a connection without bucket and path_prefix for it."
+            )
+        call = inspect.signature(boto3.session.Session.client).bind(self, service_name, *args, **kwargs).arguments
+        call.pop("self")
+        endpoint = call.get("endpoint_url")
+        if endpoint not in (None, settings.endpoint_url):
+            raise ScopeError(
+                f"An S3 client at {endpoint!r} is refused: the connection's endpoint is "
+                f"{settings.endpoint_url or 'Amazon S3'} and its scope {scope.describe()}."
+            )
+        call["endpoint_url"] = settings.endpoint_url
+        if call.get("verify") is None:
+            call["verify"] = _verify(settings)
+        given = call.get("config")
+        call["config"] = client_config(settings).merge(given) if given is not None else client_config(settings)
+        return guard(super().client(**call), scope, custom_endpoint=bool(settings.endpoint_url))
 
 
 def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session) -> S3Client:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import S3ConnectError, ScopeError
 from airflow_s3connect.scope import path_problem
 
 
@@ -135,6 +135,31 @@ class MacroValues:
         self._ti = context.get("ti") or context.get("task_instance")
         self._run = context.get("dag_run")
         self._params = context.get("params") or {}
+
+    def for_scope(self, fixed: Mapping[str, str], used: Collection[str]) -> MacroValues:
+        """These values as a connection's path_prefix may use them.
+
+        The scope is the connection's, not the run's: run conf never shapes it (only the
+        DAG's declared params and the operator's arguments do), and a value the connection
+        fixes (Tenant, Root Tenant ID, Environment ID) wins. Another value for one of those,
+        from an argument, a DAG param or run conf, is a run aimed at another tenant: it
+        raises :class:`ScopeError` naming both, rather than being silently replaced.
+        """
+        for name in used:
+            if (value := fixed.get(name)) in (None, ""):
+                continue
+            for source, claimed in (
+                ("the operator's argument", self._values.get(name)),
+                ("run conf or a DAG param", self._params.get(name)),
+            ):
+                if claimed not in (None, "") and str(claimed) != value:
+                    raise ScopeError(
+                        f"{{{name}}} is {claimed!r} in {source}, but the connection fixes it to {value!r}: "
+                        "a connection's scope is set by the connection alone. Use that connection's tenant, "
+                        "or another connection."
+                    )
+        context = {**self._context, "params": _declared_params(self._context, used)}
+        return MacroValues(context, {**self._values, **{n: v for n, v in fixed.items() if v}}, self._fallbacks)
 
     # -- identities -------------------------------------------------------------------
     @property
@@ -352,6 +377,88 @@ def connection_pattern(template: str, fallbacks: Mapping[str, Any], wildcard: st
             value = values.value(name, required=False)
         out.append(value or wildcard)
     return "".join(out)
+
+
+def _declared_params(context: Mapping[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """The DAG's own params (its declared defaults), without what a run's conf set."""
+    declared = _get(context.get("dag"), "params") or {}
+    found: dict[str, Any] = {}
+    for name in names:
+        try:
+            if name in declared:
+                found[name] = declared[name]
+        except Exception:
+            continue
+    return found
+
+
+def macro_names(template: str) -> set[str]:
+    """The macros ``template`` uses."""
+    return {name for _, name, _, _ in _fields(template) if name is not None}
+
+
+def _instance_pattern(template: str, fixed: Mapping[str, str]) -> tuple[re.Pattern[str], list[str]]:
+    """A regex matching every rendering of ``template`` in which each macro is one key
+    segment (a date macro whose format holds '/' as many segments) and each macro in
+    ``fixed`` is exactly its value; and the field of each group (``name`` or ``name:spec``)."""
+    out: list[str] = []
+    groups: list[str] = []
+    for literal, name, spec, _ in _fields(template):
+        out.append(re.escape(literal))
+        if name is None:
+            continue
+        if name in fixed and fixed[name] and not spec:
+            out.append(re.escape(fixed[name]))
+            continue
+        segments = (spec or "").count("/") + 1 if name in DATE_MACROS else 1
+        out.append("(" + "/".join(["[^/]+"] * segments) + ")")
+        groups.append(name + (f":{spec}" if spec else ""))
+    return re.compile("".join(out)), groups
+
+
+def instance_values(template: str, rendered: str, fixed: Mapping[str, str]) -> dict[str, str]:
+    """The macro values that make ``rendered`` from ``template`` (a connection's path_prefix),
+    by field (``tenant``, ``date:%Y/%m``). Raises :class:`ScopeError` when ``rendered`` is not
+    such an instance: another static prefix, a macro spanning segments, a fixed macro with
+    another value."""
+    pattern, fields = _instance_pattern(template.strip("/"), fixed)
+    match = pattern.fullmatch(rendered.strip("/"))
+    problem = path_problem(rendered.strip("/"))
+    if match is None or problem is not None:
+        raise ScopeError(
+            f"path_prefix {rendered!r} is not an instance of the connection's path_prefix {template!r}"
+            + (f" (it {problem})" if problem else "")
+            + ": each macro stands for one segment, and the values the connection fixes keep their value."
+        )
+    values: dict[str, str] = {}
+    for field, value in zip(fields, match.groups(), strict=True):
+        if values.setdefault(field, value) != value:
+            raise ScopeError(f"path_prefix {rendered!r} gives {{{field}}} two values ({values[field]!r}, {value!r}).")
+    return values
+
+
+def fill_instance(template: str, values: Mapping[str, str], fixed: Mapping[str, str]) -> str:
+    """``template`` with the values :func:`instance_values` found (a trigger's serialized
+    scope); checked as an instance again, so a value spanning segments is refused."""
+    out: list[str] = []
+    for literal, name, spec, _ in _fields(template):
+        out.append(literal)
+        if name is None:
+            continue
+        field = name + (f":{spec}" if spec else "")
+        value = values.get(field)
+        if name in fixed and fixed[name] and not spec:
+            if value not in (None, fixed[name]):
+                raise ScopeError(
+                    f"{{{name}}} is {value!r} in the serialized scope, but the connection fixes it to {fixed[name]!r}."
+                )
+            value = fixed[name]
+        if value is None:
+            raise ScopeError(f"No value for {{{field}}} of the connection's path_prefix {template!r}.")
+        out.append(str(value))
+    rendered = "".join(out)
+    instance_values(template, rendered, fixed)
+    return rendered
 
 
 def _escape_braces(text: str) -> str:

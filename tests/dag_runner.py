@@ -37,7 +37,9 @@ def write_dag(name: str, source: str) -> Path:
     return path
 
 
-def run_dag(path: Path, dag_id: str, logical_date: datetime.datetime | None = None) -> RunResult:
+def run_dag(
+    path: Path, dag_id: str, logical_date: datetime.datetime | None = None, run_conf: dict[str, Any] | None = None
+) -> RunResult:
     """Import the DAG file, run ``dag_id`` once, return the run's states and return values."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
@@ -49,7 +51,7 @@ def run_dag(path: Path, dag_id: str, logical_date: datetime.datetime | None = No
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id and hasattr(v, "test"))
-    run = dag.test(logical_date=logical_date)
+    run = dag.test(logical_date=logical_date, run_conf=run_conf)
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id).all()
         rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id).all()

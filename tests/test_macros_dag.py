@@ -59,7 +59,7 @@ def dag_results(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     source = DAG_SOURCE.replace("ALL_KEYS", repr(["{" + m + "}" for m in ALL] + ["{{ ds }}/{tenant}/{uuid}"]))
     (dags_dir / "macro_dags.py").write_text(source)
     conn = (
-        '{"conn_type": "s3connect", "extra": {"bucket": "b-1x", "path_prefix": "orders/{tenant}/{date:%Y%m}/incoming",'
+        '{"conn_type": "s3connect", "extra": {"bucket": "b-1x", "path_prefix": "orders/{env_id}/{date:%Y%m}/incoming",'
         ' "tenant": "conn-tenant", "env_id": "prod.hg.acme.com"}}'
     )
     os.environ["AIRFLOW_CONN_MACRO_CONN"] = conn
@@ -136,7 +136,7 @@ def test_jinja_then_macros_and_path_prefix(dag_results: dict[str, dict[str, Any]
     assert (ds, tenant) == ("2025-04-13", "param-tenant")
     assert uuid.UUID(random_id)
     load = datetime.datetime.fromisoformat(result["start_date"])
-    assert result["path_prefix"] == f"orders/param-tenant/{load:%Y%m}/incoming"
+    assert result["path_prefix"] == f"orders/prod.hg.acme.com/{load:%Y%m}/incoming"
     assert result["pattern"] == "in/param-tenant/{YYYYMMDD}/*.csv"
 
 

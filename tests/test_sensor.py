@@ -124,7 +124,7 @@ def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
         external_id="tenant-acme:7f3a9c",
     )
     spec = WatchSpec(bucket=BUCKET, base="tenants/acme/in/", pattern="*.json")
-    trigger = S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.2)
+    trigger = S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.2)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_s3connect.triggers.s3object.S3ObjectTrigger"
     serialized = json.dumps(kwargs)
@@ -149,7 +149,7 @@ def test_trigger_credentials_refresh_during_a_long_wait(moto: MotoServer, make_c
         moto, make_conn, auth_type="assume_role", role_arn="arn:aws:iam::210987654321:role/partner-reader"
     )
     spec = WatchSpec(bucket=BUCKET, base="tenants/acme/slow/")
-    trigger = S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.3)
+    trigger = S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.3)
     admin = moto.admin_client("s3")
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=50)
 
@@ -188,7 +188,7 @@ def test_trigger_credentials_refresh_during_a_long_wait(moto: MotoServer, make_c
 def test_trigger_reports_errors_as_an_event(moto: MotoServer, make_conn: Callable[..., str]) -> None:
     conn_id = _trigger_conn(moto, make_conn)
     spec = WatchSpec(bucket="no-such-bucket-here", base="tenants/acme/")
-    event = _run_trigger(S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.1))
+    event = _run_trigger(S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.1))
     assert event["status"] == "error"
     assert event["type"] == "ScopeError"  # the connection's bucket guard, before any request
 
@@ -323,7 +323,7 @@ def test_the_trigger_never_blocks_the_event_loop(moto: MotoServer, make_conn: Ca
     )
     moto.admin_client("s3").put_object(Bucket=BUCKET, Key="tenants/acme/warm.flag", Body=b"")
     spec = WatchSpec(bucket=BUCKET, base="tenants/acme/loop/")
-    classpath, kwargs = S3ObjectTrigger(conn_id, "tenants/acme", spec.to_json(), poke_interval=0.2).serialize()
+    classpath, kwargs = S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.2).serialize()
     arrival = moto.arrival_after_request(BUCKET, "tenants/acme/loop/done.flag", b"", delay=3, seen="tenants/acme/loop/")
     with moto.recording() as rec, arrival:
         done = subprocess.run(

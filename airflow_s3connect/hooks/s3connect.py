@@ -32,7 +32,15 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.hooks.taskflow import TaskFlowMixin
-from airflow_s3connect.macros import MacroError, MacroValues, connection_pattern, render
+from airflow_s3connect.macros import (
+    MacroError,
+    MacroValues,
+    connection_pattern,
+    fill_instance,
+    instance_values,
+    macro_names,
+    render,
+)
 from airflow_s3connect.scope import ObjectRef
 
 if TYPE_CHECKING:
@@ -65,6 +73,8 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         self._session: boto3.session.Session | None = None
         self._client: S3Client | None = None
         self._prefix_rendered = False
+        self._prefix_values: dict[str, str] = {}
+        self._configured_prefix: str | None = None
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -76,6 +86,7 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
                     if secret:
                         mask_secret(secret)
                 self._settings = settings
+                self._configured_prefix = settings.path_prefix
             return self._settings
 
     def _connection(self) -> Any:
@@ -103,17 +114,51 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         env_id = settings.env_id or urlsplit(conf.get("api", "base_url", fallback="") or "").hostname
         return {"tenant": settings.tenant, "root_tenant_id": settings.root_tenant_id, "env_id": env_id}
 
+    def fixed_macros(self) -> dict[str, str]:
+        """The macro values the connection's own fields fix (Tenant, Root Tenant ID,
+        Environment ID): the authority for its scope."""
+        settings = self.settings
+        found = {"tenant": settings.tenant, "root_tenant_id": settings.root_tenant_id, "env_id": settings.env_id}
+        return {name: value for name, value in found.items() if value}
+
     def render_path_prefix(self, values: MacroValues) -> str:
-        """Render the macros of the connection's path_prefix for this run; the scope follows it."""
-        return self.pin_path_prefix(render(self.settings.path_prefix, values))
+        """Render the macros of the connection's path_prefix for this run; the scope follows it.
+
+        The connection's fixed values win and run conf is never read
+        (:meth:`MacroValues.for_scope`); keys below the prefix keep the run's values.
+        """
+        template = self._template
+        scoped = values.for_scope(self.fixed_macros(), macro_names(template))
+        return self.pin_path_prefix(render(template, scoped))
 
     def pin_path_prefix(self, rendered: str) -> str:
-        """Use ``rendered`` as the path_prefix: the one a task rendered, handed to its trigger."""
+        """Work under ``rendered``, which must be an instance of the connection's path_prefix
+        (:func:`instance_values`): a hook can narrow its scope to one run's, never leave it."""
+        return self.pin_prefix_values(instance_values(self._template, rendered, self.fixed_macros()))
+
+    def pin_prefix_values(self, values: Mapping[str, str]) -> str:
+        """Work under the connection's path_prefix filled with ``values`` (by macro field, as
+        :attr:`prefix_values` gives them): what a trigger serializes instead of a prefix."""
+        rendered = fill_instance(self._template, values, self.fixed_macros())
         with self._lock:
             self._settings = dataclasses.replace(self.settings, path_prefix=rendered)
+            self._prefix_values = dict(values)
             self._client = None  # the scope guard is bound to the prefix
             self._prefix_rendered = True
             return rendered
+
+    @property
+    def prefix_values(self) -> dict[str, str]:
+        """The macro values of the pinned path_prefix (empty when it has no macros)."""
+        self.scope_settings  # noqa: B018 - refuses a prefix whose macros were never rendered
+        return dict(self._prefix_values)
+
+    @property
+    def _template(self) -> str:
+        """The connection's path_prefix as configured, macros and all (before any pin)."""
+        self.settings  # noqa: B018 - reads the connection once
+        assert self._configured_prefix is not None
+        return self._configured_prefix
 
     @property
     def scope_settings(self) -> ConnectionSettings:
@@ -127,7 +172,15 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         return settings
 
     def get_session(self) -> boto3.session.Session:
-        """The boto3 session carrying the connection's credentials."""
+        """A boto3 session with the connection's credentials whose S3 clients and resources
+        carry the connection's scope guard; on a scoped connection, clients of other
+        services are refused (their requests are not S3's, so no scope could hold)."""
+        from airflow_s3connect import client as clients
+
+        return clients.GuardedSession(self._raw_session(), self.scope_settings)
+
+    def _raw_session(self) -> boto3.session.Session:
+        """The session our own clients are built from (STS for the Test button included)."""
         from airflow_s3connect import client as clients  # boto3 is loaded by a task, not by parsing a DAG
 
         with self._lock:
@@ -141,7 +194,7 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
 
         with self._lock:
             if self._client is None:
-                self._client = clients.build_s3_client(self.scope_settings, self.get_session())
+                self._client = clients.build_s3_client(self.scope_settings, self._raw_session())
             return self._client
 
     def resolve(self, key: str, bucket: str | None = None) -> ObjectRef:

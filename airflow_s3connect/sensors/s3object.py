@@ -151,7 +151,7 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
         self.defer(
             trigger=S3ObjectTrigger(
                 s3connect_conn_id=self.s3connect_conn_id,
-                path_prefix=self.hook.scope_settings.path_prefix,
+                prefix_values=self.hook.prefix_values,
                 watch=self._watcher.spec.to_json(),
                 poke_interval=self.poke_interval,
             ),

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 class S3ObjectTrigger(BaseTrigger):
     """Poke every ``poke_interval`` seconds until the watch's condition holds; one event.
 
-    Serialized: the connection id, the rendered path_prefix, the watch and the interval.
-    Never credentials: the triggerer reads the connection itself, and an ``assume_role``
+    Serialized: the connection id, the values of the connection's path_prefix macros, the
+    watch and the interval. Never a rendered prefix (the triggerer fills the connection's
+    own template with the values, one segment each, so a trigger cannot widen the scope)
+    and never credentials: the triggerer reads the connection itself, and an ``assume_role``
     connection's credentials refresh themselves there for as long as the wait lasts.
 
     One triggerer runs thousands of triggers on one event loop, so nothing here blocks it:
@@ -27,15 +29,18 @@ class S3ObjectTrigger(BaseTrigger):
     event loop (boto3's import alone takes about 0.3 s).
 
     :param s3connect_conn_id: the ``s3connect`` connection.
-    :param path_prefix: the connection's path_prefix as the task rendered it (macros done).
+    :param prefix_values: the values of the connection's path_prefix macros, as the task
+        rendered them (``S3ConnectHook.prefix_values``).
     :param watch: a :class:`~airflow_s3connect.watch.WatchSpec` as JSON.
     :param poke_interval: seconds between pokes.
     """
 
-    def __init__(self, s3connect_conn_id: str, path_prefix: str, watch: dict[str, Any], poke_interval: float) -> None:
+    def __init__(
+        self, s3connect_conn_id: str, prefix_values: dict[str, str], watch: dict[str, Any], poke_interval: float
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.s3connect_conn_id = s3connect_conn_id
-        self.path_prefix = path_prefix
+        self.prefix_values = prefix_values
         self.watch = watch
         self.poke_interval = poke_interval
 
@@ -44,7 +49,7 @@ class S3ObjectTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "s3connect_conn_id": self.s3connect_conn_id,
-                "path_prefix": self.path_prefix,
+                "prefix_values": self.prefix_values,
                 "watch": self.watch,
                 "poke_interval": self.poke_interval,
             },
@@ -56,7 +61,7 @@ class S3ObjectTrigger(BaseTrigger):
         from airflow_s3connect.watch import Watcher, WatchSpec
 
         hook = S3ConnectHook(s3connect_conn_id=self.s3connect_conn_id)
-        hook.pin_path_prefix(self.path_prefix)
+        hook.pin_prefix_values(self.prefix_values)
         return hook.get_conn(), Watcher(WatchSpec.from_json(self.watch))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
