@@ -6,10 +6,8 @@ operator: all of them keep the connection's scope, and refuse before sending any
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -20,6 +18,7 @@ from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import WatchSpec
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
+from tests.trigger_runner import first_event
 
 SECRET = "tenants/globex/secret.txt"
 
@@ -108,16 +107,6 @@ def test_a_macro_is_one_segment_when_no_connection_value_fixes_it(
         hook.pin_prefix_values({"tenant": "acme/x", "date:%Y/%m": "2025/04"})
 
 
-def _first_event(trigger: S3ObjectTrigger) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        generator = trigger.run()
-        event = await asyncio.wait_for(generator.__anext__(), timeout=60)
-        await generator.aclose()
-        return dict(event.payload)
-
-    return asyncio.run(first())
-
-
 @pytest.mark.parametrize(
     ("values", "words"),
     [
@@ -134,7 +123,7 @@ def test_a_trigger_serializes_macro_values_and_cannot_widen_the_scope(
     _classpath, kwargs = trigger.serialize()
     assert "path_prefix" not in kwargs
     with moto.recording() as rec:
-        event = _first_event(S3ObjectTrigger(**kwargs))
+        event = first_event(S3ObjectTrigger(**kwargs))
     assert event["status"] == "error"
     assert event["type"] == "ScopeError"
     assert re.search(words, event["message"]), event["message"]
@@ -143,11 +132,11 @@ def test_a_trigger_serializes_macro_values_and_cannot_widen_the_scope(
 
 def test_a_trigger_with_the_tasks_values_watches_inside_the_scope(moto: MotoServer, hook: S3ConnectHook) -> None:
     spec = WatchSpec(bucket=BUCKET, base="tenants/acme/", pattern="*.csv")
-    event = _first_event(S3ObjectTrigger(hook.s3connect_conn_id, {"tenant": "acme"}, spec.to_json(), 0.1))
+    event = first_event(S3ObjectTrigger(hook.s3connect_conn_id, {"tenant": "acme"}, spec.to_json(), 0.1))
     assert event["status"] == "success"
     assert [m["key"] for m in event["matches"]] == ["tenants/acme/a.csv"]
     outside = WatchSpec(bucket=BUCKET, base="tenants/globex/", pattern="*.txt")
     with moto.recording() as rec:
-        event = _first_event(S3ObjectTrigger(hook.s3connect_conn_id, {"tenant": "acme"}, outside.to_json(), 0.1))
+        event = first_event(S3ObjectTrigger(hook.s3connect_conn_id, {"tenant": "acme"}, outside.to_json(), 0.1))
     assert event["status"] == "error"
     assert rec.requests == []

@@ -21,6 +21,7 @@ from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import MotoServer
 from tests.test_transfer import make_client
+from tests.trigger_runner import first_event
 
 
 def _lists(recording: Any) -> list[Any]:
@@ -103,16 +104,6 @@ def _trigger_conn(moto: MotoServer, make_conn: Callable[..., str], **extra: Any)
     )
 
 
-def _run_trigger(trigger: S3ObjectTrigger) -> dict[str, Any]:
-    async def first_event() -> dict[str, Any]:
-        generator = trigger.run()
-        event = await asyncio.wait_for(generator.__anext__(), timeout=60)
-        await generator.aclose()
-        return dict(event.payload)
-
-    return asyncio.run(first_event())
-
-
 def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
     moto: MotoServer, make_conn: Callable[..., str]
 ) -> None:
@@ -133,7 +124,7 @@ def test_trigger_with_assume_role_waits_without_secrets_in_its_kwargs(
     # The file arrives once the trigger's first poke has been seen: it must wait for it.
     arrival = moto.arrival_after_request(BUCKET, "tenants/acme/in/a.json", b"{}", seen="tenants/acme/in/")
     with moto.recording() as rec, arrival:
-        event = _run_trigger(S3ObjectTrigger(**kwargs))
+        event = first_event(S3ObjectTrigger(**kwargs))
     assert event["status"] == "success"
     assert [m["key"] for m in event["matches"]] == ["tenants/acme/in/a.json"]
     assert len(rec.sts("AssumeRole")) == 1
@@ -188,7 +179,7 @@ def test_trigger_credentials_refresh_during_a_long_wait(moto: MotoServer, make_c
 def test_trigger_reports_errors_as_an_event(moto: MotoServer, make_conn: Callable[..., str]) -> None:
     conn_id = _trigger_conn(moto, make_conn)
     spec = WatchSpec(bucket="no-such-bucket-here", base="tenants/acme/")
-    event = _run_trigger(S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.1))
+    event = first_event(S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.1))
     assert event["status"] == "error"
     assert event["type"] == "ScopeError"  # the connection's bucket guard, before any request
 
