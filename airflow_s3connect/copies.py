@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect.checksums import IntegrityError
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import NoSuchKeyError, S3ConnectError, translated
+from airflow_s3connect.errors import ArgumentError, NoSuchKeyError, S3ConnectError, translated
 from airflow_s3connect.transfer import (
     MAX_COPY_BYTES,
     ChunkStream,
@@ -171,7 +171,23 @@ class Copier:
         if self._on_uploads is not None:
             self._on_uploads(snapshot)
 
-    def run(self, tasks: Iterable[CopyTask]) -> Iterator[Copied]:
+    def _refuse_onto_source(self, tasks: Sequence[CopyTask]) -> None:
+        """A copy onto its own source would replace the object with itself (and an archive then
+        delete it): refused for the whole batch, before the first request."""
+        same_store = self.source_client is self.target_client or (
+            self.source_client.meta.endpoint_url == self.target_client.meta.endpoint_url
+        )
+        if not same_store or self.source_bucket != self.target_bucket:
+            return
+        for task in tasks:
+            if task.source.key == task.target_key:
+                raise ArgumentError(
+                    f"s3://{self.target_bucket}/{task.target_key} would be copied onto itself: "
+                    "give a target_key / target_prefix (or archive_prefix) that differs from the source."
+                )
+
+    def run(self, tasks: Sequence[CopyTask]) -> Iterator[Copied]:
+        self._refuse_onto_source(tasks)
         todo: list[CopyTask] = []
         for task in tasks:
             if self.skip_unchanged and (done := self._unchanged(task)) is not None:

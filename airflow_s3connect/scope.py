@@ -202,6 +202,19 @@ class Scope:
         # A prefix shorter than the scope's (e.g. "" under "a/b/") is narrowed to the scope.
         return ObjectRef(ref_bucket, full if len(full) >= len(self.prefix) else self.prefix)
 
+    def resolve_destination(self, prefix: str, bucket: str | None = None) -> ObjectRef:
+        """Resolve a prefix objects are written under (an archive, a copy's target). Unlike a
+        listing's, it is never narrowed: a prefix above the scope's is refused, since the
+        keys it would make are not the ones the caller asked for."""
+        ref = self.resolve_prefix(prefix, bucket)
+        full = split_s3_uri(prefix)[1] if prefix.startswith("s3://") else self.prefix + prefix.lstrip("/")
+        if not full.startswith(self.prefix):
+            raise ScopeError(
+                f"Prefix {full!r} is outside the connection's scope {self.describe()}: objects are written "
+                f"only below {self.prefix!r}; give a prefix relative to the connection's path_prefix."
+            )
+        return ref
+
     def relative(self, key: str) -> str:
         """A full key as operators return it: relative to ``path_prefix`` (what ``resolve`` takes back)."""
         return key[len(self.prefix) :] if key.startswith(self.prefix) else key

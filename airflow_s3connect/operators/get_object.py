@@ -157,6 +157,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         if self.read_into_xcom:
             assert self.key is not None
             ref = self.hook.resolve(self.key, self.bucket)
+            after = self._after(scope, ref.bucket, ref.key.rpartition("/")[0])  # checked before the read
             content, etag = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
             try:
                 text = content.decode(self.encoding)
@@ -165,7 +166,7 @@ class S3GetObjectOperator(S3ConnectOperator):
                     f"{ref.uri} is not {self.encoding} text: set encoding=... or download it to local_dir."
                 ) from None
             # Only once the text is in hand: a failed read never deletes or moves the object.
-            if (after := self._after(scope, ref.bucket, ref.key.rpartition("/")[0])) is not None:
+            if after is not None:
                 after(Downloaded(ref.key, Path(), len(content), etag, None))  # no local file: read into XCom
             self.record_lineage(inputs=[ref.uri])
             return text
@@ -298,12 +299,21 @@ class S3GetObjectOperator(S3ConnectOperator):
         if self.after == "delete":
             return lambda done: delete_object(client, bucket, done.key, done.etag)
         assert self.archive_prefix is not None
-        archive = scope.resolve_prefix(self.archive_prefix, bucket).key
+        archive = scope.resolve_destination(self.archive_prefix, bucket).key
         archive = archive if archive.endswith("/") else archive + "/"
+        if archive == (base if base.endswith("/") else base + "/"):
+            raise ArgumentError(
+                f"archive_prefix {self.archive_prefix!r} is where the objects are read from: each would be "
+                "archived onto itself, then deleted. Give another archive_prefix."
+            )
 
         def move(done: Downloaded) -> None:
             relative = done.key[len(base) :].lstrip("/") if done.key.startswith(base) else PurePosixPath(done.key).name
             target = scope.check(bucket, archive + relative).key
+            if target == done.key:
+                raise ArgumentError(
+                    f"s3://{bucket}/{target} would be archived onto itself: give another archive_prefix."
+                )
             archive_object(client, bucket, done.key, target, done.etag, done.size)
 
         return move
