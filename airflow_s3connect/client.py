@@ -18,9 +18,7 @@ import datetime
 import email.utils
 import functools
 import inspect
-import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,7 +36,7 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-from airflow_s3connect import __version__, checksums, wire
+from airflow_s3connect import __version__, checksums, redaction, wire
 from airflow_s3connect.allowlist import check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
@@ -81,65 +79,11 @@ class _FixedProvider(CredentialProvider):  # type: ignore[misc]
         return self._credentials
 
 
-#: botocore loggers whose DEBUG records carry request headers (the session token is one:
-#: the canonical request, the prepared request) or response bodies (STS AssumeRole's).
-BOTOCORE_REQUEST_LOGGERS = (
-    "botocore.auth",
-    "botocore.endpoint",
-    "botocore.httpsession",
-    "botocore.awsrequest",
-    "botocore.parsers",
-)
-#: Credentials in an STS answer, before anyone could register them as secrets.
-_STS_SECRETS = re.compile(r"<(SecretAccessKey|SessionToken)>[^<]*</\1>")
-
-
-class SecretRedactor(logging.Filter):
-    """Replaces known secret values with ``***`` in botocore's DEBUG records.
-
-    Airflow masks task logs, but a record can reach other handlers first (a worker's root
-    logger, a test's capture): redacting at the source keeps the session token out of all.
-    Values under 8 characters are not registered (no real key or token is that short, and
-    masking "s" would mangle every line); only the newest 1,000 are kept, so a triggerer
-    refreshing assumed credentials for days does not grow without bound.
-    """
-
-    MIN_LENGTH = 8
-    KEEP = 1000
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: dict[str, None] = {}
-
-    def add(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            if secret and len(secret) >= self.MIN_LENGTH:
-                self.secrets.pop(secret, None)
-                self.secrets[secret] = None
-        while len(self.secrets) > self.KEEP:
-            del self.secrets[next(iter(self.secrets))]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG:
-            original = message = record.getMessage()
-            for secret in list(self.secrets):
-                message = message.replace(secret, "***")
-            message = _STS_SECRETS.sub(r"<\1>***</\1>", message)
-            if message != original:
-                record.msg, record.args = message, None
-        return True
-
-
-_REDACTOR = SecretRedactor()
-
-
-def redact_in_botocore_logs(*secrets: str | None) -> None:
-    """Register secrets (session tokens, secret keys) to be redacted from botocore's logs."""
-    _REDACTOR.add(*secrets)
-    for name in BOTOCORE_REQUEST_LOGGERS:
-        logger = logging.getLogger(name)
-        if _REDACTOR not in logger.filters:
-            logger.addFilter(_REDACTOR)
+def redact_in_logs(*secrets: str | None) -> None:
+    """Register secrets (session tokens, secret keys) with :mod:`redaction`, and make sure
+    the loggers that could print them are filtered."""
+    redaction.register(*secrets)
+    redaction.install()
 
 
 def _verify(settings: ConnectionSettings) -> bool | str | None:
@@ -221,7 +165,7 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
     service models are shared (:data:`_LOADER`).
     """
     source = _botocore_session()
-    redact_in_botocore_logs(settings.aws_secret_access_key, settings.aws_session_token)
+    redact_in_logs(settings.aws_secret_access_key, settings.aws_session_token)
     if settings.aws_access_key_id:
         source.set_credentials(
             settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token
@@ -258,7 +202,7 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
 
     def fetch() -> dict[str, Any]:
         fetched = dict(fetcher.fetch_credentials())
-        redact_in_botocore_logs(fetched.get("secret_key"), fetched.get("token"))
+        redact_in_logs(fetched.get("secret_key"), fetched.get("token"))
         return fetched
 
     credentials = RoleCredentials(fetch, settings.session_duration)

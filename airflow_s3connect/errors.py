@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (
@@ -25,9 +26,15 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from airflow_s3connect.redaction import holds_secret, redact
+
 
 class S3ConnectError(Exception):
-    """Base of every error raised by airflow-s3connect."""
+    """Base of every error raised by airflow-s3connect. Its message is cleaned of every
+    secret the process knows (:func:`redaction.redact`), whoever built it."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ArgumentError(S3ConnectError, ValueError):
@@ -147,7 +154,12 @@ def translate(
     key: str | None = None,
     role_arn: str | None = None,
 ) -> S3ConnectError:
-    """Map a botocore failure of ``operation`` on ``bucket``/``key`` to our error type."""
+    """Map a botocore failure of ``operation`` on ``bucket``/``key`` to our error type.
+
+    ``exc`` is scrubbed on the way (:func:`scrub`): Python keeps it as the new error's
+    ``__context__`` wherever the new one is raised from its ``except`` block.
+    """
+    scrub(exc)
     # Credentials are fetched lazily, so an S3 call can fail inside its AssumeRole.
     operation = getattr(exc, "operation_name", None) or operation
     action = _ACTION_OF_OPERATION.get(operation, operation)
@@ -231,7 +243,7 @@ def store_message(message: object) -> str:
     which header?). Only printable text, at most 300 characters, and never a text that may
     echo the signed request."""
     text = re.sub(r"[\x00-\x1f\x7f]+", " ", str(message or "")).strip()
-    if not text or text == "None" or _SIGNED_TEXT.search(text):
+    if not text or text == "None" or _SIGNED_TEXT.search(text) or holds_secret(text):
         return ""
     return f': the store says "{text[:300]}"'
 
@@ -240,8 +252,36 @@ def store_message(message: object) -> str:
 def translated(
     operation: str, bucket: str | None = None, key: str | None = None, role_arn: str | None = None
 ) -> Iterator[None]:
-    """Run a block of S3/STS calls, re-raising botocore failures as our errors (without their text)."""
+    """Run a block of S3/STS calls, re-raising botocore failures as our errors (without their
+    text). Python keeps the botocore error as the new one's suppressed ``__context__``
+    whatever we do inside ``except``; so it is scrubbed first (:func:`scrub`): code that
+    walks the chain finds no signed request and no secret in it."""
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
         raise translate(exc, operation, bucket, key, role_arn) from None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+#: Parts of an S3 error answer that echo the signed request (SignatureDoesNotMatch's).
+_SIGNED_FIELDS = ("StringToSign", "StringToSignBytes", "CanonicalRequest", "CanonicalRequestBytes", "SignatureProvided")
+
+
+def scrub(exc: _E) -> _E:
+    """``exc`` with its text redacted and, for an S3 error, the fields echoing the signed
+    request removed. Returns ``exc``."""
+    error = getattr(exc, "response", {}).get("Error") if isinstance(getattr(exc, "response", None), dict) else None
+    if isinstance(error, dict):
+        for name in _SIGNED_FIELDS:
+            error.pop(name, None)
+        if isinstance(error.get("Message"), str) and (
+            _SIGNED_TEXT.search(error["Message"]) or holds_secret(error["Message"])
+        ):
+            error["Message"] = "(removed: it may echo the signed request)"
+    exc.args = tuple(_scrubbed_text(arg) if isinstance(arg, str) else arg for arg in exc.args)
+    return exc
+
+
+def _scrubbed_text(text: str) -> str:
+    return "(removed: it may echo the signed request)" if _SIGNED_TEXT.search(text) else redact(text)

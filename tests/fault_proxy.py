@@ -18,6 +18,8 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``repeat``: a ListObjectsV2 continuation page that starts with the previous page's last
   object again, as a store whose key order is not S3's;
 - ``noetag``: moto's answer with an empty ``<ETag>``, as RGW answers CompleteMultipartUpload;
+- ``echo``: 400 InvalidArgument whose message quotes the request's session token and
+  Authorization header, as a store that echoes what it could not parse; not forwarded;
 - ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
   as a store answers a ranged GET of an empty object.
 
@@ -201,6 +203,13 @@ class _Handler(BaseHTTPRequestHandler):
                 f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
             )
             self._respond(status, [("Content-Type", "application/xml")], xml.encode())
+            return
+        if fault is not None and fault.kind == "echo":
+            echoed = (
+                f"Unsupported value {headers.get('x-amz-security-token', '')} from {headers.get('authorization', '')}"
+            )
+            xml = f"<?xml version='1.0'?><Error><Code>InvalidArgument</Code><Message>{echoed}</Message></Error>"
+            self._respond(400, [("Content-Type", "application/xml")], xml.encode())
             return
         if fault is not None and fault.kind == "reset":
             # SO_LINGER 0: close() sends RST, as a crashed middlebox would.

@@ -137,12 +137,12 @@ def test_botocore_debug_logs_carry_no_token_nor_assumed_credentials(
 ) -> None:
     """At DEBUG, botocore logs canonical requests (with the session token) and STS answers
     (with the assumed role's secret key and token): all redacted at the source."""
-    from airflow_s3connect.client import BOTOCORE_REQUEST_LOGGERS
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
+    from airflow_s3connect.redaction import LOGGERS
 
     # A handler on botocore's own loggers, at DEBUG whatever Airflow's logging config set.
     collect = _Collect()
-    loggers = [logging.getLogger(name) for name in BOTOCORE_REQUEST_LOGGERS]
+    loggers = [logging.getLogger(name) for name in LOGGERS if name.startswith("botocore")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         monkeypatch.setattr(logger, "disabled", False)
@@ -166,12 +166,12 @@ def test_botocore_debug_logs_carry_no_token_nor_assumed_credentials(
         assert secret not in text
 
 
-def test_redactor_ignores_short_values_and_keeps_the_newest() -> None:
-    from airflow_s3connect.client import SecretRedactor
+def test_redaction_ignores_short_values_and_keeps_the_newest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_s3connect import redaction
 
-    redactor = SecretRedactor()
-    redactor.add("s", "b", None, "", "a-real-session-token-value")
-    assert list(redactor.secrets) == ["a-real-session-token-value"]  # "s" would mangle every line
+    monkeypatch.setattr(redaction, "_secrets", {})
+    redaction.register("s", "b", None, "", "a-real-session-token-value")
+    assert redaction.known() == ["a-real-session-token-value"]  # "s" would mangle every line
     record = logging.LogRecord(
         "botocore.auth",
         logging.DEBUG,
@@ -181,10 +181,85 @@ def test_redactor_ignores_short_values_and_keeps_the_newest() -> None:
         ("a-real-session-token-value",),
         None,
     )
-    assert redactor.filter(record)
+    assert redaction.FILTER.filter(record)
     assert record.getMessage() == "token *** in CanonicalRequest"
-    for i in range(SecretRedactor.KEEP + 5):
-        redactor.add(f"rotated-token-{i:06d}")
-    assert len(redactor.secrets) == SecretRedactor.KEEP
-    assert "rotated-token-000000" not in redactor.secrets
-    assert f"rotated-token-{SecretRedactor.KEEP + 4:06d}" in redactor.secrets
+    for i in range(redaction.KEEP + 5):
+        redaction.register(f"rotated-token-{i:06d}")
+    assert len(redaction.known()) == redaction.KEEP
+    assert "rotated-token-000000" not in redaction.known()
+    assert f"rotated-token-{redaction.KEEP + 4:06d}" in redaction.known()
+
+
+# -- a store that echoes the session token, at every door that reports its errors -----------------
+
+
+def _echoing(proxy: Any, make_conn: Callable[..., str]) -> str:
+    from tests.fault_proxy import Fault
+
+    proxy.schedule(*(Fault("echo", op, times=None) for op in ("ListObjectsV2", "GetObject", "PutObject", "HeadObject")))
+    return make_conn("echoing", "ASIAECHO", SECRET, aws_session_token=TOKEN, bucket=BUCKET, region_name=REGION,
+                     endpoint_url=proxy.url, max_attempts=1)  # fmt: skip
+
+
+def _clean(text: str) -> None:
+    assert SECRET not in text
+    assert TOKEN not in text
+
+
+def test_a_store_message_echoing_the_token_reaches_no_door(
+    proxy: Any, make_conn: Callable[..., str], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import traceback
+
+    from airflow_s3connect import cli
+    from airflow_s3connect.errors import S3ConnectError
+    from airflow_s3connect.hooks.s3connect import S3ConnectHook
+    from airflow_s3connect.triggers.object_events import S3ObjectEventTrigger
+
+    conn_id = _echoing(proxy, make_conn)
+    hook = S3ConnectHook(s3connect_conn_id=conn_id)
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        # The hook's calls: the exception, its chain, its traceback.
+        with pytest.raises(S3ConnectError) as raised:
+            hook.upload("a.csv", data=b"x")
+        error = raised.value
+        texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
+        context = error.__context__
+        texts += [repr(context), str(getattr(context, "response", ""))]
+        assert "InvalidArgument" in str(error)  # the code stays; the echoing message does not
+        # The Test button.
+        ok, message = hook.test_connection()
+        assert not ok
+        texts.append(message)
+        # s3connect check.
+        assert cli.main(["check", "--conn-id", conn_id]) == 1
+        texts.append(capsys.readouterr().out)
+
+        # The event trigger's error event.
+        async def first() -> dict[str, Any]:
+            events = S3ObjectEventTrigger(s3connect_conn_id=conn_id, prefix="in/", poll_interval=0.1).run()
+            event = await asyncio.wait_for(anext(events), 30)
+            await events.aclose()
+            return dict(event.payload)
+
+        event = asyncio.run(first())
+        assert event["status"] == "error"
+        texts.append(json.dumps(event))
+    texts += [record.getMessage() for record in caplog.records]
+    for text in texts:
+        _clean(text)
+    assert any(type(i).__name__ == "Injected" for i in proxy.injected)
+
+
+def test_every_error_of_ours_is_redacted_whoever_builds_it() -> None:
+    from airflow_s3connect import redaction
+    from airflow_s3connect.errors import AccessDeniedError, ConnectionSettingsError, S3ConnectError, store_message
+
+    redaction.register(TOKEN)
+    assert TOKEN not in str(S3ConnectError(f"failed with {TOKEN}"))
+    assert TOKEN not in str(ConnectionSettingsError("c", "f", f"was {TOKEN}", "fix"))
+    assert TOKEN not in str(AccessDeniedError("s3:GetObject", f"arn:{TOKEN}"))
+    assert store_message(f"value {TOKEN} unsupported") == ""  # dropped whole, not masked
+    assert store_message("Unsupported storage class") == ': the store says "Unsupported storage class"'
