@@ -290,16 +290,22 @@ def _check_key(scope: Scope, operation: str, name: str, key: Any) -> None:
         )
 
 
+def copy_source_bucket(source: Any) -> Any:
+    """The bucket a copy source (dict or string form) names."""
+    return _source(source)[0]
+
+
 def _source(source: Any) -> tuple[Any, Any]:
     """(bucket, key) of a copy source: the dict form, or the string form as botocore sends
     it (``bucket/key[?versionId=…]``, percent-encoded by botocore before this check runs).
-    An access-point ARN is returned as its ARN, which never equals a bucket name."""
+    An access point's source (``arn:…:accesspoint/NAME/object/KEY``) is (its ARN, KEY)."""
     if isinstance(source, Mapping):
         return source.get("Bucket"), source.get("Key")
     if not isinstance(source, str):
         return None, None
     path = unquote(_VERSION_SUFFIX.sub("", source)).lstrip("/")
     if path.startswith("arn:"):
-        return path, None
+        arn, found, key = path.partition("/object/")
+        return (arn, key) if found else (path, None)
     bucket, _, key = path.partition("/")
     return bucket, key

@@ -341,7 +341,35 @@ class GuardedSession(boto3.session.Session):
             call["verify"] = _verify(settings)
         given = call.get("config")
         call["config"] = client_config(settings).merge(given) if given is not None else client_config(settings)
-        return guard(super().client(**call), scope, custom_endpoint=bool(settings.endpoint_url))
+        return configure(super().client(**call), settings)
+
+
+def pin_owner(client: Any, owner: str, bucket: str | None) -> None:
+    """Send ``ExpectedBucketOwner`` with every request that takes it (and
+    ``ExpectedSourceBucketOwner`` with a copy from the connection's bucket), so S3 itself
+    refuses a bucket of another account. Registered first: a caller's own value stays."""
+    from airflow_s3connect.allowlist import copy_source_bucket
+
+    def add(params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if "ExpectedBucketOwner" in members and (bucket is None or params.get("Bucket") == bucket):
+            params.setdefault("ExpectedBucketOwner", owner)
+        source = params.get("CopySource")
+        ours = source is not None and (bucket is None or copy_source_bucket(source) == bucket)
+        if "ExpectedSourceBucketOwner" in members and ours:
+            params.setdefault("ExpectedSourceBucketOwner", owner)
+
+    client.meta.events.register_first("before-parameter-build.s3", add)
+
+
+def configure(client: Any, settings: ConnectionSettings) -> Any:
+    """What every S3 client of a connection carries: the scope guard, the owner pin, the
+    checksum mode. Returns ``client``."""
+    guard(client, settings.scope, custom_endpoint=bool(settings.endpoint_url))
+    if settings.expected_bucket_owner:
+        pin_owner(client, settings.expected_bucket_owner, settings.bucket)
+    checksums.register(client, settings.upload_checksums)
+    return client
 
 
 def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session) -> S3Client:
@@ -352,9 +380,7 @@ def build_s3_client(settings: ConnectionSettings, session: boto3.session.Session
         verify=_verify(settings),
         config=client_config(settings),
     )
-    guard(client, settings.scope, custom_endpoint=bool(settings.endpoint_url))
-    checksums.register(client, settings.upload_checksums)
-    return client
+    return configure(client, settings)  # type: ignore[no-any-return]
 
 
 def build_sts_client(settings: ConnectionSettings, session: boto3.session.Session) -> STSClient:

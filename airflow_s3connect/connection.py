@@ -194,6 +194,15 @@ FIELDS: tuple[FieldSpec, ...] = (
         "my-company-data",
     ),
     FieldSpec(
+        "expected_bucket_owner",
+        "Expected Bucket Owner",
+        "12-digit AWS account id that must own the bucket: sent as ExpectedBucketOwner on every request, "
+        "so S3 refuses a mistyped or re-created bucket of another account.",
+        {"type": "string", "pattern": r"^\d{12}$"},
+        "111122223333",
+        fix="use the 12-digit AWS account id of the bucket's owner",
+    ),
+    FieldSpec(
         "path_prefix",
         "Path Prefix",
         "Restrict the connection to this prefix; keys are relative to it. Macros allowed: "
@@ -305,6 +314,7 @@ class ConnectionSettings:
     proxy_url: str | None = None
     checksum_mode: str = "auto"
     bucket: str | None = None
+    expected_bucket_owner: str | None = None
     path_prefix: str = ""
     tenant: str | None = None
     root_tenant_id: str | None = None

@@ -266,9 +266,17 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
                 if exc.action == "s3:ListBucket"
                 else ""
             )
+            if settings.expected_bucket_owner:
+                note += f" Or account {settings.expected_bucket_owner} (Expected Bucket Owner) does not own the bucket."
             return False, f"{exc}{note}"
         seen = "objects present" if page.get("KeyCount", 0) else "empty so far"
-        return True, f"Connected: s3:ListBucket works on {scope.describe()} ({seen})."
+        owner = (
+            f" The bucket's owner is pinned to account {settings.expected_bucket_owner}: S3 refuses every request "
+            "if another account owns it."
+            if settings.expected_bucket_owner
+            else ""
+        )
+        return True, f"Connected: s3:ListBucket works on {scope.describe()} ({seen}).{owner}"
 
 
 #: Stands for each macro the connection cannot fix when the Test button or ``s3connect

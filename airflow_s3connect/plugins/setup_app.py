@@ -4,8 +4,10 @@ picks or types an ``s3connect`` connection id (resolved as tasks resolve it, so 
 of environment variables and secrets backends work too) and gets its external ID, the role
 trust policy and the least-privilege policy for the operations ticked, ready to copy.
 
-Only users allowed to read connections see it (Airflow's own authorization dependency).
-Nothing secret is shown: no key, no secret, no token; the external ID is the connection's
+Only users allowed to read connections see it (Airflow's own authorization dependency),
+and each connection is authorized by its id, as Airflow's connection routes are: a user
+allowed one team's connections neither lists nor opens another's. Nothing secret is
+shown: no key, no secret, no token; the external ID is the connection's
 own, else the tenant's derived one.
 """
 
@@ -16,7 +18,9 @@ import json
 import os
 from typing import Any
 
-from airflow.api_fastapi.core_api.security import requires_access_connection
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_connection
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
 
@@ -46,6 +50,19 @@ def _known_conn_ids() -> list[str]:
         if name.startswith("AIRFLOW_CONN_") and _is_s3connect(value):
             ids.add(name[len("AIRFLOW_CONN_") :].lower())
     return sorted(ids)
+
+
+def _readable(user: Any, conn_ids: list[str]) -> list[str]:
+    """The ids ``user`` may read, asked of the auth manager one connection at a time."""
+    from airflow.models.connection import Connection
+
+    manager = get_auth_manager()
+    allowed = []
+    for conn_id in conn_ids:
+        details = ConnectionDetails(conn_id=conn_id, team_name=Connection.get_team_name(conn_id))
+        if manager.is_authorized_connection(method="GET", details=details, user=user):
+            allowed.append(conn_id)
+    return allowed
 
 
 def _is_s3connect(value: str) -> bool:
@@ -114,11 +131,12 @@ document.querySelectorAll("button[data-copy]").forEach(function (button) {{
 
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(requires_access_connection(method="GET"))])
 def setup_page(
+    user: GetUserDep,
     conn_id: str | None = None,
     principal: str = PRINCIPAL_HINT,
     operations: list[str] = Query(default=list(DEFAULT_OPERATIONS)),  # noqa: B008 - FastAPI's idiom
 ) -> str:
-    known = _known_conn_ids()
+    known = _readable(user, _known_conn_ids())
     chosen = conn_id or next(iter(known), None)
     options = "".join(f"<option value='{html.escape(c)}'></option>" for c in known)
     checkboxes = "".join(
@@ -132,15 +150,19 @@ def setup_page(
             f"<p>No connection of type {CONN_TYPE!r} found: create one, "
             "or type the id of one a secrets backend holds.</p>"
         )
+    elif not _readable(user, [chosen]):
+        body = f"<p class='error'>You may not read connection {html.escape(chosen)}.</p>"
     else:
         try:
             settings, prefix = _resolve(chosen)
             if settings.bucket is None:
                 raise SetupError("the connection has no bucket: fill its Bucket field to scope the policy")
             external_id, origin = _external_id(settings)
+            owner = settings.expected_bucket_owner or "(not pinned)"
             sections = [f"<p>Bucket <code>{html.escape(settings.bucket)}</code>, prefix "
                         f"<code>{html.escape(prefix or '(whole bucket)')}</code>, "
-                        f"auth <code>{settings.auth_type.value}</code>.</p>"]  # fmt: skip
+                        f"auth <code>{settings.auth_type.value}</code>, owner "
+                        f"<code>{html.escape(owner)}</code>.</p>"]  # fmt: skip
             sections.append(_block(f"External ID ({origin})", "external-id", external_id or "(none)"))
             if external_id:
                 sections.append(_block("Role trust policy", "trust-policy", trust_policy(principal, external_id)))
