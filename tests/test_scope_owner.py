@@ -37,7 +37,8 @@ def test_every_request_carries_the_owner(moto: MotoServer, make_conn: Callable[.
         hook.copy(source_key="a.csv", target_prefix="copies/")
         hook.delete(["a.csv", "copies/a.csv"])
         ok, message = hook.test_connection()
-    assert ok and f"pinned to account {OWNER}" in message
+    assert ok
+    assert f"pinned to account {OWNER}" in message
     requests = rec.s3()
     assert len(requests) >= 6
     for request in requests:
