@@ -318,6 +318,17 @@ class GuardedSession(boto3.session.Session):
         """boto3's handlers are on the shared botocore session already (registering them twice
         makes boto3 inject its transfer methods twice, which it refuses)."""
 
+    def get_credentials(self) -> Any:
+        """Refused on a scoped connection: credentials handed out would build clients
+        without the guard."""
+        scope = self._s3connect.scope
+        if restricted(scope):
+            raise ScopeError(
+                f"The credentials of a connection restricted to {scope.describe()} are not handed out: "
+                "use the session's S3 clients, which keep the scope."
+            )
+        return super().get_credentials()
+
     def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         settings = self._s3connect
         scope = settings.scope

@@ -54,6 +54,8 @@ def test_the_sessions_s3_clients_and_resources_are_scoped(moto: MotoServer, hook
                 session.client(service)
         with pytest.raises(ScopeError, match=r"An S3 client at 'http://elsewhere\.test' is refused"):
             session.client("s3", endpoint_url="http://elsewhere.test")
+        with pytest.raises(ScopeError, match="are not handed out"):
+            session.get_credentials()
     assert rec.requests == []
     assert [o.key for o in resource.Bucket(BUCKET).objects.filter(Prefix="tenants/acme/")] == ["tenants/acme/a.csv"]
 
