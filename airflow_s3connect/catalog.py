@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_s3connect.errors import translated
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import ObjectInfo
 from airflow_s3connect.patterns import DATE_MASKS, KeyPattern, compile_pattern
-from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -27,17 +27,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from airflow_s3connect.errors import ArgumentError, S3ConnectError
+from airflow_s3connect.errors import ArgumentError, IntegrityError, S3ConnectError
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: Algorithms only the AWS CRT (``botocore[crt]``) computes.
 CRT_ALGORITHMS = ("CRC32C", "CRC64NVME")
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
 _CHUNK = 1024 * 1024
-
-
-class IntegrityError(S3ConnectError):
-    """The store answered for other bytes than the ones we sent."""
 
 
 def check_algorithm(algorithm: str) -> str:

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.iam import OPERATIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.errors import S3ConnectError, SetupError
+from airflow_s3connect.iam import OPERATIONS, external_id_for, least_privilege_policy, trust_policy
 
 SECRET_ENV = "S3CONNECT_EXTERNAL_ID_SECRET"
 
@@ -57,7 +57,7 @@ def check(conn_id: str) -> dict[str, Any]:
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from airflow_s3connect.errors import translate
+    from airflow_s3connect.errors import error_code, translate
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
     hook = S3ConnectHook(s3connect_conn_id=conn_id)
@@ -86,8 +86,7 @@ def check(conn_id: str) -> dict[str, Any]:
                 actions[action]["detail"] = "the store ignored If-Match and wrote the probe object"
                 client.delete_object(Bucket=scope.bucket, Key=probe_key)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
+            code = error_code(exc)
             if code in ("AccessDenied", "403"):
                 actions[action] = {
                     "result": "denied",

@@ -9,7 +9,7 @@ to overwrite it conditionally both ways, and deletes it:
 
 * PutObject honoured, Complete honoured: conditional writes as on AWS;
 * PutObject honoured, Complete not: a multipart upload first reserves its key with a
-  conditional empty PutObject (see :class:`~airflow_s3connect.transfer.Uploader`);
+  conditional empty PutObject (see :class:`~airflow_s3connect.uploads.Uploader`);
 * PutObject not honoured: ``overwrite=False`` is refused before anything is written.
 
 Results are cached per (endpoint, bucket) for the life of the process.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import S3ConnectError, translate
+from airflow_s3connect.errors import ConditionalWriteUnsupportedError, error_code, translate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 
 HONOURED, IGNORED, REJECTED = "honoured", "ignored", "rejected"
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
-
-
-class ConditionalWriteUnsupportedError(S3ConnectError):
-    """The store cannot refuse a write to an existing key, so overwrite=False cannot hold."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ def _outcome(call: Any) -> str:
     try:
         call()
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = error_code(exc)
         if code in _PRECONDITION and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
             return HONOURED
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
@@ -120,4 +116,4 @@ def _quietly(call: Any) -> None:
     try:
         call()
     except ClientError as exc:
-        log.warning("Could not clean up the conditional-write probe: %s", exc.response.get("Error", {}).get("Code"))
+        log.warning("Could not clean up the conditional-write probe: %s", error_code(exc))

@@ -9,7 +9,7 @@ No Airflow here. Two ways, chosen per run, never silently mixed:
   single-part source, its ETag) is checked before the run goes on.
 * **streamed** (two connections, e.g. a partner's role and ours: no identity can do both):
   one GET per object, pinned to its ETag, fed part by part into the same
-  :class:`~airflow_s3connect.transfer.Uploader` as Put (bounded memory, parallel parts,
+  :class:`~airflow_s3connect.uploads.Uploader` as Put (bounded memory, parallel parts,
   conditional writes, checksums). The bytes are counted, and for a single-part source
   their MD5 is compared with its ETag, *before* the last part is sent: a short or
   different body fails the upload, which is aborted, so nothing partial becomes visible.
@@ -32,20 +32,20 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_s3connect.checksums import IntegrityError
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import ArgumentError, NoSuchKeyError, S3ConnectError, translated
-from airflow_s3connect.transfer import (
-    MAX_COPY_BYTES,
-    ChunkStream,
-    MiB,
+from airflow_s3connect.errors import (
+    PRECONDITION_CODES,
+    ArgumentError,
+    IntegrityError,
+    NoSuchKeyError,
     ObjectChangedError,
-    ObjectInfo,
-    PutOptions,
-    TransferConfig,
+    S3ConnectError,
     TransferInterrupted,
-    Uploader,
+    error_code,
+    translated,
 )
+from airflow_s3connect.objects import MAX_COPY_BYTES, MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.uploads import ChunkStream, PutOptions, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -243,8 +243,8 @@ class Copier:
                     self._multipart_copy(task, copy_source, args)
                     etag = ""
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code in ("PreconditionFailed", "412"):
+                code = error_code(exc)
+                if code in PRECONDITION_CODES:
                     raise self._changed(source) from None
                 if code == "AccessDenied":
                     self._readable(source)  # a copy needs both: name the one that is missing
@@ -336,7 +336,7 @@ class Copier:
                     "Body"
                 ]
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412"):
+                if error_code(exc) in PRECONDITION_CODES:
                     raise self._changed(source) from None
                 raise
         digest, count = hashlib.md5(usedforsecurity=False), 0

@@ -87,6 +87,54 @@ class AccessDeniedError(S3ConnectError, PermissionError):
         )
 
 
+class LocalPathError(S3ConnectError, ValueError):
+    """A key would be written outside the local directory, or the local path cannot be used."""
+
+
+class ObjectChangedError(S3ConnectError):
+    """The object was replaced while its parts were being downloaded."""
+
+
+class TransferInterrupted(S3ConnectError):
+    """A response body kept breaking off after every retry."""
+
+
+class MacroError(S3ConnectError, ValueError):
+    """A template names an unknown macro, lacks a value, or a value is unsafe in a key."""
+
+
+class TooManyResultsError(S3ConnectError):
+    """``results="list"`` and more results than ``max_xcom_objects``."""
+
+
+class IntegrityError(S3ConnectError):
+    """The store answered for other bytes than the ones we sent."""
+
+
+class PatternError(S3ConnectError, ValueError):
+    """A malformed key pattern."""
+
+
+class EmptyMatchError(S3ConnectError, ValueError):
+    """Nothing matched and ``fail_on_empty`` is set."""
+
+
+class SetupError(ValueError):
+    """An argument of a setup helper is malformed; the message says what to give."""
+
+
+class FormatError(S3ConnectError, ValueError):
+    """Records cannot be written in the requested format."""
+
+
+class WatcherError(S3ConnectError):
+    """The event watcher could not list its prefix; the message is the store's answer."""
+
+
+class ConditionalWriteUnsupportedError(S3ConnectError):
+    """The store cannot refuse a write to an existing key, so overwrite=False cannot hold."""
+
+
 class NoSuchBucketError(S3ConnectError, LookupError):
     """The bucket does not exist on this endpoint."""
 
@@ -107,6 +155,19 @@ class EndpointUnreachableError(S3ConnectError, ConnectionError):
     """No HTTP answer from the S3 or STS endpoint."""
 
 
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``"NoSuchKey"``, ``"412"``…), else ``""``."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", "") or "")
+
+
+#: Codes of a failed precondition (If-Match, If-None-Match, a copy source's condition).
+PRECONDITION_CODES = ("PreconditionFailed", "412")
+
+#: What a copy also needs, besides the target's s3:PutObject: a denied copy may lack either.
+_COPY_SOURCE_NEEDS = "and s3:GetObject on the source object"
 #: IAM action checked by AWS for each API operation we call.
 _ACTION_OF_OPERATION = {
     "PutObject": "s3:PutObject",
@@ -120,6 +181,7 @@ _ACTION_OF_OPERATION = {
     "DeleteObject": "s3:DeleteObject",
     "DeleteObjects": "s3:DeleteObject",
     "CopyObject": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject",
     "ListBuckets": "s3:ListAllMyBuckets",
     "AssumeRole": "sts:AssumeRole",
     "GetCallerIdentity": "sts:GetCallerIdentity",
@@ -189,7 +251,7 @@ def translate(
     if not isinstance(exc, ClientError):
         return S3ConnectError(f"{operation} failed: {type(exc).__name__}")
     error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
+    code = error_code(exc)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     request_id = exc.response.get("ResponseMetadata", {}).get("RequestId", "")
     where = f" (request id {request_id})" if request_id else ""
@@ -205,7 +267,8 @@ def translate(
                 role_arn or "the role",
                 "the role's trust policy must name this identity and, when set, the same sts:ExternalId",
             )
-        return AccessDeniedError(action, resource_arn(bucket, key if action != "s3:ListBucket" else None))
+        detail = _COPY_SOURCE_NEEDS if operation in ("CopyObject", "UploadPartCopy") else ""
+        return AccessDeniedError(action, resource_arn(bucket, key if action != "s3:ListBucket" else None), detail)
     if code == "NoSuchBucket":
         return NoSuchBucketError(
             f"Bucket {bucket!r} does not exist on this endpoint: check the bucket name and endpoint_url."

@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
+from airflow_s3connect.errors import S3ConnectError, WatcherError
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -187,7 +188,3 @@ def objects_from_events(events: Any) -> list[dict[str, Any]]:
         for entry in payload["objects"]:
             found.setdefault((entry["uri"], entry["etag"], entry["last_modified"]), dict(entry))
     return sorted(found.values(), key=lambda entry: (entry["last_modified"], entry["uri"]))
-
-
-class WatcherError(S3ConnectError):
-    """The event watcher could not list its prefix; the message is the store's answer."""

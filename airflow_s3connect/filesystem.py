@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from airflow_s3connect.errors import NoSuchKeyError, S3ConnectError, translated
+from airflow_s3connect.errors import PRECONDITION_CODES, NoSuchKeyError, S3ConnectError, error_code, translated
 from airflow_s3connect.formats import content_type_for
-from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo, PutOptions, TransferConfig, Uploader
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import ObjectInfo, TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -188,7 +190,7 @@ class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
                     Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", IfMatch=self.etag
                 )
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412"):
+                if error_code(exc) in PRECONDITION_CODES:
                     raise S3ConnectError(
                         f"s3://{self.bucket}/{self.key} was replaced while it was read: open it again."
                     ) from None

@@ -55,11 +55,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_s3connect.errors import S3ConnectError
-
-
-class FormatError(S3ConnectError, ValueError):
-    """Records cannot be written in the requested format."""
+from airflow_s3connect.errors import FormatError
 
 
 @dataclass(frozen=True)

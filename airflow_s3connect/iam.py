@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
+from airflow_s3connect.errors import SetupError
 from airflow_s3connect.scope import check_bucket_name, normalize_prefix
 
 POLICY_VERSION = "2012-10-17"
@@ -53,10 +54,6 @@ OPERATIONS: dict[str, Operation] = {
 _PRINCIPAL = re.compile(
     r"^(\d{12}|arn:aws[a-z-]*:(iam::\d{12}:(root|(user|role)/[A-Za-z0-9_+=,.@/-]+)|sts::\d{12}:assumed-role/.+))$"
 )
-
-
-class SetupError(ValueError):
-    """An argument of a setup helper is malformed; the message says what to give."""
 
 
 def actions_for(operations: Iterable[str]) -> list[str]:

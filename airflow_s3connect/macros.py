@@ -24,13 +24,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_s3connect.errors import S3ConnectError, ScopeError
+from airflow_s3connect.errors import MacroError, ScopeError
 from airflow_s3connect.scope import path_problem
-
-
-class MacroError(S3ConnectError, ValueError):
-    """A template names an unknown macro, lacks a value, or a value is unsafe in a key."""
-
 
 #: Namespace of every UUID5 macro: ids are stable for the same inputs on any machine.
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "airflow-s3connect")

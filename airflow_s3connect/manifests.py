@@ -23,17 +23,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any, Literal
 
-from airflow_s3connect.errors import ArgumentError, S3ConnectError
+from airflow_s3connect.errors import ArgumentError, TooManyResultsError
 
 Results = Literal["list", "manifest", "batches"]
 RESULTS: tuple[Results, ...] = ("list", "manifest", "batches")
 #: XCom key of ``{"count", "bytes", "truncated", "requests"}``, pushed by every operator
 #: whatever its results shape: the figures are found in one place.
 SUMMARY_XCOM_KEY = "s3connect_summary"
-
-
-class TooManyResultsError(S3ConnectError):
-    """``results="list"`` and more results than ``max_xcom_objects``."""
 
 
 def check_results(results: str, batch_size: int) -> Results:

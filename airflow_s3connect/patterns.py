@@ -21,12 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from airflow_s3connect.errors import S3ConnectError
-
-
-class PatternError(S3ConnectError, ValueError):
-    """A malformed key pattern."""
-
+from airflow_s3connect.errors import PatternError
 
 #: Date masks and the dates they stand for, as strftime formats; each matches digits only.
 DATE_MASKS: Mapping[str, str] = {

@@ -1,4 +1,4 @@
-"""What Put writes, queued on an :class:`~airflow_s3connect.transfer.Uploader`: data
+"""What Put writes, queued on an :class:`~airflow_s3connect.uploads.Uploader`: data
 (bytes, text, a binary stream or an iterator of bytes) or records in a format.
 
 No Airflow here: the Put operator and the hook's ``upload`` both queue through these, so
@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.formats import RecordFormat, content_type_for, encode_records, write_parquet
-from airflow_s3connect.transfer import ChunkStream, Uploader
+from airflow_s3connect.uploads import ChunkStream, Uploader
 
 
 def queue_data(uploader: Uploader, data: Any, key: str, fmt: RecordFormat | None = None) -> None:

@@ -79,19 +79,13 @@ def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> C
     """``variant="sdk"``: the connection's checksum_mode ``sdk`` (botocore's CRC32 only), to
     show what the default ``header`` mode's MD5 of every body costs."""
     from airflow_s3connect.copies import Copier, CopyTask
+    from airflow_s3connect.deletes import BatchDelete
+    from airflow_s3connect.downloads import Downloader, DownloadTask
     from airflow_s3connect.events import ObjectStream
-    from airflow_s3connect.transfer import (
-        BatchDelete,
-        Downloader,
-        DownloadTask,
-        Lister,
-        ListQuery,
-        LocalTree,
-        ObjectInfo,
-        PutOptions,
-        TransferConfig,
-        Uploader,
-    )
+    from airflow_s3connect.listing import Lister, ListQuery
+    from airflow_s3connect.local import LocalTree
+    from airflow_s3connect.objects import ObjectInfo, TransferConfig
+    from airflow_s3connect.uploads import PutOptions, Uploader
     from airflow_s3connect.watch import Watcher, WatchSpec
 
     client = _ours_client(url, **({"checksum_mode": variant} if variant else {}))

@@ -23,27 +23,25 @@ import pytest
 from botocore.exceptions import ClientError
 
 from airflow_s3connect.connection import parse_settings
+from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import (
     ConnectionSettingsError,
     EndpointUnreachableError,
     InvalidKeyError,
+    LocalPathError,
+    MacroError,
     NoSuchBucketError,
     NoSuchKeyError,
+    PatternError,
     WrongRegionError,
     translate,
 )
-from airflow_s3connect.macros import MacroError, MacroValues, render
-from airflow_s3connect.patterns import PatternError, compile_pattern
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.local import LocalTree
+from airflow_s3connect.macros import MacroValues, render
+from airflow_s3connect.objects import TransferConfig
+from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import check_bucket_name, check_key
-from airflow_s3connect.transfer import (
-    Downloader,
-    DownloadTask,
-    Lister,
-    ListQuery,
-    LocalPathError,
-    LocalTree,
-    TransferConfig,
-)
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import MotoServer, free_port

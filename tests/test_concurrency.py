@@ -22,7 +22,8 @@ import io, json, sys
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.transfer import MiB, PutOptions, TransferConfig, Uploader
+from airflow_s3connect.objects import MiB, TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader
 
 url, run, keys, big = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 settings = parse_settings(f"run{run}", "AKIAEXAMPLE", "secret", {"endpoint_url": url, "region_name": "REGION"})

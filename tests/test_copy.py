@@ -14,18 +14,11 @@ from botocore.exceptions import ClientError
 
 from airflow_s3connect.client import RequestCounter
 from airflow_s3connect.copies import MAX_PARTS, SOURCE_ETAG, Copier, CopyTask, plan_parts
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import ObjectChangedError, S3ConnectError, TransferInterrupted
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.transfer import (
-    Lister,
-    ListQuery,
-    MiB,
-    ObjectChangedError,
-    ObjectInfo,
-    PutOptions,
-    TransferConfig,
-    TransferInterrupted,
-)
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.uploads import PutOptions
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import IamFactory, MotoServer

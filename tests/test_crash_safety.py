@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.errors import KeyExistsError
-from airflow_s3connect.transfer import (
-    Downloader,
-    DownloadTask,
-    PutOptions,
-    TransferConfig,
-    TransferInterrupted,
-    Uploader,
-    abort_uploads,
-    temp_path,
-)
+from airflow_s3connect.downloads import Downloader, DownloadTask
+from airflow_s3connect.errors import KeyExistsError, TransferInterrupted
+from airflow_s3connect.local import temp_path
+from airflow_s3connect.objects import TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader, abort_uploads
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.fault_proxy import Fault, FaultProxy

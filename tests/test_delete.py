@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from airflow_s3connect.deletes import BatchDelete
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.transfer import BatchDelete, Lister, ListQuery, ObjectInfo
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import ObjectInfo
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
 from tests.stores import Store

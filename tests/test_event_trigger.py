@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.events import ObjectStream, WatcherError, Watermark, objects_from_events
+from airflow_s3connect.errors import S3ConnectError, WatcherError
+from airflow_s3connect.events import ObjectStream, Watermark, objects_from_events
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.transfer import ObjectInfo
+from airflow_s3connect.objects import ObjectInfo
 from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import _STATE_STORES, ObjectProducer, _accessors
 from tests.conftest import BUCKET, REGION

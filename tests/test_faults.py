@@ -20,20 +20,12 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.conditional import conditional_support
-from airflow_s3connect.errors import EndpointUnreachableError, KeyExistsError, S3ConnectError
-from airflow_s3connect.transfer import (
-    Downloader,
-    DownloadTask,
-    Lister,
-    ListQuery,
-    LocalTree,
-    MiB,
-    ObjectInfo,
-    PutOptions,
-    TransferConfig,
-    TransferInterrupted,
-    Uploader,
-)
+from airflow_s3connect.downloads import Downloader, DownloadTask
+from airflow_s3connect.errors import EndpointUnreachableError, KeyExistsError, S3ConnectError, TransferInterrupted
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.local import LocalTree
+from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy

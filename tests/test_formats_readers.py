@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_s3connect.formats import FormatError, content_type_for, encode_records, get_format, write_parquet
+from airflow_s3connect.errors import FormatError
+from airflow_s3connect.formats import content_type_for, encode_records, get_format, write_parquet
 
 UTC = datetime.timezone.utc
 EXAMPLES = 500

@@ -71,7 +71,7 @@ def test_operators_import_within_budget() -> None:
 def test_lazy_imports_load_on_first_use() -> None:
     """The lazy imports are real imports: the first client and transfer bring them in."""
     code = (
-        "import sys, airflow_s3connect.transfer as t, airflow_s3connect.checksums as c\n"
+        "import sys, airflow_s3connect.downloads as t, airflow_s3connect.checksums as c\n"
         "c._hasher('CRC32')\n"
         "from airflow_s3connect.client import build_s3_client\n"
         "print('s3transfer' in sys.modules, 'botocore.httpchecksum' in sys.modules, 'boto3' in sys.modules)"

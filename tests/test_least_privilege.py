@@ -16,22 +16,14 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.copies import Copier
+from airflow_s3connect.deletes import archive_object, delete_object
+from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import AccessDeniedError, NoSuchBucketError
 from airflow_s3connect.events import ObjectStream
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.transfer import (
-    Downloader,
-    DownloadTask,
-    Lister,
-    ListQuery,
-    MiB,
-    ObjectInfo,
-    PutOptions,
-    TransferConfig,
-    Uploader,
-    archive_object,
-    delete_object,
-)
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag

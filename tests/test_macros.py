@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_s3connect.macros import MacroError, render_key
-from airflow_s3connect.patterns import PatternError, compile_pattern, escape_literal
+from airflow_s3connect.errors import MacroError, PatternError
+from airflow_s3connect.macros import render_key
+from airflow_s3connect.patterns import compile_pattern, escape_literal
 
 START = datetime.datetime(2025, 4, 14, 11, 23, 45, tzinfo=datetime.timezone.utc)
 CONTEXT = {

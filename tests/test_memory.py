@@ -33,7 +33,9 @@ def rss(field):
 
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
-from airflow_s3connect.transfer import Downloader, DownloadTask, PutOptions, TransferConfig, Uploader
+from airflow_s3connect.downloads import Downloader, DownloadTask
+from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.objects import TransferConfig
 
 url, bucket, region, source, target = sys.argv[1:6]
 settings = parse_settings("mem", "AKIAEXAMPLE", "secret", {"endpoint_url": url, "region_name": region})

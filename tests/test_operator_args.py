@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.errors import ArgumentError, S3ConnectError, WrongRegionError, translate
+from airflow_s3connect.errors import ArgumentError, MacroError, S3ConnectError, WrongRegionError, translate
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.macros import MacroError, MacroValues
+from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
 from airflow_s3connect.operators.put_object import expand_source, file_extension
 from airflow_s3connect.sensors import S3ObjectSensor

@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_s3connect.errors import ScopeError
+from airflow_s3connect.errors import MacroError, ScopeError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.macros import MacroError
 from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import WatchSpec
 from tests.conftest import BUCKET, REGION

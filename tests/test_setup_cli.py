@@ -20,7 +20,8 @@ from airflow_s3connect.cli import main
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
 from airflow_s3connect.errors import AccessDeniedError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import ObjectInfo
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import IamFactory
 

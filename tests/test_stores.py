@@ -14,24 +14,21 @@ from typing import Any
 import pytest
 
 from airflow_s3connect import conditional
-from airflow_s3connect.checksums import IntegrityError
-from airflow_s3connect.conditional import ConditionalWriteUnsupportedError
 from airflow_s3connect.connection import effective_mode
-from airflow_s3connect.errors import KeyExistsError, S3ConnectError, store_message
-from airflow_s3connect.transfer import (
-    Downloader,
-    DownloadTask,
-    Lister,
-    ListQuery,
+from airflow_s3connect.deletes import archive_object, delete_object
+from airflow_s3connect.downloads import Downloader, DownloadTask, read_object
+from airflow_s3connect.errors import (
+    ConditionalWriteUnsupportedError,
+    IntegrityError,
+    KeyExistsError,
     ObjectChangedError,
-    PutOptions,
-    TransferConfig,
+    S3ConnectError,
     TransferInterrupted,
-    Uploader,
-    archive_object,
-    delete_object,
-    read_object,
+    store_message,
 )
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import TransferConfig
+from airflow_s3connect.uploads import PutOptions, Uploader
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
@@ -189,7 +186,8 @@ def test_a_plain_process_with_a_failed_upload_exits(moto: MotoServer, proxy: Fau
         import io
         from airflow_s3connect.client import build_s3_client, build_session
         from airflow_s3connect.connection import effective_mode, parse_settings
-        from airflow_s3connect.transfer import PutOptions, TransferConfig, Uploader
+        from airflow_s3connect.uploads import PutOptions, Uploader
+        from airflow_s3connect.objects import TransferConfig
         settings = parse_settings("p", "AKIA1", "s", {{"endpoint_url": "{proxy.url}", "region_name": "{REGION}",
                                                        "addressing_style": "path", "max_attempts": 1}})
         client = build_s3_client(settings, build_session(settings))

@@ -16,30 +16,14 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.errors import KeyExistsError, NoSuchKeyError, S3ConnectError
-from airflow_s3connect.formats import FORMATS, FormatError, encode_records, write_parquet
+from airflow_s3connect.downloads import Downloader, DownloadTask, Watermark, plan_fetch, plan_ranges, read_object
+from airflow_s3connect.errors import FormatError, KeyExistsError, LocalPathError, NoSuchKeyError, S3ConnectError
+from airflow_s3connect.formats import FORMATS, encode_records, write_parquet
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.local import ETAG_XATTR, LocalTree, stored_etag
+from airflow_s3connect.objects import CommonPrefix, MiB, ObjectInfo, TransferConfig
 from airflow_s3connect.patterns import compile_pattern
-from airflow_s3connect.transfer import (
-    ETAG_XATTR,
-    ChunkStream,
-    CommonPrefix,
-    Downloader,
-    DownloadTask,
-    Lister,
-    ListQuery,
-    LocalPathError,
-    LocalTree,
-    MiB,
-    ObjectInfo,
-    PutOptions,
-    TransferConfig,
-    Uploader,
-    Watermark,
-    plan_fetch,
-    plan_ranges,
-    read_object,
-    stored_etag,
-)
+from airflow_s3connect.uploads import ChunkStream, PutOptions, Uploader
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
 from tests.stores import endpoint_client

@@ -28,12 +28,12 @@ from airflow_s3connect.errors import (
     AccessDeniedError,
     ConnectionNotFoundError,
     ConnectionSettingsError,
+    MacroError,
     S3ConnectError,
     translated,
 )
 from airflow_s3connect.hooks.taskflow import TaskFlowMixin
 from airflow_s3connect.macros import (
-    MacroError,
     MacroValues,
     connection_pattern,
     fill_instance,

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from airflow_s3connect.connection import ConnectionSettings
+    from airflow_s3connect.objects import ObjectInfo, TransferConfig
     from airflow_s3connect.scope import ObjectRef
-    from airflow_s3connect.transfer import ObjectInfo, TransferConfig
 
 #: Longest presigned URL SigV4 allows (7 days).
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -45,7 +45,7 @@ class TaskFlowMixin:
     def transfer_config(self, **sizes: int) -> TransferConfig:
         """The connection's parallelism and attempts, with ``chunk_size`` /
         ``multipart_threshold`` when given: what every transfer of this connection uses."""
-        from airflow_s3connect.transfer import TransferConfig
+        from airflow_s3connect.objects import TransferConfig
 
         settings = self.settings
         return TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts, **sizes)
@@ -53,7 +53,7 @@ class TaskFlowMixin:
     # -- reading ---------------------------------------------------------------------------
     def read(self, key: str, *, bucket: str | None = None, max_bytes: int = READ_LIMIT) -> bytes:
         """The content of one object, in one request; refused above ``max_bytes``."""
-        from airflow_s3connect.transfer import read_object
+        from airflow_s3connect.downloads import read_object
 
         ref = self.resolve(key, bucket)
         return read_object(self.get_conn(), ref.bucket, ref.key, max_bytes)[0]
@@ -78,8 +78,9 @@ class TaskFlowMixin:
         modified_until: datetime.datetime | None = None,
     ) -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` matching ``pattern``, streamed page by page (full keys)."""
+        from airflow_s3connect.listing import Lister, ListQuery
+        from airflow_s3connect.objects import ObjectInfo
         from airflow_s3connect.patterns import compile_pattern
-        from airflow_s3connect.transfer import Lister, ListQuery, ObjectInfo
 
         ref = self.scope_settings.scope.resolve_prefix(prefix, bucket)
         query = ListQuery(
@@ -132,7 +133,8 @@ class TaskFlowMixin:
     ) -> list[dict[str, Any]]:
         """Download one object or every match into ``local_dir`` (paths kept below the
         prefix), in parallel ranged GETs, each file complete or absent. Returns Get's shape."""
-        from airflow_s3connect.transfer import Downloader, DownloadTask, LocalTree
+        from airflow_s3connect.downloads import Downloader, DownloadTask
+        from airflow_s3connect.local import LocalTree
 
         if (key is None) == (prefix is None and pattern is None):
             raise S3ConnectError("Give either key=... or prefix=... / pattern=... .")
@@ -171,7 +173,7 @@ class TaskFlowMixin:
         multipart, conditional writes and the scope hold for each."""
         from airflow_s3connect.formats import content_type_for, format_of, get_format
         from airflow_s3connect.sources import queue_data, queue_records
-        from airflow_s3connect.transfer import PutOptions, Uploader
+        from airflow_s3connect.uploads import PutOptions, Uploader
 
         given = [name for name, value in (("data", data), ("path", path), ("records", records)) if value is not None]
         if len(given) != 1:
@@ -205,7 +207,8 @@ class TaskFlowMixin:
         """Delete ``keys``, or every match of ``prefix``/``pattern`` (refused, before any
         delete, above ``max_objects``), 1,000 per request. Returns the deleted keys."""
         from airflow_s3connect.connection import is_aws_endpoint
-        from airflow_s3connect.transfer import BatchDelete, ObjectInfo
+        from airflow_s3connect.deletes import BatchDelete
+        from airflow_s3connect.objects import ObjectInfo
 
         if (keys is None) == (prefix is None and pattern is None):
             raise S3ConnectError("Give either keys=[...] or prefix=... / pattern=... .")
@@ -243,7 +246,7 @@ class TaskFlowMixin:
         import posixpath
 
         from airflow_s3connect.copies import Copier, CopyTask
-        from airflow_s3connect.transfer import PutOptions
+        from airflow_s3connect.uploads import PutOptions
 
         origin = source if source is not None else self
         if (source_key is None) == (source_prefix is None and source_pattern is None):

@@ -30,9 +30,10 @@ from airflow_s3connect.manifests import (
     manifest_slice,
     read_entries,
 )
+from airflow_s3connect.objects import ObjectInfo, TransferConfig
 from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.transfer import ObjectInfo, TransferConfig, abort_uploads
+from airflow_s3connect.uploads import abort_uploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

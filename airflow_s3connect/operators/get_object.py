@@ -7,25 +7,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from airflow_s3connect.errors import ArgumentError, S3ConnectError
+from airflow_s3connect.deletes import archive_object, delete_object
+from airflow_s3connect.downloads import Downloader, DownloadTask, Watermark, read_object
+from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
+from airflow_s3connect.listing import Lister
+from airflow_s3connect.local import LocalTree, temp_path
+from airflow_s3connect.objects import Downloaded, ObjectInfo
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query, object_entry
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.transfer import (
-    Downloaded,
-    Downloader,
-    DownloadTask,
-    Lister,
-    LocalPathError,
-    LocalTree,
-    ObjectInfo,
-    Watermark,
-    archive_object,
-    delete_object,
-    read_object,
-    temp_path,
-)
 
 #: XCom key of the watermark state of ``incremental="watermark"``.
 WATERMARK_XCOM_KEY = "s3connect_watermark"
@@ -34,10 +25,6 @@ MAX_XCOM_BYTES = 1024 * 1024
 
 Incremental = Literal["interval", "watermark"] | None
 After = Literal["keep", "delete", "archive"]
-
-
-class EmptyMatchError(S3ConnectError, ValueError):
-    """Nothing matched and ``fail_on_empty`` is set."""
 
 
 class S3GetObjectOperator(S3ConnectOperator):

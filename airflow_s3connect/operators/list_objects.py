@@ -6,11 +6,12 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.objects import CommonPrefix, Downloaded, ObjectInfo
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, parse_moment
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.transfer import CommonPrefix, Downloaded, Lister, ListQuery, ObjectInfo
 
 #: Default cap on one listing: enough for a day's drop of most feeds, small enough that a
 #: runaway prefix fails clearly instead of listing a whole bucket.

@@ -17,12 +17,14 @@ from airflow.sdk import Asset, AssetAlias
 from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import ArgumentError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
+from airflow_s3connect.local import relative_posix
 from airflow_s3connect.manifests import ResultSink
+from airflow_s3connect.objects import Uploaded
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
-from airflow_s3connect.transfer import PutOptions, Uploaded, Uploader, relative_posix
+from airflow_s3connect.uploads import PutOptions, Uploader
 
 #: Per-object macros, rendered for each file rather than once per task.
 PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")

@@ -26,9 +26,9 @@ from fastapi.responses import HTMLResponse
 
 from airflow_s3connect.cli import external_id_secret
 from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings
-from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.errors import S3ConnectError, SetupError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.iam import OPERATIONS, SetupError, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import OPERATIONS, external_id_for, least_privilege_policy, trust_policy
 from airflow_s3connect.macros import connection_pattern
 
 #: Ticked when the page opens: reading and writing, never deleting unless asked for.

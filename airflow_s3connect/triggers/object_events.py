@@ -44,8 +44,8 @@ except ImportError:  # Airflow 3.2: no shared streams, each watcher runs run()
     SharedStreamProducer = object  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
+    from airflow_s3connect.objects import ObjectInfo
     from airflow_s3connect.patterns import KeyPattern
-    from airflow_s3connect.transfer import ObjectInfo
 
 #: Stream key → the asset state stores of the watchers subscribed to it (id → store).
 #: The triggerer builds a stream's producer from one watcher's kwargs only; this is how
@@ -227,8 +227,9 @@ class _Watch:
 
 
 def _resolve(options: dict[str, Any]) -> _Watch:
+    from airflow_s3connect.errors import MacroError
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
-    from airflow_s3connect.macros import MacroError, MacroValues, render
+    from airflow_s3connect.macros import MacroValues, render
     from airflow_s3connect.patterns import compile_pattern, escape_literal
 
     hook = S3ConnectHook(s3connect_conn_id=options["s3connect_conn_id"])

@@ -1,0 +1,395 @@
+"""Uploads through s3transfer: multipart, non-seekable streams and aborting failed
+multipart uploads are what it does well; conditional writes, reservations, responses
+and open-upload tracking are added on the client's event system.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
+from airflow_s3connect.errors import (
+    ArgumentError,
+    KeyExistsError,
+    S3ConnectError,
+    TransferInterrupted,
+    error_code,
+    translate,
+    translated,
+)
+from airflow_s3connect.objects import (
+    MiB,
+    TransferConfig,
+    Uploaded,
+)
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from s3transfer.futures import TransferFuture
+
+# s3transfer is imported where a transfer starts, not here: this module is imported by
+# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
+# and botocore's HTTP stack) would double what parsing such a file costs.
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    """Per-object settings of an upload.
+
+    :param overwrite: False makes every write conditional (``If-None-Match: *``): S3
+        refuses it atomically when the key exists, so of concurrent writers exactly one
+        wins, and no HeadObject (or s3:GetObject / s3:ListBucket) is needed.
+    :param writer: who writes, the same for every try of one task instance; stored as
+        metadata, so that a retry recognises the object its earlier try completed.
+    """
+
+    overwrite: bool = True
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    server_side_encryption: str | None = None
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    checksum_algorithm: str = "CRC32"
+    writer: str | None = None
+
+    def extra_args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"ChecksumAlgorithm": self.checksum_algorithm}
+        if self.content_type or content_type:
+            args["ContentType"] = self.content_type or content_type
+        metadata = {**self.metadata, **(metadata or {}), **({WRITER_METADATA: self.writer} if self.writer else {})}
+        if metadata:
+            args["Metadata"] = metadata
+        if self.server_side_encryption:
+            args["ServerSideEncryption"] = self.server_side_encryption
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        return args
+
+
+class ChunkStream(io.RawIOBase):
+    """A read-only, non-seekable file over an iterator of byte chunks (counts what it read).
+
+    s3transfer uploads non-seekable streams part by part, so an iterator of any length
+    is sent holding only the parts in flight.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return 0
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise ArgumentError(f"data yielded a {type(chunk).__name__}; an iterator must yield bytes.")
+            self._pending = bytes(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        self.bytes_read += size
+        return size
+
+
+_RESPONSE_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
+#: Metadata naming the task instance that wrote an object (``x-amz-meta-s3connect-writer``).
+WRITER_METADATA = "s3connect-writer"
+
+
+class Uploader:
+    """Uploads through one s3transfer TransferManager sharing the connection's client.
+
+    s3transfer does not accept ``IfNoneMatch`` nor return responses, so handlers on the
+    client's event system, limited to this uploader's keys, add the condition to
+    PutObject / CompleteMultipartUpload and keep their ETag, version id and checksum.
+
+    With ``overwrite=False`` the store's support for conditional writes is probed first
+    (:mod:`airflow_s3connect.conditional`, under ``prefix``): a store that cannot refuse an
+    overwrite is refused before anything is written, and where only PutObject honours the
+    condition, each multipart upload first reserves its key with a conditional empty
+    PutObject, removed again if the upload fails.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        config: TransferConfig,
+        options: PutOptions,
+        prefix: str = "",
+        on_uploads: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
+        """:param on_uploads: called with the multipart uploads open now (upload id → key)
+        whenever one starts or ends, so that a later try can abort what a killed one left."""
+        self.client = client
+        self.bucket = bucket
+        self.options = options
+        self.prefix = prefix
+        self._on_uploads = on_uploads
+        self._open_uploads: dict[str, str] = {}
+        self._cancelled: str | None = None
+        from s3transfer.manager import TransferConfig as S3TransferConfig
+        from s3transfer.manager import TransferManager
+
+        self._manager = TransferManager(
+            client,
+            S3TransferConfig(
+                multipart_threshold=config.multipart_threshold,
+                multipart_chunksize=config.chunk_size,
+                max_request_concurrency=config.max_concurrency,
+                max_in_memory_upload_chunks=config.max_concurrency,
+            ),
+        )
+        self._keys: set[str] = set()
+        self._responses: dict[str, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
+        self._id = f"s3connect-upload-{uuid.uuid4().hex}"
+        self._support = AWS_SUPPORT
+        self._reserved: set[str] = set()
+
+    def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
+        handlers: list[tuple[str, Callable[..., None]]] = []
+        for operation in _RESPONSE_OPERATIONS:
+            handlers.append((f"before-parameter-build.s3.{operation}", self._before))
+            handlers.append((f"after-call.s3.{operation}", self._after))
+        handlers.append(("before-parameter-build.s3.CreateMultipartUpload", self._reserve))
+        for operation in ("CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload"):
+            handlers.append((f"after-call.s3.{operation}", self._track))
+        for operation in ("CompleteMultipartUpload", "AbortMultipartUpload"):
+            handlers.append((f"before-parameter-build.s3.{operation}", self._upload_of))
+        return handlers
+
+    @staticmethod
+    def _upload_of(params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["s3connect_upload_id"] = params.get("UploadId")
+
+    def _track(self, parsed: Mapping[str, Any], model: Any, params: Mapping[str, Any] | None = None,
+               context: Mapping[str, Any] | None = None, **_: Any) -> None:  # fmt: skip
+        """Keep the open multipart uploads of this uploader's keys, and report them."""
+        upload = parsed.get("UploadId") if model.name == "CreateMultipartUpload" else None
+        with self._lock:
+            if upload and parsed.get("Key") in self._keys:
+                self._open_uploads[str(upload)] = str(parsed["Key"])
+            elif model.name != "CreateMultipartUpload" and "Error" not in parsed:
+                ended = (context or {}).get("s3connect_upload_id")
+                self._open_uploads.pop(str(ended), None)
+            else:
+                return
+            snapshot = dict(self._open_uploads)
+        if self._on_uploads is not None:
+            self._on_uploads(snapshot)
+
+    def cancel(self, reason: str) -> None:
+        """Stop every upload (from another thread: ``on_kill``); s3transfer aborts their
+        multipart uploads, and :meth:`results` raises :class:`TransferInterrupted`."""
+        self._cancelled = reason
+        for _key, future, _size in list(self._pending):
+            future.cancel()
+
+    def __enter__(self) -> Uploader:
+        if not self.options.overwrite:
+            self._support = conditional_support(self.client, self.bucket, self.prefix)
+            self._support.require(str(self.client.meta.endpoint_url))
+        for index, (event, handler) in enumerate(self._handlers()):
+            self.client.meta.events.register(event, handler, unique_id=f"{self._id}-{index}")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            # TransferManager.shutdown(cancel=True) passes its arguments in the wrong order
+            # (s3transfer 0.19: TypeError "'str' object is not callable", hiding the real
+            # error, and worker threads left running). The context-manager exit cancels the
+            # transfers in flight correctly, with the failure as the reason.
+            self._manager.__exit__(exc_type, exc, tb)
+        finally:
+            for index, (event, _handler) in enumerate(self._handlers()):
+                self.client.meta.events.unregister(event, unique_id=f"{self._id}-{index}")
+            if exc is not None:
+                self._release_reservations()
+                self._abort_open_uploads()
+
+    def _before(self, params: dict[str, Any], context: dict[str, Any], model: Any, **_: Any) -> None:
+        key = params.get("Key")
+        if params.get("Bucket") == self.bucket and key in self._keys:
+            context["s3connect_key"] = key
+            conditional = model.name == "PutObject" or self._support.complete == HONOURED
+            if not self.options.overwrite and conditional:
+                params["IfNoneMatch"] = "*"
+
+    def _after(self, parsed: Mapping[str, Any], context: Mapping[str, Any], model: Any, **_: Any) -> None:
+        key = context.get("s3connect_key")
+        if key is not None and "Error" not in parsed:
+            with self._lock:
+                self._responses[key] = parsed
+                if model.name == "CompleteMultipartUpload":
+                    self._reserved.discard(key)
+
+    def _reserve(self, params: dict[str, Any], **_: Any) -> None:
+        """Claim a multipart upload's key with a conditional empty PutObject, where the
+        store ignores or refuses the condition on CompleteMultipartUpload."""
+        key = params.get("Key")
+        if self.options.overwrite or self._support.complete == HONOURED or key not in self._keys:
+            return
+        with translated("PutObject", self.bucket, key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=str(key),
+                Body=b"",
+                IfNoneMatch="*",
+                Metadata={"s3connect-reservation": "upload in progress"},
+            )
+        with self._lock:
+            self._reserved.add(str(key))
+
+    def _abort_open_uploads(self) -> None:
+        """Abort what is still open after a failure: s3transfer aborts the uploads it knows
+        failed, but one whose CreateMultipartUpload answered after the cancellation escapes it."""
+        with self._lock:
+            left, self._open_uploads = dict(self._open_uploads), {}
+        try:
+            aborted = abort_uploads(self.client, self.bucket, left)
+        except S3ConnectError as error:
+            log.warning("Could not abort unfinished multipart uploads: %s", error)
+            return
+        if aborted:
+            log.info("Aborted the unfinished multipart uploads of %s", ", ".join(aborted))
+        if self._on_uploads is not None and left:
+            self._on_uploads({})
+
+    def _release_reservations(self) -> None:
+        """Remove the empty reservations of uploads that did not complete (best effort)."""
+        for key in sorted(self._reserved):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError):
+                log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", self.bucket, key)
+        self._reserved.clear()
+
+    def _claim(self, key: str) -> None:
+        with self._lock:
+            if key in self._keys:
+                raise S3ConnectError(f"Two sources would be written to the same key {key!r}: make keys unique.")
+            self._keys.add(key)
+
+    def put_file(self, path: Path, key: str, content_type: str | None = None) -> None:
+        """Queue a local file (multipart above the threshold)."""
+        self._claim(key)
+        size = path.stat().st_size
+        future = self._manager.upload(str(path), self.bucket, key, extra_args=self.options.extra_args(content_type))
+        self._pending.append((key, future, lambda: size))
+
+    def put_stream(
+        self,
+        stream: IO[bytes] | ChunkStream,
+        key: str,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue a readable binary stream, read part by part (so it may be endless-looking)."""
+        self._claim(key)
+        if not isinstance(stream, ChunkStream):
+            stream = ChunkStream(iter(functools.partial(stream.read, MiB), b""))
+        counted = stream
+        # Buffered: read(n) then returns n bytes unless the stream ends. A raw stream may
+        # return less, and s3transfer takes a short first read for the whole object: one
+        # PutObject holding everything in memory instead of a multipart upload.
+        future = self._manager.upload(
+            io.BufferedReader(stream), self.bucket, key, extra_args=self.options.extra_args(content_type, metadata)
+        )
+        self._pending.append((key, future, lambda: counted.bytes_read))
+
+    def results(self) -> Iterator[Uploaded]:
+        """Wait for the queued uploads in order; the first failure is raised (translated)."""
+        from s3transfer.exceptions import CancelledError as S3TransferCancelledError
+
+        for key, future, size in self._pending:
+            try:
+                future.result()
+            except (BotoCoreError, ClientError) as exc:
+                error = translate(exc, "PutObject", self.bucket, key)
+                own = self._own_earlier_write(key, error) if isinstance(error, KeyExistsError) else None
+                if own is None:
+                    raise error from None
+                yield own
+                continue
+            except S3TransferCancelledError:
+                raise TransferInterrupted(
+                    f"Upload of s3://{self.bucket}/{key} cancelled: {self._cancelled or 'the transfer was stopped'}. "
+                    "Its multipart upload, if any, was aborted."
+                ) from None
+            response = self._responses.get(key, {})
+            if not response.get("ETag"):
+                # Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag.
+                with translated("HeadObject", self.bucket, key):
+                    response = {**response, "ETag": self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]}
+            checksum = next(
+                (str(v) for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"), None
+            )
+            yield Uploaded(
+                self.bucket,
+                key,
+                size(),
+                str(response.get("ETag", "")),
+                response.get("VersionId"),
+                checksum,
+            )
+        self._pending.clear()
+
+    def _own_earlier_write(self, key: str, error: KeyExistsError) -> Uploaded | None:
+        """The object at ``key``, if an earlier try of this same task instance completed it
+        (its writer metadata is ours); None if another writer's, or if that cannot be told."""
+        if not self.options.writer:
+            return None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError):
+            return None  # no s3:GetObject: the KeyExistsError stands, with its own advice
+        metadata = head.get("Metadata", {})
+        if metadata.get(WRITER_METADATA) != self.options.writer or "s3connect-reservation" in metadata:
+            raise KeyExistsError(
+                f"s3://{self.bucket}/{key} already exists and overwrite is off; it was written by "
+                f"{'another task' if WRITER_METADATA in metadata else 'something other than airflow-s3connect'}, "
+                "not by an earlier try of this one: choose another key (add {uuid} or {connection_run_id}) or set "
+                "overwrite=True."
+            ) from None
+        log.info("s3://%s/%s was completed by an earlier try of this task: kept as this try's result.", self.bucket,
+                 key)  # fmt: skip
+        return Uploaded(self.bucket, key, int(head["ContentLength"]), str(head.get("ETag", "")),
+                        head.get("VersionId"), None)  # fmt: skip
+
+
+def abort_uploads(client: S3Client, bucket: str, uploads: Mapping[str, str]) -> list[str]:
+    """Abort multipart uploads an earlier, killed try left open (upload id → key); returns
+    the keys whose upload was aborted. An upload already gone is not an error."""
+    aborted = []
+    for upload, key in uploads.items():
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            aborted.append(key)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code not in ("NoSuchUpload", "404"):
+                raise translate(exc, "AbortMultipartUpload", bucket, key) from None
+    return aborted
