@@ -188,6 +188,16 @@ NESTED: Mapping[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+#: Operations whose presigned URL cannot be scoped: what they name lies in a header or a
+#: body that the URL's holder chooses (an unsigned payload) or that the URL does not show.
+PRESIGN_REFUSED: Mapping[str, str] = {
+    "CopyObject": "its source is a header the URL does not show",
+    "UploadPartCopy": "its source is a header the URL does not show",
+    "RenameObject": "its source is a header the URL does not show",
+    "DeleteObjects": "the keys are in a body the URL's holder chooses",
+    "RestoreObject": "its output location is in a body the URL's holder chooses",
+}
+
 _REFUSED_WHY = {
     Access.ADMIN: "it changes or reads the configuration of the whole bucket",
     Access.ACCOUNT: "it is not about the connection's bucket",
@@ -303,7 +313,12 @@ def _source(source: Any) -> tuple[Any, Any]:
         return source.get("Bucket"), source.get("Key")
     if not isinstance(source, str):
         return None, None
-    path = unquote(_VERSION_SUFFIX.sub("", source)).lstrip("/")
+    bare = _VERSION_SUFFIX.sub("", source)
+    if bare.startswith("//") or any(mark in bare for mark in ("?", "#", ";")):
+        # Stores parse these differently ('//bucket/key' as a URL's host, '?' as a query):
+        # nothing we can classify, so nothing we allow.
+        return None, None
+    path = unquote(bare).lstrip("/")
     if path.startswith("arn:"):
         arn, found, key = path.partition("/object/")
         return (arn, key) if found else (path, None)

@@ -13,14 +13,16 @@ No Airflow here. botocore does the hard parts: SigV4, the default credential cha
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import datetime
 import email.utils
 import functools
 import inspect
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -37,7 +39,7 @@ from botocore.credentials import (
 )
 
 from airflow_s3connect import __version__, checksums, redaction, wire
-from airflow_s3connect.allowlist import check_call, restricted
+from airflow_s3connect.allowlist import PRESIGN_REFUSED, check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
 from airflow_s3connect.scope import Scope
@@ -223,6 +225,7 @@ def scope_guard(scope: Scope) -> Callable[..., None]:
         # the presigned POST's own check (in :func:`guard`) looked at its bucket and key.
         presigned_post = model.name == "CreateBucket" and (context or {}).get("is_presign_request")
         if presigned_post and _PRESIGNED_POST.get() == params.get("Bucket"):
+            _PRESIGNED_POST.set(None)  # one use: a POST presigned inside a handler is checked again
             return
         check_call(scope, model.name, params)
 
@@ -253,6 +256,51 @@ class _WireGuard:
         return getattr(self._inner, name)
 
 
+def _presigned_when_signed(scope: Scope, endpoint: wire.Endpoint) -> Callable[..., None]:
+    """``before-sign.s3`` handler for presigned URLs: refuses the operations whose URL
+    cannot be scoped, and checks the request as it is finally signed (the signature fixes
+    its method, URL and signed headers, whatever handlers changed before), by wrapping
+    that request's ``prepare``, which botocore calls after signing."""
+
+    def check(request: Any, operation_name: str = "", **_: Any) -> None:
+        if not request.context.get("is_presign_request") or request.context.get("s3-presign-post-fields") is not None:
+            return
+        if (why := PRESIGN_REFUSED.get(operation_name)) is not None:
+            raise ScopeError(
+                f"A presigned {operation_name} URL is refused on a connection restricted to {scope.describe()}: "
+                f"{why}. Do the {operation_name} with the connection itself."
+            )
+        prepare = request.prepare
+
+        def checked() -> Any:
+            prepared = prepare()
+            wire.check_request(scope, endpoint, prepared.method, prepared.url, prepared.headers)
+            return prepared
+
+        request.prepare = checked
+
+    return check
+
+
+def _check_post(scope: Scope, endpoint: wire.Endpoint, post: Mapping[str, Any]) -> None:
+    """A presigned POST as handed out: its URL's bucket, its key field and every key and
+    bucket condition of its signed policy lie inside ``scope``."""
+    located = wire.locate(post["url"], endpoint, scope)
+    fields = post.get("fields", {})
+    policy = json.loads(base64.b64decode(fields.get("policy", "") or b"e30=") or b"{}")
+    keys = [str(fields.get("key", ""))]
+    for condition in policy.get("conditions", []):
+        if isinstance(condition, Mapping):
+            keys += [str(v) for k, v in condition.items() if k == "key"]
+            for bucket in (v for k, v in condition.items() if k == "bucket"):
+                check_call(scope, "PutObject", {"Bucket": bucket, "Key": scope.prefix + "file"})
+        elif isinstance(condition, list | tuple) and len(condition) == 3 and condition[1] == "$key":
+            keys.append(str(condition[2]) + "file" if condition[0] == "starts-with" else str(condition[2]))
+    for key in keys:
+        head, found, _ = key.rpartition(FILENAME_FIELD)
+        check_call(scope, "PutObject", {"Bucket": located.bucket, "Key": head + "file" if found else key})
+
+
 def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
     """Put ``client`` (any S3 client, ours or built from :meth:`S3ConnectHook.get_session`)
     under ``scope``: the parameter check, the wire check, and presigned URLs and POSTs
@@ -261,6 +309,7 @@ def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
         return client
     endpoint = wire.Endpoint.of(client.meta.endpoint_url, custom_endpoint)
     client.meta.events.register_last("before-parameter-build.s3", scope_guard(scope))
+    client.meta.events.register_last("before-sign.s3", _presigned_when_signed(scope, endpoint))
     client._endpoint.http_session = _WireGuard(client._endpoint.http_session, scope, endpoint)
     presign_url = client.generate_presigned_url
     presign_post = client.generate_presigned_post
@@ -268,16 +317,15 @@ def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
     def generate_presigned_url(
         ClientMethod: str, Params: Any = None, ExpiresIn: int = 3600, HttpMethod: str | None = None
     ) -> str:
-        url: str = presign_url(ClientMethod, Params=Params, ExpiresIn=ExpiresIn, HttpMethod=HttpMethod)
         model = client.meta.service_model.operation_model(client.meta.method_to_api_mapping.get(ClientMethod, ""))
         own = model.http["method"]
-        if HttpMethod is not None and HttpMethod.upper() != own:
+        # A HEAD of what a GET reads reads less; any other method is another operation.
+        if HttpMethod is not None and HttpMethod.upper() not in (own, "HEAD" if own == "GET" else own):
             raise ScopeError(
                 f"A presigned {model.name} URL must use its own method {own}, not {HttpMethod}: "
                 f"a URL signed for another method is another operation (on {scope.describe()})."
             )
-        wire.check_request(scope, endpoint, own, url, {})
-        return url
+        return presign_url(ClientMethod, Params=Params, ExpiresIn=ExpiresIn, HttpMethod=HttpMethod)  # type: ignore[no-any-return]
 
     def generate_presigned_post(Bucket: str, Key: str, *args: Any, **kwargs: Any) -> Any:
         head, found, tail = Key.rpartition(FILENAME_FIELD)
@@ -292,8 +340,7 @@ def guard(client: Any, scope: Scope, custom_endpoint: bool) -> Any:
             post = presign_post(Bucket, Key, *args, **kwargs)
         finally:
             _PRESIGNED_POST.reset(token)
-        located = wire.locate(post["url"], endpoint, scope)
-        check_call(scope, "PutObject", {"Bucket": located.bucket, "Key": head + "file" if found else Key})
+        _check_post(scope, endpoint, post)
         return post
 
     client.generate_presigned_url = generate_presigned_url

@@ -139,6 +139,25 @@ SERVICE_REQUESTS: Mapping[str, tuple[str, frozenset[str]]] = {
     "GET": ("ListBuckets", frozenset({"max-buckets", "continuation-token", "prefix", "bucket-region"})),
 }
 
+#: Object requests by (method, naming sub-resource): the operation a refusal names.
+_OBJECT_OPERATIONS: Mapping[tuple[str, str], str] = {
+    ("GET", ""): "GetObject",
+    ("HEAD", ""): "HeadObject",
+    ("PUT", ""): "PutObject",
+    ("DELETE", ""): "DeleteObject",
+    ("POST", "uploads"): "CreateMultipartUpload",
+    ("POST", "uploadId"): "CompleteMultipartUpload",
+    ("POST", "restore"): "RestoreObject",
+    ("POST", "select"): "SelectObjectContent",
+    ("PUT", "uploadId"): "UploadPart",
+    ("DELETE", "uploadId"): "AbortMultipartUpload",
+    ("GET", "uploadId"): "ListParts",
+    ("GET", "tagging"): "GetObjectTagging",
+    ("PUT", "tagging"): "PutObjectTagging",
+    ("DELETE", "tagging"): "DeleteObjectTagging",
+}
+_NAMING = frozenset(sub for _, sub in _OBJECT_OPERATIONS if sub)
+
 #: Headers that name another object: the source of a copy or a rename.
 SOURCE_HEADERS = ("x-amz-copy-source", "x-amz-rename-source")
 
@@ -246,6 +265,13 @@ def _check(
     where = locate(url, endpoint, scope)
     query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
     header_map = {_text(k).lower(): _text(v) for k, v in (headers.items() if isinstance(headers, Mapping) else headers)}
+    host = header_map.get("host")
+    if host is not None and host.lower() != urlsplit(url).netloc.lower():
+        _refuse(described, f"its Host header {host!r} names another host than its URL", scope)
+    seen = [name for name, _ in query]
+    if len(seen) != len(set(seen)):
+        repeated = sorted({name for name in seen if seen.count(name) > 1})
+        _refuse(described, f"its query repeats {', '.join(repeated)} (stores differ in which one they read)", scope)
     names: dict[str, str] = {}
     for name, value in query:
         if name.lower().startswith("x-amz-") and name.lower() not in SIGNING_QUERY:
@@ -295,7 +321,7 @@ def _check_object(
     if method == "POST" and not names:
         _refuse(described, "a POST to an object without a sub-resource is not one S3 knows", scope)
     params: dict[str, object] = {"Bucket": where.bucket, "Key": where.key}
-    operation = "PutObject"
+    operation = _OBJECT_OPERATIONS.get((method, next((n for n in names if n in _NAMING), "")), "PutObject")
     if "x-amz-copy-source" in sources:
         operation, params["CopySource"] = "CopyObject", sources["x-amz-copy-source"]
     if "x-amz-rename-source" in sources:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import ScopeError
 from airflow_s3connect.scope import Scope, check_bucket_name
@@ -51,9 +52,9 @@ def test_urls_of_an_access_point_are_scoped_like_a_buckets() -> None:
     with pytest.raises(ScopeError, match="with no Prefix"):
         client.generate_presigned_url("list_objects_v2", Params={"Bucket": ARN})
     copy = {"Bucket": ARN, "Key": "tenants/acme/b.csv", "CopySource": f"{ARN}/object/tenants/acme/a.csv"}
-    client.generate_presigned_url("copy_object", Params=copy)
+    check_call(Scope(ARN, "tenants/acme/"), "CopyObject", copy)
     with pytest.raises(ScopeError, match="CopySource"):
-        client.generate_presigned_url("copy_object", Params={**copy, "CopySource": f"{ARN}/object/tenants/globex/x"})
+        check_call(Scope(ARN, "tenants/acme/"), "CopyObject", {**copy, "CopySource": f"{ARN}/object/tenants/globex/x"})
 
 
 def test_an_alias_is_scoped_as_the_bucket_name_it_is() -> None:

@@ -93,3 +93,88 @@ def test_a_presigned_post_in_scope_uploads(moto: MotoServer) -> None:
     assert fixed["fields"]["key"] == PREFIX + "in/fixed.csv"
     with pytest.raises(ScopeError, match="names bucket 'other-bucket'"):
         client.generate_presigned_post("other-bucket", PREFIX + "in/${filename}")
+
+
+# -- a URL is checked as finally signed, whatever handlers did before -------------------------------
+
+
+def _copy_source_header(request: Any, **_: Any) -> None:
+    request.headers["x-amz-copy-source"] = f"{BUCKET}/tenants/globex/secret.txt"
+
+
+def _method_delete(request: Any, **_: Any) -> None:
+    request.method = "DELETE"
+
+
+def _rewrite_url(request: Any, **_: Any) -> None:
+    request.url = request.url.replace("tenants/acme/a.csv", "tenants/globex/secret.txt")
+
+
+@pytest.mark.parametrize(
+    ("event", "handler", "method", "params", "words"),
+    [
+        ("before-sign.s3.PutObject", _copy_source_header, "put_object", {"Key": PREFIX + "stolen"}, "CopySource"),
+        ("before-sign.s3.ListObjectsV2", _method_delete, "list_objects_v2", {"Prefix": PREFIX}, "configuration"),
+        ("before-sign.s3.GetObject", _rewrite_url, "get_object", {"Key": PREFIX + "a.csv"}, "tenants/globex"),
+    ],
+    ids=["signed-copy-source", "signed-method", "rewritten-url"],
+)
+def test_a_presigned_url_is_checked_as_signed(
+    moto: MotoServer, event: str, handler: Any, method: str, params: dict[str, Any], words: str
+) -> None:
+    client = _scoped(moto)
+    client.meta.events.register(event, handler)
+    for presign in (
+        client.generate_presigned_url,
+        lambda *a, **k: type(client).generate_presigned_url(client, *a, **k),
+    ):
+        with pytest.raises(ScopeError, match=words):
+            presign(method, Params={"Bucket": BUCKET, **params})
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("copy_object", {"Key": PREFIX + "b", "CopySource": f"{BUCKET}/{PREFIX}a"}),
+        (
+            "upload_part_copy",
+            {"Key": PREFIX + "b", "CopySource": f"{BUCKET}/{PREFIX}a", "UploadId": "u", "PartNumber": 1},
+        ),
+        ("delete_objects", {"Delete": {"Objects": [{"Key": PREFIX + "a"}]}}),
+        ("restore_object", {"Key": PREFIX + "a"}),
+    ],
+)
+def test_operations_whose_url_cannot_show_what_they_name_are_not_presigned(
+    moto: MotoServer, method: str, params: dict[str, Any]
+) -> None:
+    """Their source is a header the URL does not show, or their keys a body the URL's
+    holder chooses (a presigned request's payload is not signed)."""
+    client = _scoped(moto)
+    with pytest.raises(ScopeError, match="URL is refused"):
+        client.generate_presigned_url(method, Params={"Bucket": BUCKET, **params})
+
+
+def test_a_head_of_a_get_url_is_allowed(moto: MotoServer) -> None:
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key=PREFIX + "h.csv", Body=b"abc")
+    client = _scoped(moto)
+    url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": PREFIX + "h.csv"},
+                                        HttpMethod="HEAD")  # fmt: skip
+    request = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["Content-Length"] == "3"
+
+
+def test_a_post_presigned_inside_a_handler_is_checked_again(moto: MotoServer) -> None:
+    client = _scoped(moto)
+    nested: list[Any] = []
+
+    def sneak(**_: Any) -> None:
+        try:
+            nested.append(type(client).generate_presigned_post(client, Bucket=BUCKET, Key="tenants/globex/evil.txt"))
+        except ScopeError as exc:
+            nested.append(exc)
+
+    client.meta.events.register("before-sign.s3", sneak)
+    client.generate_presigned_post(BUCKET, PREFIX + "in/${filename}")
+    assert nested
+    assert all(isinstance(item, ScopeError) for item in nested)

@@ -271,3 +271,56 @@ def test_the_wire_guard_refuses_what_the_parameter_check_missed(
     with pytest.raises(ScopeError, match=r"POST .* is refused: RestoreObject: .*other-bucket"):
         client.restore_object(Bucket=BUCKET, Key=PREFIX + "x", RestoreRequest={"Days": 1, "OutputLocation": output})
     assert rec.requests == []
+
+
+# -- what an independent review found: each a way the store reads another request than we checked ---
+
+
+def _dup_prefix(request: Any, **_: Any) -> None:
+    request.url = request.url.replace("prefix=tenants%2Facme%2F", "prefix=tenants%2Fglobex%2F&prefix=tenants%2Facme%2F")
+
+
+def _host_header(request: Any, **_: Any) -> None:
+    request.headers["Host"] = f"{BUCKET}.evil.example"
+
+
+@pytest.mark.parametrize(
+    ("event", "handler", "call", "words"),
+    [
+        ("before-sign.s3.ListObjectsV2", _dup_prefix, lambda c: c.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX),
+         "repeats prefix"),
+        ("before-sign.s3.PutObject", _host_header, lambda c: c.put_object(Bucket=BUCKET, Key=PREFIX + "x", Body=b"x"),
+         "Host header"),
+    ],
+    ids=["duplicate-query-name", "host-header"],
+)  # fmt: skip
+def test_a_request_the_store_would_read_otherwise_is_refused(
+    moto: MotoServer, event: str, handler: Callable[..., None], call: Callable[[Any], Any], words: str
+) -> None:
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key=SECRET, Body=b"globex's")
+    client = _scoped(moto)
+    client.meta.events.register(event, handler)
+    with moto.recording() as rec, pytest.raises(ScopeError, match=words):
+        call(client)
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [f"//{BUCKET}/{PREFIX}x", f"///{BUCKET}/{PREFIX}x"],
+)
+def test_a_copy_source_stores_parse_differently_is_refused(moto: MotoServer, source: str) -> None:
+    """'//bucket/key' is read as a URL (bucket 'tenants', key 'acme/x') by some stores."""
+    client = _scoped(moto)
+    with moto.recording() as rec, pytest.raises(ScopeError, match="CopySource"):
+        client.copy_object(Bucket=BUCKET, Key=PREFIX + "copied", CopySource=source)
+    assert rec.requests == []
+
+
+def test_a_refused_object_request_names_its_own_operation() -> None:
+    endpoint = wire.Endpoint.of(ENDPOINT, custom=True)
+    with pytest.raises(ScopeError, match="GetObject: Key 'tenants/globex"):
+        wire.check_request(SCOPE, endpoint, "GET", f"{ENDPOINT}/{BUCKET}/{SECRET}", {})
+    with pytest.raises(ScopeError, match="DeleteObject: Key"):
+        wire.check_request(SCOPE, endpoint, "DELETE", f"{ENDPOINT}/{BUCKET}/{SECRET}", {})
