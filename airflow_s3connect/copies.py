@@ -98,7 +98,6 @@ class Copied:
     def as_dict(self) -> dict[str, Any]:
         return {
             "source_uri": self.source_uri,
-            "uri": f"s3://{self.bucket}/{self.key}",
             "key": self.key,
             "size": self.size,
             "etag": self.etag,

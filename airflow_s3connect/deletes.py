@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,19 +21,10 @@ from airflow_s3connect.errors import (
     resource_arn,
     translated,
 )
-from airflow_s3connect.objects import (
-    MAX_COPY_BYTES,
-    ObjectInfo,
-)
-
-log = logging.getLogger(__name__)
+from airflow_s3connect.objects import MAX_COPY_BYTES, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-# s3transfer is imported where a transfer starts, not here: this module is imported by
-# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
-# and botocore's HTTP stack) would double what parsing such a file costs.
 
 
 def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import os
 import queue
 import threading
@@ -47,20 +46,10 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.local import record_etag, stored_etag, temp_path
-from airflow_s3connect.objects import (
-    Downloaded,
-    ObjectInfo,
-    TransferConfig,
-)
-
-log = logging.getLogger(__name__)
+from airflow_s3connect.objects import Downloaded, ObjectInfo, TransferConfig
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-# s3transfer is imported where a transfer starts, not here: this module is imported by
-# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
-# and botocore's HTTP stack) would double what parsing such a file costs.
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,28 +7,16 @@ is sent to S3 as the Prefix, so no call lists more than it must.
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_s3connect.errors import (
-    translated,
-)
-from airflow_s3connect.objects import (
-    CommonPrefix,
-    ObjectInfo,
-)
+from airflow_s3connect.errors import translated
+from airflow_s3connect.objects import CommonPrefix, ObjectInfo
 from airflow_s3connect.patterns import KeyPattern
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-# s3transfer is imported where a transfer starts, not here: this module is imported by
-# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
-# and botocore's HTTP stack) would double what parsing such a file costs.
 
 
 #: S3's page size for ListObjectsV2: requests per listing = ceil(listed / 1000).

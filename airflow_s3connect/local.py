@@ -6,25 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import secrets
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
-from airflow_s3connect.errors import (
-    LocalPathError,
-)
+from airflow_s3connect.errors import LocalPathError
 from airflow_s3connect.scope import path_problem
-
-log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    pass
-
-# s3transfer is imported where a transfer starts, not here: this module is imported by
-# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
-# and botocore's HTTP stack) would double what parsing such a file costs.
 
 
 class LocalTree:

@@ -7,25 +7,13 @@ Pure value types, no I/O: every other engine module and the operators share them
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow_s3connect.errors import (
-    ArgumentError,
-)
-
-log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    pass
-
-# s3transfer is imported where a transfer starts, not here: this module is imported by
-# every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
-# and botocore's HTTP stack) would double what parsing such a file costs.
-
+from airflow_s3connect.errors import ArgumentError
+from airflow_s3connect.scope import Scope
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -137,3 +125,12 @@ class Uploaded:
             "version_id": self.version_id,
             "checksum": self.checksum,
         }
+
+
+def result_entry(scope: Scope, bucket: str, item: ObjectInfo | Downloaded | Uploaded | str | Any) -> dict[str, Any]:
+    """One object as every operator, hook call and trigger returns it: what the engine
+    knows of it, plus ``bucket``, ``key`` relative to the connection's path_prefix (what
+    ``resolve`` takes back) and ``uri``. The only place results are shaped."""
+    key = item if isinstance(item, str) else item.key
+    fields = {"size": None, "etag": None, "last_modified": None} if isinstance(item, str) else item.as_dict()
+    return {**fields, "bucket": bucket, "key": scope.relative(key), "uri": f"s3://{bucket}/{key}"}

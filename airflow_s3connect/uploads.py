@@ -27,11 +27,7 @@ from airflow_s3connect.errors import (
     translate,
     translated,
 )
-from airflow_s3connect.objects import (
-    MiB,
-    TransferConfig,
-    Uploaded,
-)
+from airflow_s3connect.objects import MiB, TransferConfig, Uploaded
 
 log = logging.getLogger(__name__)
 

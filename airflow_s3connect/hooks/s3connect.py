@@ -18,12 +18,7 @@ from airflow.sdk import BaseHook, conf
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
-from airflow_s3connect.connection import (
-    CONN_TYPE,
-    DEFAULT_CONN_ID,
-    ConnectionSettings,
-    settings_from_connection,
-)
+from airflow_s3connect.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings, settings_from_connection
 from airflow_s3connect.errors import (
     AccessDeniedError,
     ConnectionNotFoundError,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow_s3connect.errors import S3ConnectError, translated
+from airflow_s3connect.objects import result_entry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -149,7 +150,7 @@ class TaskFlowMixin:
             tasks = [DownloadTask(i.key, tree.path_for(i.key, base.key), i.size, i.etag, i.last_modified)
                      for i in self.iter_objects(prefix or "", pattern, bucket=bucket)]  # fmt: skip
         downloader = Downloader(self.get_conn(), target, self.transfer_config())
-        return [{**done.as_dict(), "key": scope.relative(done.key)} for done in downloader.download(tasks)]
+        return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 
     # -- writing ---------------------------------------------------------------------------
     def upload(
@@ -193,7 +194,7 @@ class TaskFlowMixin:
             else:
                 queue_data(uploader, data, ref.key, get_format(format) if format else None)
             (done,) = list(uploader.results())
-        return {**done.as_dict(), "key": self.scope_settings.scope.relative(done.key), "uri": done.uri}
+        return result_entry(self.scope_settings.scope, done.bucket, done)
 
     def delete(
         self,
@@ -270,7 +271,7 @@ class TaskFlowMixin:
             PutOptions(overwrite=overwrite), server_side=origin is self, skip_unchanged=skip_unchanged,
             prefix=scope.prefix,
         )  # fmt: skip
-        return [{**done.as_dict(), "key": scope.relative(done.key)} for done in copier.run(tasks)]
+        return [result_entry(scope, target_bucket, done) for done in copier.run(tasks)]
 
     def presign(
         self,

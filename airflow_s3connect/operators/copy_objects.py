@@ -12,14 +12,8 @@ from airflow_s3connect.errors import ArgumentError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister
 from airflow_s3connect.macros import MacroValues
-from airflow_s3connect.objects import ObjectInfo
-from airflow_s3connect.operators.base import (
-    RESULT_FIELDS,
-    S3ConnectOperator,
-    at_most,
-    lineage_uris,
-    require_one_target,
-)
+from airflow_s3connect.objects import ObjectInfo, result_entry
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris, require_one_target
 from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.uploads import PutOptions
@@ -174,7 +168,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         uris = []
         with self.running(copier):
             for done in copier.run(tasks):
-                sink.add({**done.as_dict(), "key": target_scope.relative(done.key)}, done.size)
+                sink.add(result_entry(target_scope, target_bucket, done), done.size)
                 uris.append(f"s3://{done.bucket}/{done.key}")
         self.log.info(
             "Copied %d objects (%d bytes) from %s to s3://%s/ %s",

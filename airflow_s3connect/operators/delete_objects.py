@@ -10,9 +10,9 @@ from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.deletes import BatchDelete
 from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.listing import Lister
-from airflow_s3connect.objects import ObjectInfo
+from airflow_s3connect.objects import ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris, parse_moment
-from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
 
@@ -126,11 +126,7 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
 
     @staticmethod
     def _entry(scope: Scope, bucket: str, found: ObjectInfo | str) -> dict[str, Any]:
-        if isinstance(found, ObjectInfo):
-            return object_entry(scope, bucket, found)
-        # Named, not listed: only where it was.
-        return {"key": scope.relative(found), "uri": f"s3://{bucket}/{found}", "size": None, "etag": None,
-                "last_modified": None, "storage_class": None}  # fmt: skip
+        return result_entry(scope, bucket, found)  # a named key (not listed) is only where it was
 
 
 def _key(found: ObjectInfo | str) -> str:

@@ -12,9 +12,9 @@ from airflow_s3connect.downloads import Downloader, DownloadTask, Watermark, rea
 from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
 from airflow_s3connect.listing import Lister
 from airflow_s3connect.local import LocalTree, temp_path
-from airflow_s3connect.objects import Downloaded, ObjectInfo
+from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
-from airflow_s3connect.operators.list_objects import listing_query, object_entry
+from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
 
@@ -194,7 +194,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         uris: list[str] = []
         with self.running(downloader):
             for done in downloader.download(tasks):
-                sink.add(object_entry(scope, bucket, done), done.size)
+                sink.add(result_entry(scope, bucket, done), done.size)
                 if len(uris) <= 100:
                     uris.append(f"s3://{bucket}/{done.key}")
         if lister is not None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_s3connect.listing import Lister, ListQuery
-from airflow_s3connect.objects import CommonPrefix, Downloaded, ObjectInfo
+from airflow_s3connect.objects import CommonPrefix, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, parse_moment
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.patterns import compile_pattern
@@ -29,11 +29,6 @@ def listing_query(
     into the bucket and query to list: shared by List, Get and the sensor."""
     ref = scope.resolve_prefix(prefix or "", bucket)
     return ref.bucket, ListQuery(base=ref.key, pattern=compile_pattern(pattern) if pattern else None, **options)
-
-
-def object_entry(scope: Scope, bucket: str, item: ObjectInfo | Downloaded) -> dict[str, Any]:
-    """One object as operators return it: ``key`` relative to path_prefix, plus ``uri``."""
-    return {**item.as_dict(), "key": scope.relative(item.key), "uri": f"s3://{bucket}/{item.key}"}
 
 
 class S3ListObjectsOperator(S3ConnectOperator):
@@ -119,7 +114,7 @@ class S3ListObjectsOperator(S3ConnectOperator):
                 )
             else:
                 sink.add(
-                    object_entry(scope, bucket, entry) if self.include_metadata else scope.relative(entry.key),
+                    result_entry(scope, bucket, entry) if self.include_metadata else scope.relative(entry.key),
                     entry.size,
                 )
         self.log.info(

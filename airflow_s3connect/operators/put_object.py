@@ -19,7 +19,7 @@ from airflow_s3connect.errors import ArgumentError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.local import relative_posix
 from airflow_s3connect.manifests import ResultSink
-from airflow_s3connect.objects import Uploaded
+from airflow_s3connect.objects import Uploaded, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
@@ -214,7 +214,7 @@ class S3PutObjectOperator(S3ConnectOperator):
             else:
                 self._queue_data(context, uploader)
             for done in uploader.results():
-                sink.add({**done.as_dict(), "key": scope.relative(done.key), "uri": done.uri}, done.size)
+                sink.add(result_entry(scope, done.bucket, done), done.size)
                 if len(written) < MAX_ASSET_EVENTS:
                     written.append(done)
         self.log.info(

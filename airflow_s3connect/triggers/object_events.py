@@ -36,6 +36,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.events import DEFAULT_LOOKBACK, STARTS, ObjectStream, Watermark, stream_id
+from airflow_s3connect.objects import result_entry
 from airflow_s3connect.patterns import compile_pattern
 
 try:
@@ -46,6 +47,7 @@ except ImportError:  # Airflow 3.2: no shared streams, each watcher runs run()
 if TYPE_CHECKING:
     from airflow_s3connect.objects import ObjectInfo
     from airflow_s3connect.patterns import KeyPattern
+    from airflow_s3connect.scope import Scope
 
 #: Stream key → the asset state stores of the watchers subscribed to it (id → store).
 #: The triggerer builds a stream's producer from one watcher's kwargs only; this is how
@@ -215,7 +217,7 @@ class _Watch:
     bucket: str
     base: str
     pattern: KeyPattern | None
-    relative: Callable[[str], str]
+    scope: Scope
 
     @property
     def listing_prefix(self) -> str:
@@ -252,7 +254,7 @@ def _resolve(options: dict[str, Any]) -> _Watch:
         ) from None
     scope = hook.scope_settings.scope
     ref = scope.resolve_prefix(prefix, options["bucket"])
-    return _Watch(hook.get_conn(), ref.bucket, ref.key, compile_pattern(pattern) if pattern else None, scope.relative)
+    return _Watch(hook.get_conn(), ref.bucket, ref.key, compile_pattern(pattern) if pattern else None, scope)
 
 
 def _accessors(store: Any) -> list[Any]:
@@ -351,4 +353,4 @@ class ObjectProducer(SharedStreamProducer):
 
 
 def _entry(watch: _Watch, info: ObjectInfo) -> dict[str, Any]:
-    return {**info.as_dict(), "key": watch.relative(info.key), "uri": f"s3://{watch.bucket}/{info.key}"}
+    return result_entry(watch.scope, watch.bucket, info)
