@@ -46,7 +46,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.local import record_etag, stored_etag, temp_path
-from airflow_s3connect.objects import Downloaded, ObjectInfo, TransferConfig
+from airflow_s3connect.objects import Downloaded, TransferConfig
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -456,36 +456,3 @@ def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> tupl
                 "local_dir instead, or raise max_xcom_bytes if your XCom backend can hold it."
             )
         return bytes(response["Body"].read()), etag
-
-
-@dataclass(frozen=True)
-class Watermark:
-    """What earlier runs have seen: the newest LastModified, and the keys sharing it.
-
-    S3 times have one-second resolution, so an object written in the same second as the
-    watermark but after the listing is only recognised as new by its key.
-    """
-
-    time: datetime.datetime | None = None
-    keys: frozenset[str] = frozenset()
-
-    def admits(self, info: ObjectInfo) -> bool:
-        if self.time is None or info.last_modified > self.time:
-            return True
-        return info.last_modified == self.time and info.key not in self.keys
-
-    def advance(self, info: ObjectInfo) -> Watermark:
-        if self.time is None or info.last_modified > self.time:
-            return Watermark(info.last_modified, frozenset({info.key}))
-        if info.last_modified == self.time:
-            return Watermark(self.time, self.keys | {info.key})
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        return {"time": self.time.isoformat() if self.time else None, "keys": sorted(self.keys)}
-
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any] | None) -> Watermark:
-        if not value or not value.get("time"):
-            return cls()
-        return cls(datetime.datetime.fromisoformat(value["time"]), frozenset(value.get("keys", ())))

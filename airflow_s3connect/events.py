@@ -21,71 +21,21 @@ import datetime
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_s3connect.errors import S3ConnectError, WatcherError
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import ObjectInfo
+from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark, identity
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 Start = Literal["now", "all"]
 STARTS: tuple[Start, ...] = ("now", "all")
-#: Seconds before the newest LastModified in which late-visible objects are still found.
-DEFAULT_LOOKBACK = 900.0
 #: Dates in keys are often the writer's local date, up to 14 hours off UTC: a listing that
 #: skips keys by their date starts a day earlier than the lookback alone would.
 DATE_SLACK = datetime.timedelta(days=1)
-_VERSION = 1
-
-
-@dataclass
-class Watermark:
-    """The newest LastModified seen, and the objects seen within the lookback before it."""
-
-    newest: datetime.datetime | None = None
-    #: key → (ETag, LastModified as ISO 8601)
-    seen: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": _VERSION,
-            "newest": self.newest.isoformat() if self.newest else None,
-            "seen": {key: list(value) for key, value in sorted(self.seen.items())},
-        }
-
-    @classmethod
-    def from_json(cls, value: Any) -> Watermark | None:
-        """Back from :meth:`to_json`; None for anything else (a first start)."""
-        if not isinstance(value, Mapping) or value.get("version") != _VERSION:
-            return None
-        newest = value.get("newest")
-        return cls(
-            datetime.datetime.fromisoformat(newest) if newest else None,
-            {str(key): (str(etag), str(moment)) for key, (etag, moment) in value.get("seen", {}).items()},
-        )
-
-    def is_new(self, info: ObjectInfo, lookback: float) -> bool:
-        if self.seen.get(info.key) == _identity(info):
-            return False
-        return self.newest is None or info.last_modified >= self.newest - datetime.timedelta(seconds=lookback)
-
-    def advance(self, infos: Iterable[ObjectInfo], lookback: float) -> None:
-        for info in infos:
-            self.seen[info.key] = _identity(info)
-            if self.newest is None or info.last_modified > self.newest:
-                self.newest = info.last_modified
-        if self.newest is not None:
-            oldest = self.newest - datetime.timedelta(seconds=lookback)
-            self.seen = {
-                key: value for key, value in self.seen.items() if datetime.datetime.fromisoformat(value[1]) >= oldest
-            }
-
-
-def _identity(info: ObjectInfo) -> tuple[str, str]:
-    return info.etag, info.last_modified.astimezone(datetime.timezone.utc).isoformat()
 
 
 class ObjectStream:
@@ -158,7 +108,7 @@ class ObjectStream:
 
 
 def _pending_key(info: ObjectInfo) -> tuple[str, str, str]:
-    return (info.key, *_identity(info))
+    return (info.key, *identity(info))
 
 
 def stream_id(*parts: Any) -> str:

@@ -20,6 +20,9 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``noetag``: moto's answer with an empty ``<ETag>``, as RGW answers CompleteMultipartUpload;
 - ``echo``: 400 InvalidArgument whose message quotes the request's session token and
   Authorization header, as a store that echoes what it could not parse; not forwarded;
+- ``backdate``: a ListObjectsV2 answer whose objects with ``subject`` in their key carry a
+  LastModified ``delay`` seconds earlier, as S3 lists a multipart upload that began before
+  newer objects and completed after them (visible late, dated early);
 - ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
   as a store answers a ranged GET of an empty object.
 
@@ -32,6 +35,7 @@ Schedules are deterministic: a fault applies to the first ``times`` matching req
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import re
 import socket
@@ -87,6 +91,7 @@ class Fault:
     ranged: bool | None = None  # GetObject only: True ranged GETs, False whole ones, None both
     key_contains: str = ""
     header: str = ""
+    subject: str = ""
     seen: int = 0
 
     def matches(self, operation: str, path: str, headers: dict[str, str]) -> bool:
@@ -157,6 +162,23 @@ class FaultProxy:
         return None
 
 
+def _backdated(listing: bytes, subject: str, seconds: float) -> bytes:
+    def move(block: re.Match[bytes]) -> bytes:
+        text = block.group(0)
+        key = re.search(rb"<Key>(.*?)</Key>", text)
+        if key is None or subject.encode() not in key.group(1):
+            return text
+
+        def earlier(stamp: re.Match[bytes]) -> bytes:
+            moment = datetime.datetime.fromisoformat(stamp.group(1).decode().replace("Z", "+00:00"))
+            moved = (moment - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            return b"<LastModified>" + moved.encode() + b"</LastModified>"
+
+        return re.sub(rb"<LastModified>(.*?)</LastModified>", earlier, text)
+
+    return re.sub(rb"<Contents>.*?</Contents>", move, listing, flags=re.S)
+
+
 def _one_byte_less(content_range: str) -> str:
     """``bytes 0-99/500`` → ``bytes 0-98/500``: the range a short body really covers."""
     return re.sub(r"(\d+)-(\d+)/", lambda m: f"{m[1]}-{int(m[2]) - 1}/", content_range)
@@ -224,6 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = re.sub(
                 rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;00000000000000000000000000000bad&quot;</ETag>", answer
             )
+        if fault is not None and fault.kind == "backdate":
+            answer = _backdated(answer, fault.subject, fault.delay)
         if fault is not None and fault.kind == "noetag":
             answer = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", answer)
         if operation == "ListObjectsV2":

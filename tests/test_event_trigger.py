@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.errors import S3ConnectError, WatcherError
-from airflow_s3connect.events import ObjectStream, Watermark, objects_from_events
+from airflow_s3connect.events import ObjectStream, objects_from_events
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.objects import ObjectInfo
 from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import _STATE_STORES, ObjectProducer, _accessors
+from airflow_s3connect.watermark import Watermark
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
 from tests.stores import Store
@@ -71,6 +72,11 @@ def test_a_replaced_object_is_new_again_and_the_window_is_pruned() -> None:
     assert Watermark.from_json(json.loads(json.dumps(mark.to_json()))) == mark
     assert Watermark.from_json({"version": 99}) is None
     assert Watermark.from_json(None) is None
+    # The state of Get's earlier watermark: its newest time, nothing seen (refetch, never lose).
+    legacy = Watermark.from_json({"time": "2025-04-14T00:10:00+00:00", "keys": ["a.csv"]})
+    assert legacy is not None
+    assert legacy.newest == datetime.datetime(2025, 4, 14, 0, 10, tzinfo=datetime.timezone.utc)
+    assert legacy.seen == {}
 
 
 def test_objects_from_events_dedupes_and_raises_reported_errors() -> None:

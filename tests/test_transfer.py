@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.downloads import Downloader, DownloadTask, Watermark, plan_fetch, plan_ranges, read_object
+from airflow_s3connect.downloads import Downloader, DownloadTask, plan_fetch, plan_ranges, read_object
 from airflow_s3connect.errors import FormatError, KeyExistsError, LocalPathError, NoSuchKeyError, S3ConnectError
 from airflow_s3connect.formats import FORMATS, encode_records, write_parquet
 from airflow_s3connect.listing import Lister, ListQuery
@@ -412,23 +412,6 @@ def test_parquet_batches_into_row_groups(tmp_path: Path) -> None:
 
 def _info(key: str, second: int) -> ObjectInfo:
     return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
-
-
-def test_watermark_remembers_keys_sharing_its_second() -> None:
-    first = [_info("a", 1), _info("b", 2)]
-    mark = Watermark()
-    for info in first:
-        assert mark.admits(info)
-        mark = mark.advance(info)
-    assert mark == Watermark(first[1].last_modified, frozenset({"b"}))
-    # Written in the same second as "b" but after the listing: new by its key.
-    late = _info("c", 2)
-    assert not mark.admits(_info("b", 2))
-    assert not mark.admits(_info("a", 1))
-    assert mark.admits(late)
-    mark = Watermark.from_json(json.loads(json.dumps(mark.advance(late).to_json())))
-    assert mark.keys == frozenset({"b", "c"})
-    assert mark.admits(_info("d", 3))
 
 
 def test_listed_traversal_keys_are_refused_before_any_download(moto: MotoServer, client: Any, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from airflow_s3connect.deletes import archive_object, delete_object
-from airflow_s3connect.downloads import Downloader, DownloadTask, Watermark, read_object
+from airflow_s3connect.downloads import Downloader, DownloadTask, read_object
 from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
 from airflow_s3connect.listing import Lister
 from airflow_s3connect.local import LocalTree, temp_path
@@ -17,6 +17,7 @@ from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, l
 from airflow_s3connect.operators.list_objects import listing_query
 from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import Scope
+from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 
 #: XCom key of the watermark state of ``incremental="watermark"``.
 WATERMARK_XCOM_KEY = "s3connect_watermark"
@@ -50,8 +51,11 @@ class S3GetObjectOperator(S3ConnectOperator):
         run's data interval, widened by ``lookback``: idempotent and backfill-safe) or
         ``"watermark"`` (what the last successful run of this task had not seen; its state
         is that run's XCom ``s3connect_watermark``).
-    :param lookback: how far before the interval start ``"interval"`` also looks (a
-        multipart object's LastModified is its upload's start). timedelta or seconds.
+    :param lookback: how far before the interval start ``"interval"`` also looks, and how
+        far back ``"watermark"`` keeps what it has seen (default 15 minutes): a multipart
+        object's LastModified is its upload's start, so an object can become visible after
+        newer ones; the watermark fetches it once if its upload took less than this.
+        timedelta or seconds.
     :param skip_unchanged: do not refetch a file that holds the object's current version:
         the ETag each download records (an extended attribute) must match, or where none is
         recorded, size and LastModified (stamped as mtime); for one key, a conditional GET.
@@ -201,6 +205,8 @@ class S3GetObjectOperator(S3ConnectOperator):
             self.log.info("Listed %d objects in %d requests", lister.scanned, lister.requests)
         self.log.info("Downloaded %d objects (%d bytes) to %s", sink.count, sink.bytes, local_dir)
         if self.incremental == "watermark" and self._new_watermark is not None:
+            # Advanced once every download is done: what failed is looked for again.
+            self._new_watermark.advance(self._admitted, self._watermark_lookback)
             context["ti"].xcom_push(key=WATERMARK_XCOM_KEY, value=self._new_watermark.to_json())
         if sink.count == 0 and self.fail_on_empty:
             matching = f" matches {self.pattern!r}" if self.pattern else ""
@@ -234,7 +240,12 @@ class S3GetObjectOperator(S3ConnectOperator):
         state = ti.xcom_pull(
             task_ids=self.task_id, key=WATERMARK_XCOM_KEY, run_id=previous.run_id, map_indexes=ti.map_index
         )
-        return Watermark.from_json(state)
+        return Watermark.from_json(state) or Watermark()
+
+    @property
+    def _watermark_lookback(self) -> float:
+        """Seconds the watermark looks back: ``lookback`` when given, else the default."""
+        return self.lookback.total_seconds() or DEFAULT_LOOKBACK
 
     def _plan(
         self, found: Iterator[Any], base: str, tree: LocalTree, watermark: Watermark | None
@@ -242,6 +253,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         """Listed (or manifest) objects to download tasks; a bare key (a manifest of keys)
         is fetched without a known size."""
         self._new_watermark = watermark
+        self._admitted: list[ObjectInfo] = []
         for entry in found:
             if isinstance(entry, str):
                 if (local := self._local_path(tree, entry, base)) is not None:
@@ -250,10 +262,9 @@ class S3GetObjectOperator(S3ConnectOperator):
             if not isinstance(entry, ObjectInfo):
                 continue
             if watermark is not None:
-                if not watermark.admits(entry):
+                if not watermark.is_new(entry, self._watermark_lookback):
                     continue
-                assert self._new_watermark is not None
-                self._new_watermark = self._new_watermark.advance(entry)
+                self._admitted.append(entry)
             if (local := self._local_path(tree, entry.key, base)) is not None:
                 yield DownloadTask(entry.key, local, entry.size, entry.etag, entry.last_modified)
 

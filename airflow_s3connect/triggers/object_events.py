@@ -6,7 +6,7 @@ DAGs consuming that asset. Nothing holds a worker or a task slot between files.
 
 Exactly once, as far as the Airflow line allows:
 
-* Airflow 3.3 and later: the watermark (:class:`~airflow_s3connect.events.Watermark`)
+* Airflow 3.3 and later: the watermark (:class:`~airflow_s3connect.watermark.Watermark`)
   lives in the watched asset's state, and it moves only after the triggerer confirmed
   that the asset events were stored (a shared stream in ack mode). A triggerer restart,
   a redeploy or a second triggerer reads it back: nothing fires twice, nothing is
@@ -35,9 +35,10 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import S3ConnectError
-from airflow_s3connect.events import DEFAULT_LOOKBACK, STARTS, ObjectStream, Watermark, stream_id
+from airflow_s3connect.events import STARTS, ObjectStream, stream_id
 from airflow_s3connect.objects import result_entry
 from airflow_s3connect.patterns import compile_pattern
+from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 
 try:
     from airflow.triggers.shared_stream import SharedStreamProducer
