@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_s3connect.errors import translated
 from airflow_s3connect.objects import CommonPrefix, ObjectInfo
-from airflow_s3connect.patterns import KeyPattern
+from airflow_s3connect.patterns import KeyPattern, compile_pattern
+from airflow_s3connect.scope import Scope
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -116,3 +117,16 @@ class Lister:
             previous = names
             params["ContinuationToken"] = token
             params.pop("StartAfter", None)
+
+
+def listing_query(
+    scope: Scope,
+    prefix: str,
+    pattern: str | None,
+    bucket: str | None,
+    **options: Any,
+) -> tuple[str, ListQuery]:
+    """Resolve ``prefix`` (relative to path_prefix) and compile ``pattern`` (relative to it)
+    into the bucket and query to list: shared by List, Get and the sensor."""
+    ref = scope.resolve_prefix(prefix or "", bucket)
+    return ref.bucket, ListQuery(base=ref.key, pattern=compile_pattern(pattern) if pattern else None, **options)

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
+from airflow_s3connect.mixins import MacroFieldsMixin
 
 
 class MacroProbe(MacroFieldsMixin, BaseOperator):

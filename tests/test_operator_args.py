@@ -105,7 +105,7 @@ def test_connection_parameters_are_templated_and_follow_default_args() -> None:
     import pendulum
     from airflow.sdk import DAG
 
-    from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
+    from airflow_s3connect.mixins import CONNECTION_FIELDS
     from airflow_s3connect.sensors import S3ObjectSensor
 
     defaults = {"s3connect_conn_id": "from_defaults", "tenant": "acme", "bucket": "b"}
@@ -129,7 +129,7 @@ def test_airflows_rendering_step_that_macros_hook_into_is_still_there() -> None:
 
     from airflow.sdk import BaseOperator
 
-    from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
+    from airflow_s3connect.mixins import MacroFieldsMixin
 
     airflow_step = inspect.signature(BaseOperator._do_render_template_fields)
     assert list(airflow_step.parameters) == ["self", "parent", "template_fields", "context", "jinja_env", "seen_oids"]

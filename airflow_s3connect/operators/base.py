@@ -4,7 +4,6 @@ the console link and OpenLineage datasets."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import itertools
 import os
 import re
@@ -30,8 +29,8 @@ from airflow_s3connect.manifests import (
     manifest_slice,
     read_entries,
 )
+from airflow_s3connect.mixins import MacroFieldsMixin
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
-from airflow_s3connect.operators.macro_fields import MacroFieldsMixin
 from airflow_s3connect.scope import ObjectRef
 from airflow_s3connect.uploads import abort_uploads
 
@@ -316,29 +315,3 @@ def at_most(found: Iterable[T], max_objects: int, where: str, verb: str, done: s
 def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:
     """Each URI while there are few; the common prefix when there are many."""
     return uris if len(uris) <= MAX_LINEAGE_DATASETS else [prefix_uri]
-
-
-def require_one_target(
-    key: str | None, prefix: str | None, pattern: str | None, manifest: object = None, names: str = "key"
-) -> None:
-    """One object (``key``), a listing (``prefix`` / ``pattern``) or a manifest: exactly one."""
-    given = (key is not None) + (prefix is not None or pattern is not None) + (manifest is not None)
-    if given != 1:
-        raise ArgumentError(
-            f"Give exactly one of {names}=... (one object), prefix=... / pattern=... (a listing) "
-            "or manifest=... (an upstream results='manifest' or 'batches' result)."
-        )
-
-
-def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.datetime | None:
-    """A datetime argument (templated fields arrive as ISO strings); naive means UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ArgumentError(f"{name}={value!r} is not an ISO 8601 date-time, e.g. 2025-04-14T00:00:00Z.") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    return value

@@ -8,9 +8,9 @@ from typing import Any
 
 from airflow_s3connect.catalog import HEAD_BYTES, build_catalog
 from airflow_s3connect.errors import ArgumentError
+from airflow_s3connect.mixins import CONNECTION_FIELDS
 from airflow_s3connect.operators.base import S3ConnectOperator
 from airflow_s3connect.operators.list_objects import MAX_OBJECTS
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 
 
 class S3CatalogOperator(S3ConnectOperator):

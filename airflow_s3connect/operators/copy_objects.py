@@ -10,12 +10,11 @@ from typing import Any
 from airflow_s3connect.copies import Copier, CopyTask
 from airflow_s3connect.errors import ArgumentError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.listing import Lister
+from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.macros import MacroValues
+from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import ObjectInfo, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris, require_one_target
-from airflow_s3connect.operators.list_objects import listing_query
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris
 from airflow_s3connect.uploads import PutOptions
 
 #: Default cap on how many objects one task copies.

@@ -9,11 +9,10 @@ from typing import Any
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.deletes import BatchDelete
 from airflow_s3connect.errors import ArgumentError
-from airflow_s3connect.listing import Lister
+from airflow_s3connect.listing import Lister, listing_query
+from airflow_s3connect.mixins import CONNECTION_FIELDS, parse_moment
 from airflow_s3connect.objects import ObjectInfo, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris, parse_moment
-from airflow_s3connect.operators.list_objects import listing_query
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris
 from airflow_s3connect.scope import Scope
 
 #: Default cap on how many objects one task deletes.

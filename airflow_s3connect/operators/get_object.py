@@ -10,12 +10,11 @@ from typing import Any, Literal
 from airflow_s3connect.deletes import archive_object, delete_object
 from airflow_s3connect.downloads import Downloader, DownloadTask, read_object
 from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
-from airflow_s3connect.listing import Lister
+from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.local import LocalTree, temp_path
+from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris, require_one_target
-from airflow_s3connect.operators.list_objects import listing_query
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 

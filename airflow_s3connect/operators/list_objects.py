@@ -6,29 +6,14 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.listing import Lister, listing_query
+from airflow_s3connect.mixins import CONNECTION_FIELDS, parse_moment
 from airflow_s3connect.objects import CommonPrefix, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, parse_moment
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
-from airflow_s3connect.patterns import compile_pattern
-from airflow_s3connect.scope import Scope
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator
 
 #: Default cap on one listing: enough for a day's drop of most feeds, small enough that a
 #: runaway prefix fails clearly instead of listing a whole bucket.
 MAX_OBJECTS = 100_000
-
-
-def listing_query(
-    scope: Scope,
-    prefix: str,
-    pattern: str | None,
-    bucket: str | None,
-    **options: Any,
-) -> tuple[str, ListQuery]:
-    """Resolve ``prefix`` (relative to path_prefix) and compile ``pattern`` (relative to it)
-    into the bucket and query to list: shared by List, Get and the sensor."""
-    ref = scope.resolve_prefix(prefix or "", bucket)
-    return ref.bucket, ListQuery(base=ref.key, pattern=compile_pattern(pattern) if pattern else None, **options)
 
 
 class S3ListObjectsOperator(S3ConnectOperator):

@@ -19,9 +19,9 @@ from airflow_s3connect.errors import ArgumentError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format
 from airflow_s3connect.local import relative_posix
 from airflow_s3connect.manifests import ResultSink
+from airflow_s3connect.mixins import CONNECTION_FIELDS
 from airflow_s3connect.objects import Uploaded, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
 from airflow_s3connect.uploads import PutOptions, Uploader

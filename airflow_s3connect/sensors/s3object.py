@@ -11,10 +11,9 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
+from airflow_s3connect.listing import listing_query
+from airflow_s3connect.mixins import CONNECTION_FIELDS, MacroFieldsMixin, parse_moment, require_one_target
 from airflow_s3connect.objects import ObjectInfo, result_entry
-from airflow_s3connect.operators.base import parse_moment, require_one_target
-from airflow_s3connect.operators.list_objects import listing_query
-from airflow_s3connect.operators.macro_fields import CONNECTION_FIELDS, MacroFieldsMixin
 from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import Watcher, WatchSpec
 

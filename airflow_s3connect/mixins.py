@@ -1,4 +1,5 @@
-"""Key macros rendered as part of Airflow's template rendering.
+"""What every operator and the sensor share: key macros rendered as part of Airflow's
+template rendering, and the checks of the arguments they have in common.
 
 Airflow renders ``template_fields`` with Jinja, stores them for the Rendered Template
 view, then calls ``execute``. Rendering our ``{macros}`` inside that same step (not
@@ -7,11 +8,13 @@ silently in ``execute``) means the view shows the final key an operator will use
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues, render
 from airflow_s3connect.patterns import escape_literal
@@ -83,4 +86,30 @@ def _render_nested(value: Any, values: MacroValues, pattern: bool, defer: Sequen
         return render(value, values, defer=defer)
     if isinstance(value, list | tuple):
         return type(value)(_render_nested(v, values, pattern, defer) for v in value)
+    return value
+
+
+def require_one_target(
+    key: str | None, prefix: str | None, pattern: str | None, manifest: object = None, names: str = "key"
+) -> None:
+    """One object (``key``), a listing (``prefix`` / ``pattern``) or a manifest: exactly one."""
+    given = (key is not None) + (prefix is not None or pattern is not None) + (manifest is not None)
+    if given != 1:
+        raise ArgumentError(
+            f"Give exactly one of {names}=... (one object), prefix=... / pattern=... (a listing) "
+            "or manifest=... (an upstream results='manifest' or 'batches' result)."
+        )
+
+
+def parse_moment(value: datetime.datetime | str | None, name: str) -> datetime.datetime | None:
+    """A datetime argument (templated fields arrive as ISO strings); naive means UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ArgumentError(f"{name}={value!r} is not an ISO 8601 date-time, e.g. 2025-04-14T00:00:00Z.") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
     return value
