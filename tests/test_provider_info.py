@@ -30,6 +30,7 @@ SPEC_FIELDS = {
     "proxy_url",
     "checksum_mode",
     "bucket",
+    "expected_bucket_owner",
     "path_prefix",
     "tenant",
     "root_tenant_id",

@@ -68,6 +68,7 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "ca_bundle": "/etc/ssl/certs/ca.pem",
         "proxy_url": "http://proxy.internal:3128",
         "bucket": "acme-data",
+        "expected_bucket_owner": "111122223333",
         "path_prefix": "/exports/{tenant}/",
         "tenant": "acme-corp",
         "root_tenant_id": "acme",
@@ -98,6 +99,7 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         16,
     )
     assert (s.max_attempts, s.connect_timeout, s.read_timeout) == (8, 3, 120)
+    assert s.expected_bucket_owner == "111122223333"
     assert {f.name for f in FIELDS} == set(extra)
 
 

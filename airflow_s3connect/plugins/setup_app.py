@@ -43,9 +43,11 @@ def _known_conn_ids() -> list[str]:
     ``AIRFLOW_CONN_*`` variables. Secrets backends cannot be listed; their ids are typed."""
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        ids = {row.conn_id for row in session.query(Connection).filter(Connection.conn_type == CONN_TYPE)}
+        # The ids only: loading whole rows would decrypt every password to list names.
+        ids = set(session.scalars(select(Connection.conn_id).where(Connection.conn_type == CONN_TYPE)))
     for name, value in os.environ.items():
         if name.startswith("AIRFLOW_CONN_") and _is_s3connect(value):
             ids.add(name[len("AIRFLOW_CONN_") :].lower())
