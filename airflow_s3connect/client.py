@@ -43,6 +43,7 @@ from airflow_s3connect.allowlist import PRESIGN_REFUSED, check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
 from airflow_s3connect.scope import Scope
+from airflow_s3connect.writes import WriteOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -167,7 +168,7 @@ def build_session(settings: ConnectionSettings) -> boto3.session.Session:
     service models are shared (:data:`_LOADER`).
     """
     source = _botocore_session()
-    redact_in_logs(settings.aws_secret_access_key, settings.aws_session_token)
+    redact_in_logs(settings.aws_secret_access_key, settings.aws_session_token, settings.sse_customer_key)
     if settings.aws_access_key_id:
         source.set_credentials(
             settings.aws_access_key_id, settings.aws_secret_access_key or "", settings.aws_session_token
@@ -420,12 +421,33 @@ def pin_owner(client: Any, owner: str, bucket: str | None) -> None:
     client.meta.events.register_first("before-parameter-build.s3", add)
 
 
+def apply_write_defaults(client: Any, defaults: WriteOptions) -> None:
+    """Every request the connection's write options route to (:data:`writes.ROUTES`) carries
+    them, whichever code path made it: an upload, a copy, an archive, a reservation, a probe,
+    a manifest, a task log. Registered first: what a caller gave for one request stays."""
+
+    def add(params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        for name, value in defaults.args(model.name).items():
+            if name not in members:
+                continue
+            if name == "Metadata":
+                params["Metadata"] = {**value, **params.get("Metadata", {})}
+            else:
+                params.setdefault(name, value)
+
+    client.meta.events.register_first("before-parameter-build.s3", add)
+
+
 def configure(client: Any, settings: ConnectionSettings) -> Any:
     """What every S3 client of a connection carries: the scope guard, the owner pin, the
-    checksum mode. Returns ``client``."""
+    write options, the checksum mode. Returns ``client``."""
     guard(client, settings.scope, custom_endpoint=bool(settings.endpoint_url))
     if settings.expected_bucket_owner:
         pin_owner(client, settings.expected_bucket_owner, settings.bucket)
+    defaults = settings.write_defaults
+    if defaults != WriteOptions():
+        apply_write_defaults(client, defaults)
     checksums.register(client, settings.upload_checksums)
     return client
 

@@ -20,8 +20,16 @@ from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_s3connect.errors import ConnectionSettingsError, InvalidKeyError
+from airflow_s3connect.errors import ArgumentError, ConnectionSettingsError, InvalidKeyError
 from airflow_s3connect.scope import Scope, check_bucket_name, normalize_prefix, path_problem
+from airflow_s3connect.writes import (
+    CANNED_ACLS,
+    SSE_VALUES,
+    STORAGE_CLASSES,
+    WriteOptions,
+    parse_json_object,
+    parse_tags,
+)
 
 CONN_TYPE = "s3connect"
 DEFAULT_CONN_ID = "s3connect_default"
@@ -203,6 +211,67 @@ FIELDS: tuple[FieldSpec, ...] = (
         fix="use the 12-digit AWS account id of the bucket's owner",
     ),
     FieldSpec(
+        "server_side_encryption",
+        "Server-Side Encryption",
+        "Encryption every write asks for (a bucket policy may require it): AES256 (SSE-S3), aws:kms, aws:kms:dsse.",
+        {"type": "string", "enum": list(SSE_VALUES)},
+    ),
+    FieldSpec(
+        "kms_key_id",
+        "KMS Key",
+        "KMS key id, ARN or alias for aws:kms writes. Empty: the bucket's default key.",
+        {"type": "string"},
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        fix="set Server-Side Encryption to aws:kms, or clear KMS Key",
+    ),
+    FieldSpec(
+        "bucket_key_enabled",
+        "S3 Bucket Key",
+        "Use an S3 Bucket Key for aws:kms writes (fewer KMS requests).",
+        {"type": "boolean"},
+        fix="set Server-Side Encryption to aws:kms, or clear S3 Bucket Key",
+    ),
+    FieldSpec(
+        "kms_encryption_context",
+        "KMS Encryption Context",
+        'JSON object sent as the KMS encryption context of aws:kms writes, e.g. {"project": "billing"}.',
+        {"type": "string"},
+        fix='write a JSON object of strings, e.g. {"project": "billing"}',
+    ),
+    FieldSpec(
+        "sse_customer_key",
+        "SSE-C Key",
+        "Your own 256-bit AES key (SSE-C), sent with every write and read of an object; S3 keeps no copy.",
+        {"type": "string", "format": "password"},
+        fix="use either SSE-C Key or Server-Side Encryption, not both",
+    ),
+    FieldSpec(
+        "acl",
+        "Canned ACL",
+        "ACL of every object written, e.g. bucket-owner-full-control for a bucket another account owns.",
+        {"type": "string", "enum": list(CANNED_ACLS)},
+    ),
+    FieldSpec(
+        "storage_class",
+        "Storage Class",
+        "Storage class of every object written. Empty: the bucket's default (STANDARD).",
+        {"type": "string", "enum": list(STORAGE_CLASSES)},
+    ),
+    FieldSpec(
+        "tags",
+        "Object Tags",
+        'Tags of every object written: a JSON object ({"team": "data"}) or team=data&env=prod.',
+        {"type": "string"},
+        "team=data&env=prod",
+        fix='write a JSON object ({"team": "data"}) or key=value pairs joined by & (team=data&env=prod)',
+    ),
+    FieldSpec(
+        "requester_pays",
+        "Requester Pays",
+        "Every request says this connection pays for it (needed to read or write a Requester Pays bucket).",
+        {"type": "boolean"},
+    ),
+    FieldSpec(
         "path_prefix",
         "Path Prefix",
         "Restrict the connection to this prefix; keys are relative to it. Macros allowed: "
@@ -259,6 +328,11 @@ FIELDS: tuple[FieldSpec, ...] = (
 )
 
 FIELD_BY_NAME: Mapping[str, FieldSpec] = {f.name: f for f in FIELDS}
+#: The fields that set the connection's write options.
+WRITE_FIELDS = (
+    "kms_encryption_context", "kms_key_id", "bucket_key_enabled", "sse_customer_key", "server_side_encryption",
+    "acl", "storage_class", "tags", "requester_pays",
+)  # fmt: skip
 
 #: How the standard connection fields show in the form.
 UI_FIELD_BEHAVIOUR: Mapping[str, Any] = {
@@ -315,6 +389,15 @@ class ConnectionSettings:
     checksum_mode: str = "auto"
     bucket: str | None = None
     expected_bucket_owner: str | None = None
+    server_side_encryption: str | None = None
+    kms_key_id: str | None = None
+    bucket_key_enabled: bool | None = None
+    kms_encryption_context: str | None = None
+    sse_customer_key: str | None = field(default=None, repr=False)
+    acl: str | None = None
+    storage_class: str | None = None
+    tags: str | None = None
+    requester_pays: bool = False
     path_prefix: str = ""
     tenant: str | None = None
     root_tenant_id: str | None = None
@@ -336,6 +419,21 @@ class ConnectionSettings:
     def upload_checksums(self) -> str:
         """``checksum_mode`` with ``auto`` resolved for this endpoint: sdk, header or off."""
         return effective_mode(self.checksum_mode, self.endpoint_url)
+
+    @property
+    def write_defaults(self) -> WriteOptions:
+        """The write options every request of the connection carries (validated when parsed)."""
+        return WriteOptions(
+            server_side_encryption=self.server_side_encryption,
+            kms_key_id=self.kms_key_id,
+            bucket_key_enabled=self.bucket_key_enabled,
+            kms_encryption_context=parse_json_object("kms_encryption_context", self.kms_encryption_context),
+            sse_customer_key=self.sse_customer_key,
+            acl=self.acl,
+            storage_class=self.storage_class,
+            tags=parse_tags(self.tags),
+            requester_pays=self.requester_pays,
+        )
 
     @property
     def scope(self) -> Scope:
@@ -470,7 +568,7 @@ def parse_settings(
             raise fail("path_prefix", f"{values['path_prefix']!r} {problem}", "give a prefix such as exports/invoices")
         values["path_prefix"] = prefix
 
-    return ConnectionSettings(
+    settings = ConnectionSettings(
         conn_id=conn_id,
         auth_type=auth_type,
         addressing_style=addressing,
@@ -478,6 +576,12 @@ def parse_settings(
         aws_secret_access_key=password,
         **values,
     )
+    try:
+        settings.write_defaults  # noqa: B018 - validates the write options together
+    except ArgumentError as exc:
+        named = next((f for f in WRITE_FIELDS if f in str(exc)), "server_side_encryption")
+        raise fail(named, str(exc).rstrip("."), FIELD_BY_NAME[named].fix or "see the field's description") from None
+    return settings
 
 
 def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:

@@ -45,7 +45,8 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.objects import MAX_COPY_BYTES, MiB, ObjectInfo, TransferConfig
-from airflow_s3connect.uploads import ChunkStream, PutOptions, Uploader
+from airflow_s3connect.uploads import ChunkStream, Uploader
+from airflow_s3connect.writes import WriteOptions, with_source_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -124,7 +125,7 @@ class Copier:
         target_client: S3Client,
         target_bucket: str,
         config: TransferConfig,
-        options: PutOptions,
+        options: WriteOptions,
         *,
         server_side: bool,
         skip_unchanged: bool = False,
@@ -222,15 +223,17 @@ class Copier:
         self._check_cancelled()
         source, key = task.source, task.target_key
         copy_source: CopySourceTypeDef = {"Bucket": self.source_bucket, "Key": source.key}
-        args = self.options.extra_args(None, {SOURCE_ETAG: source.etag})
-        args.pop("ChecksumAlgorithm", None)  # a copy's checksum is the store's to compute
+        args = self.options.args("CopyObject")
         if not self.options.overwrite:
             args["IfNoneMatch"] = "*"
         with translated("CopyObject", self.target_bucket, key):
             try:
                 if source.size <= min(self.config.multipart_threshold, MAX_COPY_BYTES):
-                    # Content type and metadata travel with the object (MetadataDirective COPY).
-                    single = {k: v for k, v in args.items() if k not in ("Metadata", "ContentType")}
+                    # The source's content type and metadata travel with it (MetadataDirective
+                    # COPY) unless the options replace them (then REPLACE, with theirs).
+                    single = dict(args)
+                    if "MetadataDirective" not in single:
+                        single.pop("Metadata", None)
                     answer = self.target_client.copy_object(
                         Bucket=self.target_bucket, Key=key, CopySource=copy_source, CopySourceIfMatch=source.etag,
                         **single,
@@ -268,8 +271,11 @@ class Copier:
     def _multipart_copy(self, task: CopyTask, copy_source: CopySourceTypeDef, args: dict[str, Any]) -> None:
         source, key = task.source, task.target_key
         head = self.source_client.head_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)
-        create = {k: v for k, v in args.items() if k != "IfNoneMatch"}
-        create["ContentType"] = head.get("ContentType", "binary/octet-stream")
+        create = self.options.args("CreateMultipartUpload")
+        create["Metadata"] = {**create.get("Metadata", {}), SOURCE_ETAG: source.etag}
+        if not self.options.replaces_source_attributes:
+            # A multipart copy is a new upload: the source's attributes are given again.
+            create = with_source_attributes(create, head)
         upload_id = self.target_client.create_multipart_upload(Bucket=self.target_bucket, Key=key, **create)["UploadId"]
         self._track_upload(upload_id, key)
         self.requests += 2
@@ -321,19 +327,23 @@ class Copier:
             if self._cancelled is not None:
                 uploader.cancel(self._cancelled)
             for task in tasks:
-                uploader.put_stream(ChunkStream(self._verified_body(task.source)), task.target_key, None,
-                                    {SOURCE_ETAG: task.source.etag})  # fmt: skip
+                answered: dict[str, Any] = {}
+                body = ChunkStream(self._verified_body(task.source, answered))
+                attributes = None if self.options.replaces_source_attributes else (lambda a=answered: a)
+                uploader.put_stream(body, task.target_key, None, {SOURCE_ETAG: task.source.etag}, attributes)
             for task, done in zip(tasks, uploader.results(), strict=True):
                 yield Copied(self._source_uri(task.source), done.bucket, done.key, done.size, done.etag, "stream")
         self.requests += 2 * len(tasks)
 
-    def _verified_body(self, source: ObjectInfo) -> Iterator[bytes]:
-        """The source's bytes, pinned to its ETag; raises at the end if they are not what was listed."""
+    def _verified_body(self, source: ObjectInfo, answered: dict[str, Any]) -> Iterator[bytes]:
+        """The source's bytes, pinned to its ETag; raises at the end if they are not what was
+        listed. ``answered`` receives the source's attributes once its GET answered (before
+        the first byte is read, so before the upload's first request is made)."""
         with translated("GetObject", self.source_bucket, source.key):
             try:
-                body = self.source_client.get_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)[
-                    "Body"
-                ]
+                response = self.source_client.get_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)
+                body = response["Body"]
+                answered.update(with_source_attributes({}, response))
             except ClientError as exc:
                 if error_code(exc) in PRECONDITION_CODES:
                     raise self._changed(source) from None

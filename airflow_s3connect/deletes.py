@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -54,23 +54,29 @@ def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> No
             client.delete_object(Bucket=bucket, Key=key)
 
 
-def archive_object(client: S3Client, bucket: str, key: str, target: str, etag: str, size: int) -> None:
+def archive_object(
+    client: S3Client, bucket: str, key: str, target: str, etag: str, size: int, options: Mapping[str, Any] | None = None
+) -> None:
     """Move an object: copy it (pinned to the ETag we downloaded), check the copy is that
-    version, then delete the original (conditionally too).
+    version, then delete the original (conditionally too). ``options``: the copy's write
+    parameters (``WriteOptions.args("CopyObject")``).
 
     Some stores ignore ``x-amz-copy-source-if-match`` (Ceph RGW 16 reads another name):
     the copy's size and, for a single-part original, its ETag prove which version was
     copied, so a replaced original is never deleted unread.
     """
+    extra = dict(options or {})
     with translated("CopyObject", bucket, target):
         try:
             if size <= MAX_COPY_BYTES:
-                params: dict[str, Any] = {"Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}}
+                params: dict[str, Any] = {
+                    "Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}, **extra,
+                }  # fmt: skip
                 if etag:
                     params["CopySourceIfMatch"] = etag
                 client.copy_object(**params)
             else:
-                client.copy({"Bucket": bucket, "Key": key}, bucket, target)
+                client.copy({"Bucket": bucket, "Key": key}, bucket, target, ExtraArgs=extra or None)
         except ClientError as exc:
             if error_code(exc) in PRECONDITION_CODES:
                 raise _replaced_after_download(bucket, key, etag) from None

@@ -22,7 +22,8 @@ from airflow_s3connect.errors import PRECONDITION_CODES, NoSuchKeyError, S3Conne
 from airflow_s3connect.formats import content_type_for
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
+from airflow_s3connect.writes import WriteOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -143,7 +144,7 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         target_bucket, target_key = self._object(path2)
         found = self.info(path1)
         source = ObjectInfo(source_key, found["size"], found["ETag"], found["LastModified"])
-        options = PutOptions(overwrite=self.overwrite)
+        options = WriteOptions(overwrite=self.overwrite)
         copier = Copier(self.client, source_bucket, self.client, target_bucket, self.config, options, server_side=True)
         list(copier.run([CopyTask(source, target_key)]))
 
@@ -214,7 +215,7 @@ class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
         self._spool.close()
         spooled = Path(self._spool.name)
         try:
-            options = PutOptions(overwrite=self.fs.overwrite)
+            options = WriteOptions(overwrite=self.fs.overwrite)
             with Uploader(self.fs.client, self.bucket, self.fs.config, options, self.fs.scope.prefix) as uploader:
                 uploader.put_file(spooled, self.key, content_type_for(self.key))
                 list(uploader.results())

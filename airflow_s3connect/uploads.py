@@ -11,7 +11,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.objects import MiB, TransferConfig, Uploaded
+from airflow_s3connect.writes import WRITER_METADATA, WriteOptions, with_source_attributes
 
 log = logging.getLogger(__name__)
 
@@ -40,40 +40,8 @@ if TYPE_CHECKING:
 # and botocore's HTTP stack) would double what parsing such a file costs.
 
 
-@dataclass(frozen=True)
-class PutOptions:
-    """Per-object settings of an upload.
-
-    :param overwrite: False makes every write conditional (``If-None-Match: *``): S3
-        refuses it atomically when the key exists, so of concurrent writers exactly one
-        wins, and no HeadObject (or s3:GetObject / s3:ListBucket) is needed.
-    :param writer: who writes, the same for every try of one task instance; stored as
-        metadata, so that a retry recognises the object its earlier try completed.
-    """
-
-    overwrite: bool = True
-    content_type: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    server_side_encryption: str | None = None
-    kms_key_id: str | None = None
-    storage_class: str | None = None
-    checksum_algorithm: str = "CRC32"
-    writer: str | None = None
-
-    def extra_args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
-        args: dict[str, Any] = {"ChecksumAlgorithm": self.checksum_algorithm}
-        if self.content_type or content_type:
-            args["ContentType"] = self.content_type or content_type
-        metadata = {**self.metadata, **(metadata or {}), **({WRITER_METADATA: self.writer} if self.writer else {})}
-        if metadata:
-            args["Metadata"] = metadata
-        if self.server_side_encryption:
-            args["ServerSideEncryption"] = self.server_side_encryption
-        if self.kms_key_id:
-            args["SSEKMSKeyId"] = self.kms_key_id
-        if self.storage_class:
-            args["StorageClass"] = self.storage_class
-        return args
+#: Metadata marking the empty object that holds a multipart upload's key until it completes.
+RESERVATION_METADATA = "s3connect-reservation"
 
 
 class ChunkStream(io.RawIOBase):
@@ -109,8 +77,6 @@ class ChunkStream(io.RawIOBase):
 
 
 _RESPONSE_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
-#: Metadata naming the task instance that wrote an object (``x-amz-meta-s3connect-writer``).
-WRITER_METADATA = "s3connect-writer"
 
 
 class Uploader:
@@ -132,7 +98,7 @@ class Uploader:
         client: S3Client,
         bucket: str,
         config: TransferConfig,
-        options: PutOptions,
+        options: WriteOptions,
         prefix: str = "",
         on_uploads: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
@@ -164,6 +130,7 @@ class Uploader:
         self._id = f"s3connect-upload-{uuid.uuid4().hex}"
         self._support = AWS_SUPPORT
         self._reserved: set[str] = set()
+        self._attributes: dict[str, Callable[[], Mapping[str, Any]]] = {}
 
     def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
         handlers: list[tuple[str, Callable[..., None]]] = []
@@ -171,6 +138,8 @@ class Uploader:
             handlers.append((f"before-parameter-build.s3.{operation}", self._before))
             handlers.append((f"after-call.s3.{operation}", self._after))
         handlers.append(("before-parameter-build.s3.CreateMultipartUpload", self._reserve))
+        for operation in ("PutObject", "CreateMultipartUpload"):
+            handlers.append((f"before-parameter-build.s3.{operation}", self._add_attributes))
         for operation in ("CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload"):
             handlers.append((f"after-call.s3.{operation}", self._track))
         for operation in ("CompleteMultipartUpload", "AbortMultipartUpload"):
@@ -242,6 +211,11 @@ class Uploader:
                 if model.name == "CompleteMultipartUpload":
                     self._reserved.discard(key)
 
+    def _add_attributes(self, params: dict[str, Any], **_: Any) -> None:
+        attributes = self._attributes.get(str(params.get("Key"))) if params.get("Bucket") == self.bucket else None
+        if attributes is not None:
+            params.update(with_source_attributes(params, attributes()))
+
     def _reserve(self, params: dict[str, Any], **_: Any) -> None:
         """Claim a multipart upload's key with a conditional empty PutObject, where the
         store ignores or refuses the condition on CompleteMultipartUpload."""
@@ -249,13 +223,10 @@ class Uploader:
         if self.options.overwrite or self._support.complete == HONOURED or key not in self._keys:
             return
         with translated("PutObject", self.bucket, key):
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=str(key),
-                Body=b"",
-                IfNoneMatch="*",
-                Metadata={"s3connect-reservation": "upload in progress"},
-            )
+            reservation = self.options.args("PutObject")
+            reservation["Metadata"] = {**reservation.get("Metadata", {}), RESERVATION_METADATA: "upload in progress"}
+            reservation.pop("ChecksumAlgorithm", None)
+            self.client.put_object(Bucket=self.bucket, Key=str(key), Body=b"", IfNoneMatch="*", **reservation)
         with self._lock:
             self._reserved.add(str(key))
 
@@ -283,6 +254,18 @@ class Uploader:
                 log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", self.bucket, key)
         self._reserved.clear()
 
+    def _args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """An upload's arguments, as PutObject's (s3transfer routes them to the multipart
+        requests itself): the options, this object's content type and metadata, and a CRC32
+        checksum unless another algorithm was chosen."""
+        options = self.options.overridden(
+            content_type=self.options.content_type or content_type,
+            metadata={**self.options.metadata, **(metadata or {})},
+        )
+        args = options.args("PutObject")
+        args.setdefault("ChecksumAlgorithm", "CRC32")
+        return args
+
     def _claim(self, key: str) -> None:
         with self._lock:
             if key in self._keys:
@@ -293,7 +276,7 @@ class Uploader:
         """Queue a local file (multipart above the threshold)."""
         self._claim(key)
         size = path.stat().st_size
-        future = self._manager.upload(str(path), self.bucket, key, extra_args=self.options.extra_args(content_type))
+        future = self._manager.upload(str(path), self.bucket, key, extra_args=self._args(content_type))
         self._pending.append((key, future, lambda: size))
 
     def put_stream(
@@ -302,9 +285,17 @@ class Uploader:
         key: str,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        attributes: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Queue a readable binary stream, read part by part (so it may be endless-looking)."""
+        """Queue a readable binary stream, read part by part (so it may be endless-looking).
+
+        :param attributes: parameters known only once the stream was first read (a copied
+            object's content type and metadata, from its GET's answer), added to the
+            upload's PutObject or CreateMultipartUpload, which s3transfer sends after that.
+        """
         self._claim(key)
+        if attributes is not None:
+            self._attributes[key] = attributes
         if not isinstance(stream, ChunkStream):
             stream = ChunkStream(iter(functools.partial(stream.read, MiB), b""))
         counted = stream
@@ -312,7 +303,7 @@ class Uploader:
         # return less, and s3transfer takes a short first read for the whole object: one
         # PutObject holding everything in memory instead of a multipart upload.
         future = self._manager.upload(
-            io.BufferedReader(stream), self.bucket, key, extra_args=self.options.extra_args(content_type, metadata)
+            io.BufferedReader(stream), self.bucket, key, extra_args=self._args(content_type, metadata)
         )
         self._pending.append((key, future, lambda: counted.bytes_read))
 
@@ -363,7 +354,7 @@ class Uploader:
         except (BotoCoreError, ClientError):
             return None  # no s3:GetObject: the KeyExistsError stands, with its own advice
         metadata = head.get("Metadata", {})
-        if metadata.get(WRITER_METADATA) != self.options.writer or "s3connect-reservation" in metadata:
+        if metadata.get(WRITER_METADATA) != self.options.writer or RESERVATION_METADATA in metadata:
             raise KeyExistsError(
                 f"s3://{self.bucket}/{key} already exists and overwrite is off; it was written by "
                 f"{'another task' if WRITER_METADATA in metadata else 'something other than airflow-s3connect'}, "

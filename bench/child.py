@@ -85,8 +85,9 @@ def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> C
     from airflow_s3connect.listing import Lister, ListQuery
     from airflow_s3connect.local import LocalTree
     from airflow_s3connect.objects import ObjectInfo, TransferConfig
-    from airflow_s3connect.uploads import PutOptions, Uploader
+    from airflow_s3connect.uploads import Uploader
     from airflow_s3connect.watch import Watcher, WatchSpec
+    from airflow_s3connect.writes import WriteOptions
 
     client = _ours_client(url, **({"checksum_mode": variant} if variant else {}))
     config = TransferConfig()
@@ -102,7 +103,7 @@ def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> C
         return sum(1 for _ in Downloader(client, BUCKET, config).download(tasks))
 
     def put_dir(source: Path, prefix: str) -> Any:
-        with Uploader(client, BUCKET, config, PutOptions()) as up:
+        with Uploader(client, BUCKET, config, WriteOptions()) as up:
             for path in sorted(source.iterdir()):
                 up.put_file(path, prefix + path.name)
             return sum(1 for _ in up.results())
@@ -113,7 +114,7 @@ def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> C
             for o in Lister(client, BUCKET, ListQuery(base=prefix))
             if isinstance(o, ObjectInfo)
         ]
-        copier = Copier(client, BUCKET, client, BUCKET, config, PutOptions(), server_side=True)
+        copier = Copier(client, BUCKET, client, BUCKET, config, WriteOptions(), server_side=True)
         return sum(1 for _ in copier.run(tasks))
 
     if scenario == "delete_10k":

@@ -23,7 +23,8 @@ from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.objects import MiB, TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
+from airflow_s3connect.writes import WriteOptions
 
 url, run, keys, big = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 settings = parse_settings(f"run{run}", "AKIAEXAMPLE", "secret", {"endpoint_url": url, "region_name": "REGION"})
@@ -37,7 +38,7 @@ for key in keys:
     if key.endswith(".bin"):
         body = body + bytes([run]) * (big - len(body))
     try:
-        with Uploader(client, "BUCKET", config, PutOptions(overwrite=False)) as up:
+        with Uploader(client, "BUCKET", config, WriteOptions(overwrite=False)) as up:
             up.put_stream(io.BytesIO(body), key)
             list(up.results())
         outcome[key] = "won"

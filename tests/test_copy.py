@@ -18,7 +18,7 @@ from airflow_s3connect.errors import ObjectChangedError, S3ConnectError, Transfe
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
-from airflow_s3connect.uploads import PutOptions
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import IamFactory, MotoServer
@@ -58,7 +58,7 @@ def test_server_side_copies_small_and_multipart_then_skips_them(store: Store, mo
         store.admin.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/x-test")
     client = _hook(store, bucket, monkeypatch).get_conn()
     tasks = [CopyTask(info, "dst/" + info.key[len("src/") :]) for info in _listed(client, bucket, "src/")]
-    copier = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True, skip_unchanged=True)
+    copier = Copier(client, bucket, client, bucket, SMALL, WriteOptions(), server_side=True, skip_unchanged=True)
     done = list(copier.run(tasks))
     assert [(c.key, c.method) for c in done] == [("dst/a.txt", "server"), ("dst/sub/b.bin", "server")]
     for key, body in blobs.items():
@@ -70,7 +70,7 @@ def test_server_side_copies_small_and_multipart_then_skips_them(store: Store, mo
     assert big["ETag"].endswith('-3"')  # 3 parts of UploadPartCopy
     assert big["Metadata"][SOURCE_ETAG] == tasks[1].source.etag
     assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    again = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True, skip_unchanged=True)
+    again = Copier(client, bucket, client, bucket, SMALL, WriteOptions(), server_side=True, skip_unchanged=True)
     assert [c.method for c in again.run(tasks)] == ["unchanged", "unchanged"]
 
 
@@ -83,7 +83,7 @@ def test_a_small_copy_is_one_request_and_reports_the_quoted_etag(store: Store, m
     client = _hook(store, bucket, monkeypatch).get_conn()
     tasks = [CopyTask(info, "copied/" + info.key) for info in _listed(client, bucket, "one/")]
     with RequestCounter(client) as counter:
-        done = list(Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=True).run(tasks))
+        done = list(Copier(client, bucket, client, bucket, SMALL, WriteOptions(), server_side=True).run(tasks))
     assert counter.requests == 3
     assert [c.etag for c in done] == [t.source.etag for t in tasks]
     assert all(c.etag.startswith('"') and c.etag.endswith('"') for c in done)
@@ -96,7 +96,7 @@ def test_a_source_replaced_after_listing_is_not_copied(store: Store, monkeypatch
     (listed,) = _listed(client, bucket, "src/")
     store.admin.put_object(Bucket=bucket, Key="src/a.txt", Body=b"second version, longer")
     for server_side in (True, False):
-        copier = Copier(client, bucket, client, bucket, SMALL, PutOptions(), server_side=server_side)
+        copier = Copier(client, bucket, client, bucket, SMALL, WriteOptions(), server_side=server_side)
         with pytest.raises(ObjectChangedError, match="changed while it was copied"):
             list(copier.run([CopyTask(listed, "dst/a.txt")]))
         assert store.admin.list_objects_v2(Bucket=bucket, Prefix="dst/").get("KeyCount", 0) == 0
@@ -110,7 +110,7 @@ def test_a_short_source_body_completes_no_copy(moto: MotoServer, proxy: FaultPro
     target = endpoint_client(moto.url)
     (listed,) = _listed(target, BUCKET, "src/")
     proxy.schedule(Fault("short", "GetObject", times=None))
-    copier = Copier(source, BUCKET, target, BUCKET, SMALL, PutOptions(), server_side=False)
+    copier = Copier(source, BUCKET, target, BUCKET, SMALL, WriteOptions(), server_side=False)
     # botocore's response checksum (moto sends one) or our byte count catches it first.
     with pytest.raises(S3ConnectError, match=r"do not match the checksum|gave 11534335 bytes") as info:
         list(copier.run([CopyTask(listed, "dst/big.bin")]))
@@ -145,7 +145,7 @@ def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket
     listed = _listed(source, "partner-out", "export/")
     with pytest.raises(ClientError, match="AccessDenied"):  # our identity cannot read theirs
         target.list_objects_v2(Bucket=BUCKET, Prefix="inbound/")
-    copier = Copier(source, "partner-out", target, BUCKET, SMALL, PutOptions(overwrite=False), server_side=False,
+    copier = Copier(source, "partner-out", target, BUCKET, SMALL, WriteOptions(overwrite=False), server_side=False,
                     prefix="inbound/")  # fmt: skip
     done = list(copier.run([CopyTask(i, "inbound/" + i.key) for i in listed]))
     assert [(c.key, c.method, c.size) for c in done] == [
@@ -163,7 +163,7 @@ def test_multipart_copies_report_their_open_uploads_for_a_later_try(moto: MotoSe
     moto.admin_client("s3").put_object(Bucket=BUCKET, Key="mp/big.bin", Body=random.Random(5).randbytes(11 * MiB))
     client = endpoint_client(moto.url, region=REGION)
     reports: list[dict[str, str]] = []
-    copier = Copier(client, BUCKET, client, BUCKET, SMALL, PutOptions(), server_side=server_side,
+    copier = Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=server_side,
                     on_uploads=lambda open_uploads: reports.append(dict(open_uploads)))  # fmt: skip
     (done,) = copier.run([CopyTask(_listed(client, BUCKET, "mp/")[0], "mp-copy/big.bin")])
     assert done.method == ("server" if server_side else "stream")
@@ -174,7 +174,7 @@ def test_multipart_copies_report_their_open_uploads_for_a_later_try(moto: MotoSe
 def test_a_cancelled_copy_stops_and_leaves_no_upload(moto: MotoServer) -> None:
     moto.admin_client("s3").put_object(Bucket=BUCKET, Key="cx/a.txt", Body=b"a")
     client = endpoint_client(moto.url, region=REGION)
-    copier = Copier(client, BUCKET, client, BUCKET, SMALL, PutOptions(), server_side=True)
+    copier = Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=True)
     copier.cancel("the task was killed")
     with pytest.raises(TransferInterrupted, match="Copy cancelled: the task was killed"):
         list(copier.run([CopyTask(_listed(client, BUCKET, "cx/")[0], "cx-copy/a.txt")]))

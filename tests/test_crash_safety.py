@@ -17,7 +17,8 @@ from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import KeyExistsError, TransferInterrupted
 from airflow_s3connect.local import temp_path
 from airflow_s3connect.objects import TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader, abort_uploads
+from airflow_s3connect.uploads import Uploader, abort_uploads
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.fault_proxy import Fault, FaultProxy
@@ -39,7 +40,7 @@ def _uploads(moto: MotoServer) -> list[Any]:
 def test_cancel_stops_an_upload_and_aborts_its_multipart_upload(moto: MotoServer, proxy: FaultProxy) -> None:
     proxy.schedule(Fault("slow", "UploadPart", times=None, delay=1.0))
     reported: list[dict[str, str]] = []
-    uploader = Uploader(_client(proxy.url), BUCKET, PARTS, PutOptions(), on_uploads=reported.append)
+    uploader = Uploader(_client(proxy.url), BUCKET, PARTS, WriteOptions(), on_uploads=reported.append)
 
     def kill_when_started() -> None:
         deadline = time.monotonic() + 20
@@ -75,7 +76,7 @@ def test_overwrite_off_on_a_retry_keeps_its_own_earlier_object(moto: MotoServer)
     client = _client(moto.url)
 
     def put(writer: str | None, body: bytes = b"report") -> Any:
-        with Uploader(client, BUCKET, PARTS, PutOptions(overwrite=False, writer=writer)) as up:
+        with Uploader(client, BUCKET, PARTS, WriteOptions(overwrite=False, writer=writer)) as up:
             up.put_stream(io.BytesIO(body), "out/report.csv")
             return list(up.results())
 

@@ -25,8 +25,9 @@ from airflow_s3connect.errors import EndpointUnreachableError, KeyExistsError, S
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.local import LocalTree
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
@@ -119,7 +120,7 @@ class Operation:
 
 def _put(body: bytes, key: str) -> Callable[[Any, Path], Any]:
     def run(client: Any, tmp: Path) -> Any:
-        with Uploader(client, BUCKET, CONFIG, PutOptions()) as up:
+        with Uploader(client, BUCKET, CONFIG, WriteOptions()) as up:
             up.put_stream(io.BytesIO(body), key)
             return list(up.results())
 
@@ -314,7 +315,7 @@ def test_persistent_fault_fails_bounded_and_leaves_nothing(
 
 
 def _put_once(client: Any) -> None:
-    with Uploader(client, BUCKET, CONFIG, PutOptions(overwrite=False)) as up:
+    with Uploader(client, BUCKET, CONFIG, WriteOptions(overwrite=False)) as up:
         up.put_stream(io.BytesIO(SMALL_BODY), "t/once.bin")
         list(up.results())
 

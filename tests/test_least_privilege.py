@@ -23,8 +23,9 @@ from airflow_s3connect.events import ObjectStream
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.dag_runner import run_dag, write_dag
 from tests.moto_server import IamFactory
@@ -122,13 +123,13 @@ CONFIG = TransferConfig(max_concurrency=2, chunk_size=5 * MiB, multipart_thresho
 
 
 def _put(hook: S3ConnectHook, tmp: Path) -> None:
-    with Uploader(hook.get_conn(), BUCKET, CONFIG, PutOptions(overwrite=False)) as up:
+    with Uploader(hook.get_conn(), BUCKET, CONFIG, WriteOptions(overwrite=False)) as up:
         up.put_stream(io.BytesIO(b"x"), "lp/denied.txt")
         list(up.results())
 
 
 def _put_multipart(hook: S3ConnectHook, tmp: Path) -> None:
-    with Uploader(hook.get_conn(), BUCKET, CONFIG, PutOptions(overwrite=False)) as up:
+    with Uploader(hook.get_conn(), BUCKET, CONFIG, WriteOptions(overwrite=False)) as up:
         up.put_stream(io.BytesIO(b"m" * (6 * MiB)), "lp/denied-big.bin")
         list(up.results())
 
@@ -302,7 +303,7 @@ def test_a_copy_denied_for_want_of_reading_its_source_names_s3_getobject(
     hook = _hook(iam, make_conn, "user", ["s3:ListBucket", "s3:PutObject"])
     iam.enforce()
     (seed,) = _listed(hook)
-    copier = Copier(hook.get_conn(), BUCKET, hook.get_conn(), BUCKET, CONFIG, PutOptions(), server_side=True)
+    copier = Copier(hook.get_conn(), BUCKET, hook.get_conn(), BUCKET, CONFIG, WriteOptions(), server_side=True)
     with pytest.raises(AccessDeniedError) as info:
         copier._readable(seed)
     assert info.value.action == "s3:GetObject"

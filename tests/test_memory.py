@@ -34,7 +34,8 @@ def rss(field):
 from airflow_s3connect.client import build_s3_client, build_session
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.downloads import Downloader, DownloadTask
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
+from airflow_s3connect.writes import WriteOptions
 from airflow_s3connect.objects import TransferConfig
 
 url, bucket, region, source, target = sys.argv[1:6]
@@ -43,7 +44,7 @@ client = build_s3_client(settings, build_session(settings))
 client.list_objects_v2(Bucket=bucket, MaxKeys=1)  # warm the client: its models and connection pool
 config = TransferConfig(max_concurrency=8)
 baseline = rss("VmRSS")
-with Uploader(client, bucket, config, PutOptions()) as up:
+with Uploader(client, bucket, config, WriteOptions()) as up:
     up.put_file(Path(source), "mem/big.bin")
     uploaded = list(up.results())[0]
 after_put = rss("VmHWM")

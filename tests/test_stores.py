@@ -28,7 +28,8 @@ from airflow_s3connect.errors import (
 )
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import TransferConfig
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
@@ -49,7 +50,7 @@ def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _put(client: Any, bucket: str, key: str, body: bytes, overwrite: bool, config: TransferConfig = PARTS) -> Any:
-    with Uploader(client, bucket, config, PutOptions(overwrite=overwrite)) as up:
+    with Uploader(client, bucket, config, WriteOptions(overwrite=overwrite)) as up:
         up.put_stream(io.BytesIO(body), key)
         return list(up.results())
 
@@ -169,7 +170,7 @@ def test_one_failing_upload_among_many_surfaces_its_own_error(moto: MotoServer, 
     client = _proxied(proxy)
 
     def upload_twenty() -> None:
-        with Uploader(client, BUCKET, PARTS, PutOptions()) as up:
+        with Uploader(client, BUCKET, PARTS, WriteOptions()) as up:
             for i in range(20):
                 up.put_stream(io.BytesIO(b"x" * 1000), f"bad-{i}.bin")
             list(up.results())
@@ -186,13 +187,14 @@ def test_a_plain_process_with_a_failed_upload_exits(moto: MotoServer, proxy: Fau
         import io
         from airflow_s3connect.client import build_s3_client, build_session
         from airflow_s3connect.connection import effective_mode, parse_settings
-        from airflow_s3connect.uploads import PutOptions, Uploader
+        from airflow_s3connect.uploads import Uploader
+        from airflow_s3connect.writes import WriteOptions
         from airflow_s3connect.objects import TransferConfig
         settings = parse_settings("p", "AKIA1", "s", {{"endpoint_url": "{proxy.url}", "region_name": "{REGION}",
                                                        "addressing_style": "path", "max_attempts": 1}})
         client = build_s3_client(settings, build_session(settings))
         config = TransferConfig(multipart_threshold=5 * 2**20, chunk_size=5 * 2**20, max_concurrency=4)
-        with Uploader(client, "{BUCKET}", config, PutOptions()) as up:
+        with Uploader(client, "{BUCKET}", config, WriteOptions()) as up:
             up.put_stream(io.BytesIO(b"x" * (30 * 2**20)), "big.bin")
             list(up.results())
         """

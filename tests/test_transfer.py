@@ -23,7 +23,8 @@ from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.local import ETAG_XATTR, LocalTree, stored_etag
 from airflow_s3connect.objects import CommonPrefix, MiB, ObjectInfo, TransferConfig
 from airflow_s3connect.patterns import compile_pattern
-from airflow_s3connect.uploads import ChunkStream, PutOptions, Uploader
+from airflow_s3connect.uploads import ChunkStream, Uploader
+from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.moto_server import MotoServer
 from tests.stores import endpoint_client
@@ -290,7 +291,7 @@ def test_conditional_write_race_has_exactly_one_winner(moto: MotoServer) -> None
         client = make_client(moto)
         barrier.wait()
         try:
-            with Uploader(client, BUCKET, SMALL, PutOptions(overwrite=False)) as up:
+            with Uploader(client, BUCKET, SMALL, WriteOptions(overwrite=False)) as up:
                 up.put_stream(io.BytesIO(f"writer {n}".encode()), "race/report.csv")
                 list(up.results())
             outcomes[n] = "won"
@@ -321,7 +322,7 @@ def test_conditional_write_race_has_exactly_one_winner(moto: MotoServer) -> None
 def test_multipart_upload_conditional_and_aborted_on_conflict(moto: MotoServer, client: Any, tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(os.urandom(11 * MiB))
-    options = PutOptions(overwrite=False, metadata={"origin": "test"}, storage_class="STANDARD_IA")
+    options = WriteOptions(overwrite=False, metadata={"origin": "test"}, storage_class="STANDARD_IA")
     with Uploader(client, BUCKET, SMALL, options) as up:
         up.put_file(path, "mp/big.bin")
         (done,) = up.results()
@@ -354,7 +355,7 @@ def test_streamed_upload_holds_parts_not_the_whole(moto: MotoServer, client: Any
             yield chunk
 
     stream = ChunkStream(chunks())
-    with Uploader(client, BUCKET, SMALL, PutOptions(checksum_algorithm="SHA256")) as up:
+    with Uploader(client, BUCKET, SMALL, WriteOptions(checksum_algorithm="SHA256")) as up:
         up.put_stream(stream, "stream/all.bin")
         (done,) = up.results()
     assert done.size == 24 * MiB == sum(produced)
@@ -363,7 +364,7 @@ def test_streamed_upload_holds_parts_not_the_whole(moto: MotoServer, client: Any
 
 
 def test_small_put_reports_etag_checksum_and_sends_sse(moto: MotoServer, client: Any) -> None:
-    options = PutOptions(server_side_encryption="AES256")
+    options = WriteOptions(server_side_encryption="AES256")
     with moto.recording() as rec, Uploader(client, BUCKET, SMALL, options) as up:
         up.put_stream(io.BytesIO(b"hello"), "p/hello.txt", "text/plain")
         (done,) = up.results()

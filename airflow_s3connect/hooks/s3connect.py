@@ -77,7 +77,7 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         with self._lock:
             if self._settings is None:
                 settings = settings_from_connection(self._connection())
-                for secret in (settings.aws_secret_access_key, settings.aws_session_token):
+                for secret in (settings.aws_secret_access_key, settings.aws_session_token, settings.sse_customer_key):
                     if secret:
                         mask_secret(secret)
                 self._settings = settings

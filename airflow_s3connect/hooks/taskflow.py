@@ -165,22 +165,27 @@ class TaskFlowMixin:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         bucket: str | None = None,
+        **write_options: Any,
     ) -> dict[str, Any]:
         """Write one object from ``data`` (bytes, str, a binary stream, an iterator of
         bytes), a local file ``path``, or ``records`` in ``format`` (default: the key's
         suffix); multipart above 8 MiB, conditional with ``overwrite=False``. Returns
         Put's shape: ``{bucket, key, uri, size, etag, version_id, checksum}``. The one way
         this package writes one object (manifests, catalogs and task logs too): checksums,
-        multipart, conditional writes and the scope hold for each."""
+        multipart, conditional writes and the scope hold for each. ``write_options``: any
+        of :class:`~airflow_s3connect.writes.WriteOptions` (``acl=``, ``tags=``,
+        ``server_side_encryption=``…), over the connection's."""
         from airflow_s3connect.formats import content_type_for, format_of, get_format
         from airflow_s3connect.sources import queue_data, queue_records
-        from airflow_s3connect.uploads import PutOptions, Uploader
+        from airflow_s3connect.uploads import Uploader
+        from airflow_s3connect.writes import WriteOptions
 
         given = [name for name, value in (("data", data), ("path", path), ("records", records)) if value is not None]
         if len(given) != 1:
             raise S3ConnectError(f"Give exactly one of data=, path= or records= (got {', '.join(given) or 'none'}).")
         ref = self.resolve(key, bucket)
-        options = PutOptions(overwrite=overwrite, content_type=content_type, metadata=dict(metadata or {}))
+        options = WriteOptions(overwrite=overwrite, content_type=content_type, metadata=dict(metadata or {}))
+        options = options.overridden(**write_options)
         prefix = self.scope_settings.scope.prefix
         with (
             tempfile.TemporaryDirectory(prefix="s3connect-upload-") as scratch,
@@ -239,6 +244,7 @@ class TaskFlowMixin:
         bucket: str | None = None,
         overwrite: bool = True,
         skip_unchanged: bool = False,
+        **write_options: Any,
     ) -> list[dict[str, Any]]:
         """Copy from ``source`` (another S3ConnectHook; default this one) into this
         connection below ``target_prefix``, keeping paths relative to ``source_prefix``.
@@ -247,7 +253,7 @@ class TaskFlowMixin:
         import posixpath
 
         from airflow_s3connect.copies import Copier, CopyTask
-        from airflow_s3connect.uploads import PutOptions
+        from airflow_s3connect.writes import WriteOptions
 
         origin = source if source is not None else self
         if (source_key is None) == (source_prefix is None and source_pattern is None):
@@ -268,7 +274,8 @@ class TaskFlowMixin:
         tasks = [CopyTask(i, self.resolve(prefix + i.key[len(base) :], target_bucket).key) for i in listed]
         copier = Copier(
             origin.get_conn(), origin_bucket, self.get_conn(), target_bucket, self.transfer_config(),
-            PutOptions(overwrite=overwrite), server_side=origin is self, skip_unchanged=skip_unchanged,
+            WriteOptions(overwrite=overwrite).overridden(**write_options), server_side=origin is self,
+            skip_unchanged=skip_unchanged,
             prefix=scope.prefix,
         )  # fmt: skip
         return [result_entry(scope, target_bucket, done) for done in copier.run(tasks)]

@@ -33,6 +33,7 @@ from airflow_s3connect.mixins import MacroFieldsMixin
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
 from airflow_s3connect.scope import ObjectRef
 from airflow_s3connect.uploads import abort_uploads
+from airflow_s3connect.writes import WriteOptions, parse_json_object, parse_tags
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,6 +63,14 @@ RESULT_FIELDS: tuple[str, ...] = ("manifest_path", "manifest_key")
 MAX_LINEAGE_DATASETS = 100
 
 
+#: The write options every operator takes (its writes: objects, copies, archives, manifests).
+WRITE_ARGUMENTS = (
+    "server_side_encryption", "kms_key_id", "bucket_key_enabled", "kms_encryption_context", "sse_customer_key",
+    "acl", "storage_class", "tags", "requester_pays", "cache_control", "content_disposition", "content_encoding",
+    "content_language", "metadata",
+)  # fmt: skip
+
+
 class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     """Base of the s3connect operators (not used directly).
 
@@ -82,6 +91,18 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     :param manifest_path: local path of the manifest (default: none, the manifest goes to S3).
     :param manifest_key: S3 key of the manifest (relative to path_prefix; needs
         s3:PutObject); default ``.s3connect/manifests/<dag>/<run>/<task>.jsonl``.
+    :param server_side_encryption: ``AES256``, ``aws:kms`` or ``aws:kms:dsse``; with
+        ``kms_key_id``, ``bucket_key_enabled``, ``kms_encryption_context`` (a mapping).
+    :param sse_customer_key: an SSE-C key for this operator's writes and reads.
+    :param acl: a canned ACL, e.g. ``bucket-owner-full-control``.
+    :param storage_class: e.g. ``STANDARD_IA``, ``INTELLIGENT_TIERING``, ``GLACIER_IR``.
+    :param tags: object tags (a mapping, JSON object or ``k=v&k2=v2``).
+    :param requester_pays: say this task pays for its requests (Requester Pays buckets).
+    :param cache_control: ``content_disposition``, ``content_encoding``,
+        ``content_language``, ``metadata``: attributes of the objects written.
+
+    Write options apply to every object the operator writes (objects, copies, archives,
+    manifests) and override the connection's; what is not given here is the connection's.
 
     Every operator also pushes ``{"count", "bytes", "truncated", "requests"}`` as the XCom
     ``s3connect_summary``, whatever the shape.
@@ -105,9 +126,30 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         batch_size: int = BATCH_SIZE,
         manifest_path: str | None = None,
         manifest_key: str | None = None,
+        server_side_encryption: str | None = None,
+        kms_key_id: str | None = None,
+        bucket_key_enabled: bool | None = None,
+        kms_encryption_context: Mapping[str, str] | str | None = None,
+        sse_customer_key: str | None = None,
+        acl: str | None = None,
+        storage_class: str | None = None,
+        tags: Mapping[str, str] | str | None = None,
+        requester_pays: bool | None = None,
+        cache_control: str | None = None,
+        content_disposition: str | None = None,
+        content_encoding: str | None = None,
+        content_language: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.server_side_encryption, self.kms_key_id = server_side_encryption, kms_key_id
+        self.bucket_key_enabled, self.kms_encryption_context = bucket_key_enabled, kms_encryption_context
+        self.sse_customer_key, self.acl, self.storage_class = sse_customer_key, acl, storage_class
+        self.tags, self.requester_pays, self.metadata = tags, requester_pays, dict(metadata or {})
+        self.cache_control, self.content_disposition = cache_control, content_disposition
+        self.content_encoding, self.content_language = content_encoding, content_language
+        self.write_options()  # a wrong write option is refused when the DAG is parsed
         self.s3connect_conn_id = s3connect_conn_id
         self.bucket = bucket
         self.tenant, self.tap, self.stream_name = tenant, tap, stream_name
@@ -130,6 +172,23 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     @property
     def client(self) -> S3Client:
         return self.hook.get_conn()
+
+    def write_options(self, **call: Any) -> WriteOptions:
+        """The options of this operator's writes: ``call`` (overwrite, content type…) with
+        the operator's write arguments over it. The connection's own are added by its
+        client to every request, under these."""
+        given = {name: getattr(self, name) for name in WRITE_ARGUMENTS}
+        given["tags"] = parse_tags(given["tags"])
+        given["kms_encryption_context"] = parse_json_object("kms_encryption_context", given["kms_encryption_context"])
+        return WriteOptions(**call).overridden(**given)
+
+    def manifest_options(self) -> dict[str, Any]:
+        """The operator's write options for the objects it writes about its work (manifests,
+        catalogs): the encryption, ACL, tags and storage the bucket asks for, not the
+        attributes given for the data (content type, metadata)."""
+        attributes = ("cache_control", "content_disposition", "content_encoding", "content_language", "metadata")
+        options = self.write_options()
+        return {name: getattr(options, name) for name in WRITE_ARGUMENTS if name not in attributes}
 
     def transfer_config(self) -> TransferConfig:
         return self.hook.transfer_config(chunk_size=self.chunk_size, multipart_threshold=self.multipart_threshold)
@@ -219,7 +278,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         if self._manifest_upload is not None:
             local, ref = self._manifest_upload
             try:
-                self.hook.upload(ref.uri, path=local, content_type="application/x-ndjson")
+                self.hook.upload(ref.uri, path=local, content_type="application/x-ndjson", **self.manifest_options())
             finally:
                 os.unlink(local)
             self.log.info("%d results written to the manifest %s", sink.count, sink.location)

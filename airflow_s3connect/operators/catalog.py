@@ -75,6 +75,7 @@ class S3CatalogOperator(S3ConnectOperator):
                 data=json.dumps(catalog, indent=2),
                 content_type="application/json",
                 bucket=self.bucket,
+                **self.manifest_options(),
             )
             outputs.append(written["uri"])
         self.persist_console_link(context, ref.bucket, ref.key)

@@ -15,7 +15,6 @@ from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris
-from airflow_s3connect.uploads import PutOptions
 
 #: Default cap on how many objects one task copies.
 MAX_COPY = 10_000
@@ -90,7 +89,6 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         skip_unchanged: bool = False,
         overwrite: bool = True,
         max_objects: int = MAX_COPY,
-        storage_class: str | None = None,
         manifest: str | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -108,7 +106,6 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         self.skip_unchanged = skip_unchanged
         self.overwrite = overwrite
         self.max_objects = max_objects
-        self.storage_class = storage_class
 
     @cached_property
     def source_hook(self) -> S3ConnectHook:
@@ -160,7 +157,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         server_side = self.source_hook is self.hook
         copier = Copier(
             source_client, source_bucket, self.client, target_bucket, self.transfer_config(),
-            PutOptions(overwrite=self.overwrite, storage_class=self.storage_class),
+            self.write_options(overwrite=self.overwrite),
             server_side=server_side, skip_unchanged=self.skip_unchanged, prefix=target_scope.prefix,
             on_uploads=self.track_uploads(context, target_bucket),
         )  # fmt: skip

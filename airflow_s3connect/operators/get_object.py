@@ -17,6 +17,7 @@ from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
+from airflow_s3connect.writes import WriteOptions
 
 #: XCom key of the watermark state of ``incremental="watermark"``.
 WATERMARK_XCOM_KEY = "s3connect_watermark"
@@ -304,6 +305,8 @@ class S3GetObjectOperator(S3ConnectOperator):
                 "archived onto itself, then deleted. Give another archive_prefix."
             )
 
+        archive_options = WriteOptions(**self.manifest_options()).args("CopyObject")
+
         def move(done: Downloaded) -> None:
             relative = done.key[len(base) :].lstrip("/") if done.key.startswith(base) else PurePosixPath(done.key).name
             target = scope.check(bucket, archive + relative).key
@@ -311,6 +314,6 @@ class S3GetObjectOperator(S3ConnectOperator):
                 raise ArgumentError(
                     f"s3://{bucket}/{target} would be archived onto itself: give another archive_prefix."
                 )
-            archive_object(client, bucket, done.key, target, done.etag, done.size)
+            archive_object(client, bucket, done.key, target, done.etag, done.size, archive_options)
 
         return move

@@ -24,12 +24,12 @@ from airflow_s3connect.objects import Uploaded, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.scope import asset_uri
 from airflow_s3connect.sources import queue_data, queue_records
-from airflow_s3connect.uploads import PutOptions, Uploader
+from airflow_s3connect.uploads import Uploader
+from airflow_s3connect.writes import WriteOptions
 
 #: Per-object macros, rendered for each file rather than once per task.
 PER_OBJECT_MACROS = ("filename", "relative_path", "extension", "uuid")
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".zip")
-SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 #: Asset events per run at most (one per object): past it, downstream DAGs would be flooded.
 MAX_ASSET_EVENTS = 1000
 
@@ -102,10 +102,6 @@ class S3PutObjectOperator(S3ConnectOperator):
         files, data and records.
     :param widen_ints: parquet only: store a field holding both ints and floats as double
         (ints above 2**53 then lose precision). Default: such a field fails with FormatError.
-    :param metadata: user metadata (``x-amz-meta-*``).
-    :param server_side_encryption: ``AES256`` or ``aws:kms`` (with ``kms_key_id``).
-    :param kms_key_id: KMS key id or ARN for ``aws:kms``.
-    :param storage_class: e.g. ``STANDARD_IA``, ``INTELLIGENT_TIERING``, ``GLACIER_IR``.
     :param checksum_algorithm: CRC32 (default), SHA1, SHA256, or CRC32C / CRC64NVME with
         ``botocore[crt]`` installed. Who verifies it depends on the connection's
         ``checksum_mode`` (see the README's "Checksums").
@@ -142,10 +138,6 @@ class S3PutObjectOperator(S3ConnectOperator):
         format: str | None = None,
         overwrite: bool = True,
         content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        server_side_encryption: str | None = None,
-        kms_key_id: str | None = None,
-        storage_class: str | None = None,
         checksum_algorithm: str = "CRC32",
         widen_ints: bool = False,
         **kwargs: Any,
@@ -163,12 +155,6 @@ class S3PutObjectOperator(S3ConnectOperator):
         if source is None and not key:
             raise ArgumentError("data= and records= need key=... (the object to write).")
         checksum_algorithm = check_algorithm(checksum_algorithm)
-        if server_side_encryption is not None and server_side_encryption not in SSE_ALGORITHMS:
-            raise ArgumentError(
-                f"server_side_encryption={server_side_encryption!r}: use one of {', '.join(SSE_ALGORITHMS)}."
-            )
-        if kms_key_id and not (server_side_encryption or "").startswith("aws:kms"):
-            raise ArgumentError("kms_key_id needs server_side_encryption='aws:kms'.")
         self.key = key
         self.source = source
         self.data = data
@@ -176,22 +162,12 @@ class S3PutObjectOperator(S3ConnectOperator):
         self.format = format
         self.overwrite = overwrite
         self.content_type = content_type
-        self.metadata = dict(metadata or {})
-        self.server_side_encryption = server_side_encryption
-        self.kms_key_id = kms_key_id
-        self.storage_class = storage_class
         self.checksum_algorithm = checksum_algorithm.upper()
         self.widen_ints = widen_ints
 
-    def _options(self) -> PutOptions:
-        return PutOptions(
-            overwrite=self.overwrite,
-            content_type=self.content_type,
-            metadata=self.metadata,
-            server_side_encryption=self.server_side_encryption,
-            kms_key_id=self.kms_key_id,
-            storage_class=self.storage_class,
-            checksum_algorithm=self.checksum_algorithm,
+    def _options(self) -> WriteOptions:
+        return self.write_options(
+            overwrite=self.overwrite, content_type=self.content_type, checksum_algorithm=self.checksum_algorithm
         )
 
     def execute(self, context: Any) -> Any:
