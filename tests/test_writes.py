@@ -1,0 +1,193 @@
+"""One write path: the connection's write options reach every request that creates an
+object, whichever writer made it, and a call's own options override them; copies keep the
+source's attributes on every path.
+
+moto stores SSE, ACL, tags and storage class as sent (it does not evaluate bucket-policy
+conditions on them, checked below), so each writer is asserted twice: at the transport
+(every PutObject, CreateMultipartUpload and CopyObject request carries the headers) and
+by reading each stored object back (HeadObject, GetObjectTagging, GetObjectAcl).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.connection import parse_settings
+from airflow_s3connect.errors import ArgumentError, ConnectionSettingsError
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
+from airflow_s3connect.writes import ROUTES, WriteOptions, parse_tags
+from tests.conftest import BUCKET, REGION
+from tests.moto_server import MotoServer
+
+DEFAULTS = {
+    "server_side_encryption": "AES256",
+    "acl": "bucket-owner-full-control",
+    "tags": "team=data&env=prod",
+    "storage_class": "STANDARD_IA",
+}
+OWNER_FULL_CONTROL = "FULL_CONTROL"
+
+
+# -- the table, on plain values ------------------------------------------------------------------
+
+
+def test_each_option_reaches_the_requests_it_routes_to() -> None:
+    options = WriteOptions(
+        server_side_encryption="aws:kms", kms_key_id="alias/k", bucket_key_enabled=True,
+        kms_encryption_context={"p": "b"}, acl="private", storage_class="GLACIER_IR", tags={"a": "1"},
+        cache_control="no-cache", content_type="text/csv", requester_pays=True, checksum_algorithm="SHA256",
+    )  # fmt: skip
+    put = options.args("PutObject")
+    assert put["ServerSideEncryption"] == "aws:kms"
+    assert put["SSEKMSKeyId"] == "alias/k"
+    assert put["BucketKeyEnabled"] is True
+    assert json.loads(__import__("base64").b64decode(put["SSEKMSEncryptionContext"])) == {"p": "b"}
+    assert (put["ACL"], put["StorageClass"], put["Tagging"]) == ("private", "GLACIER_IR", "a=1")
+    assert (put["CacheControl"], put["ContentType"], put["RequestPayer"]) == ("no-cache", "text/csv", "requester")
+    assert put["ChecksumAlgorithm"] == "SHA256"
+    part = options.args("UploadPart")
+    assert "ServerSideEncryption" not in part
+    assert part["ChecksumAlgorithm"] == "SHA256"
+    copy = options.args("CopyObject")
+    assert copy["MetadataDirective"] == "REPLACE"  # a content type given replaces the source's
+    assert copy["TaggingDirective"] == "REPLACE"
+    assert "ChecksumAlgorithm" not in copy
+    assert WriteOptions(acl="private").args("CopyObject").get("MetadataDirective") is None
+    sse_c = WriteOptions(sse_customer_key="k" * 32)
+    for operation in ("PutObject", "UploadPart", "GetObject", "HeadObject", "UploadPartCopy"):
+        assert sse_c.args(operation)["SSECustomerKey"] == "k" * 32
+    assert sse_c.args("UploadPartCopy")["CopySourceSSECustomerKey"] == "k" * 32
+    assert "k" * 32 not in repr(sse_c)
+    assert {route.option for route in ROUTES} <= {f for f in WriteOptions.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"server_side_encryption": "AES128"}, "use one of AES256"),
+        ({"kms_key_id": "k"}, "needs server_side_encryption='aws:kms'"),
+        ({"sse_customer_key": "k", "server_side_encryption": "AES256"}, "exclude each other"),
+        ({"acl": "owner"}, "canned ACL"),
+        ({"storage_class": "COLD"}, "use one of STANDARD"),
+    ],
+)
+def test_a_wrong_option_says_what_to_give(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ArgumentError, match=words):
+        WriteOptions(**options)
+    with pytest.raises(ArgumentError, match="Unknown write option 'colour'"):
+        WriteOptions().overridden(colour="red")
+
+
+def test_tags_are_a_json_object_or_pairs() -> None:
+    assert parse_tags('{"team": "data"}') == {"team": "data"}
+    assert parse_tags("team=data&env=prod") == {"team": "data", "env": "prod"}
+    with pytest.raises(ArgumentError, match="JSON object or key=value pairs"):
+        parse_tags("team")
+    with pytest.raises(ConnectionSettingsError, match="field 'tags'"):
+        parse_settings("c", None, None, {"tags": "[1, 2]"})
+
+
+# -- every writer, on a server --------------------------------------------------------------------
+
+
+def _conn(moto: MotoServer, make_conn: Callable[..., str], name: str, **extra: Any) -> S3ConnectHook:
+    make_conn(name, "AKIA1", "s", bucket=BUCKET, path_prefix="in", region_name=REGION, endpoint_url=moto.url,
+              **{**DEFAULTS, **extra})  # fmt: skip
+    return S3ConnectHook(s3connect_conn_id=name)
+
+
+def _creating(recorded: list[Any]) -> list[Any]:
+    """The requests that create an object: PutObject, CreateMultipartUpload, CopyObject."""
+    out = []
+    for request in recorded:
+        query = request.query
+        if (
+            request.method == "PUT" and "partNumber" not in query and "tagging" not in query and "acl" not in query
+        ) or (request.method == "POST" and "uploads" in query):
+            out.append(request)
+    return out
+
+
+def _assert_stored(admin: Any, key: str, tags: dict[str, str] | None = None) -> None:
+    head = admin.head_object(Bucket=BUCKET, Key=key)
+    assert head.get("ServerSideEncryption") == "AES256", key
+    assert head.get("StorageClass") == "STANDARD_IA", key
+    stored = {t["Key"]: t["Value"] for t in admin.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+    assert stored == (tags or {"team": "data", "env": "prod"}), key
+    grants = admin.get_object_acl(Bucket=BUCKET, Key=key)["Grants"]
+    assert any(g["Permission"] == OWNER_FULL_CONTROL for g in grants), key
+
+
+def test_every_writer_sends_the_connections_write_options(
+    moto: MotoServer, make_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    admin = moto.admin_client("s3")
+    hook = _conn(moto, make_conn, "enterprise")
+    other = _conn(moto, make_conn, "enterprise_src")  # a second connection: copies between them stream
+    big = random.Random(7).randbytes(9 * 1024 * 1024)
+    written: list[str] = []
+    with moto.recording() as rec:
+        written.append(hook.upload("small.csv", data=b"a,b\n1,2\n")["uri"])
+        written.append(hook.upload("big.bin", data=big)["uri"])  # multipart
+        written.append(hook.upload("once.csv", data=b"x", overwrite=False)["uri"])  # probe + conditional
+        hook.copy(source_key="small.csv", target_prefix="copies/")  # CopyObject
+        hook.copy(source_key="big.bin", target_prefix="copies/")  # multipart copy
+        hook.copy(source_key="small.csv", target_prefix="streamed/", source=other)  # streamed
+        from airflow_s3connect.filesystem import S3ConnectFileSystem
+
+        files = S3ConnectFileSystem(hook.get_conn(), hook.scope_settings.scope)
+        with files.open(f"{BUCKET}/in/fs/file.txt", "wb") as handle:
+            handle.write(b"through fsspec")
+        from airflow_s3connect.deletes import archive_object
+
+        etag = admin.head_object(Bucket=BUCKET, Key="in/small.csv")["ETag"]
+        archive_object(hook.get_conn(), BUCKET, "in/copies/small.csv", "in/archive/small.csv", etag, 8)
+    creating = _creating(rec.s3())
+    assert len(creating) >= 9
+    for request in creating:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        where = (request.method, request.url)
+        assert headers.get("x-amz-server-side-encryption") == "AES256", where
+        assert headers.get("x-amz-acl") == "bucket-owner-full-control", where
+        assert headers.get("x-amz-tagging") == "env=prod&team=data", where
+        assert headers.get("x-amz-storage-class") == "STANDARD_IA", where
+        if "x-amz-copy-source" in headers:
+            assert headers.get("x-amz-tagging-directive") == "REPLACE", where
+    for key in ("in/small.csv", "in/big.bin", "in/once.csv", "in/copies/big.bin", "in/streamed/small.csv",
+                "in/fs/file.txt", "in/archive/small.csv"):  # fmt: skip
+        _assert_stored(admin, key)
+
+
+def test_a_calls_options_override_the_connections(moto: MotoServer, make_conn: Callable[..., str]) -> None:
+    admin = moto.admin_client("s3")
+    hook = _conn(moto, make_conn, "enterprise_override")
+    hook.upload("mine.csv", data=b"x", tags={"team": "ml"}, storage_class="STANDARD_IA", cache_control="max-age=60")
+    _assert_stored(admin, "in/mine.csv", {"team": "ml"})
+    assert admin.head_object(Bucket=BUCKET, Key="in/mine.csv")["CacheControl"] == "max-age=60"
+
+
+@pytest.mark.parametrize("size", [100, 9 * 1024 * 1024])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_copies_keep_the_sources_attributes(
+    moto: MotoServer, make_conn: Callable[..., str], size: int, streamed: bool
+) -> None:
+    admin = moto.admin_client("s3")
+    for name in ("keep", "keep_src"):
+        make_conn(name, "AKIA1", "s", bucket=BUCKET, path_prefix="in", region_name=REGION, endpoint_url=moto.url)
+    hook, source = S3ConnectHook(s3connect_conn_id="keep"), S3ConnectHook(s3connect_conn_id="keep_src")
+    admin.put_object(Bucket=BUCKET, Key="in/src.csv", Body=b"x" * size, ContentType="text/csv",
+                     CacheControl="no-store", ContentDisposition="attachment", ContentEncoding="identity",
+                     ContentLanguage="de", Metadata={"origin": "erp"})  # fmt: skip
+    hook.copy(source_key="src.csv", target_prefix="copy/", source=source if streamed else None)
+    head = admin.head_object(Bucket=BUCKET, Key="in/copy/src.csv")
+    assert head["ContentType"] == "text/csv"
+    assert (head["CacheControl"], head["ContentDisposition"], head["ContentLanguage"]) == (
+        "no-store", "attachment", "de",
+    )  # fmt: skip
+    assert head["Metadata"]["origin"] == "erp"
