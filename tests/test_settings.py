@@ -69,6 +69,14 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "proxy_url": "http://proxy.internal:3128",
         "bucket": "acme-data",
         "expected_bucket_owner": "111122223333",
+        "server_side_encryption": "aws:kms",
+        "kms_key_id": "alias/billing",
+        "bucket_key_enabled": "true",
+        "kms_encryption_context": '{"project": "billing"}',
+        "acl": "bucket-owner-full-control",
+        "storage_class": "STANDARD_IA",
+        "tags": "team=data",
+        "requester_pays": True,
         "path_prefix": "/exports/{tenant}/",
         "tenant": "acme-corp",
         "root_tenant_id": "acme",
@@ -100,6 +108,14 @@ def test_every_spec_field_parses_from_json_extras() -> None:
     )
     assert (s.max_attempts, s.connect_timeout, s.read_timeout) == (8, 3, 120)
     assert s.expected_bucket_owner == "111122223333"
+    defaults = s.write_defaults
+    assert (defaults.server_side_encryption, defaults.kms_key_id, defaults.bucket_key_enabled) == (
+        "aws:kms", "alias/billing", True,
+    )  # fmt: skip
+    assert defaults.kms_encryption_context == {"project": "billing"}
+    assert (defaults.acl, defaults.storage_class, defaults.tags, defaults.requester_pays) == (
+        "bucket-owner-full-control", "STANDARD_IA", {"team": "data"}, True,
+    )  # fmt: skip
     assert {f.name for f in FIELDS} == set(extra)
 
 
