@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError, SetupError
 from airflow_s3connect.iam import OPERATIONS, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.writes import WriteOptions, parse_tags
 
 SECRET_ENV = "S3CONNECT_EXTERNAL_ID_SECRET"
 
@@ -127,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy.add_argument("--bucket", required=True)
     policy.add_argument("--prefix", default="")
     policy.add_argument("--operations", required=True, help=f"comma-separated: {','.join(OPERATIONS)}")
+    policy.add_argument("--server-side-encryption", help="AES256, aws:kms or aws:kms:dsse (adds the KMS actions)")
+    policy.add_argument("--kms-key-id", help="the KMS key's ARN (the KMS actions' resource)")
+    policy.add_argument("--acl", help="the canned ACL writes send (adds s3:PutObjectAcl)")
+    policy.add_argument("--tags", help="the tags writes send (adds s3:PutObjectTagging)")
     trust = commands.add_parser("trust-policy", help="role trust policy with sts:ExternalId")
     trust.add_argument("--principal", required=True, help="ARN (or account id) of the identity that assumes the role")
     trust.add_argument("--external-id", required=True)
@@ -137,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "policy":
-            output: dict[str, Any] = least_privilege_policy(args.bucket, args.prefix, args.operations.split(","))
+            options = WriteOptions(
+                server_side_encryption=args.server_side_encryption, kms_key_id=args.kms_key_id, acl=args.acl,
+                tags=parse_tags(args.tags),
+            )  # fmt: skip
+            output: dict[str, Any] = least_privilege_policy(
+                args.bucket, args.prefix, args.operations.split(","), options
+            )
         elif args.command == "trust-policy":
             output = trust_policy(args.principal, args.external_id)
         elif args.command == "external-id":

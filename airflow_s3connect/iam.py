@@ -17,6 +17,7 @@ from typing import Any
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
 from airflow_s3connect.errors import SetupError
 from airflow_s3connect.scope import check_bucket_name, normalize_prefix
+from airflow_s3connect.writes import WriteOptions
 
 POLICY_VERSION = "2012-10-17"
 
@@ -69,11 +70,15 @@ def actions_for(operations: Iterable[str]) -> list[str]:
     return sorted({action for o in wanted for action in OPERATIONS[o].grants})
 
 
-def least_privilege_policy(bucket: str, prefix: str, operations: Iterable[str]) -> dict[str, Any]:
+def least_privilege_policy(
+    bucket: str, prefix: str, operations: Iterable[str], options: WriteOptions | None = None
+) -> dict[str, Any]:
     """An identity policy granting ``operations`` on ``bucket`` (under ``prefix``) and nothing else.
 
     s3:ListBucket is a bucket action, limited to the prefix by an ``s3:prefix`` condition;
-    the object actions apply to the prefix's objects only.
+    the object actions apply to the prefix's objects only. ``options`` (the connection's
+    write options) add what they need: s3:PutObjectAcl for an ACL, s3:PutObjectTagging for
+    tags, and kms:GenerateDataKey / kms:Decrypt on the key for SSE-KMS.
     """
     try:
         check_bucket_name(bucket)
@@ -81,6 +86,15 @@ def least_privilege_policy(bucket: str, prefix: str, operations: Iterable[str]) 
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     actions = actions_for(operations)
+    writes = "s3:PutObject" in actions
+    if options is not None and writes:
+        actions = sorted(
+            {
+                *actions,
+                *(["s3:PutObjectAcl"] if options.acl else []),
+                *(["s3:PutObjectTagging"] if options.tags else []),
+            }
+        )
     statements: list[dict[str, Any]] = []
     if "s3:ListBucket" in actions:
         listing: dict[str, Any] = {
@@ -100,6 +114,17 @@ def least_privilege_policy(bucket: str, prefix: str, operations: Iterable[str]) 
                 "Effect": "Allow",
                 "Action": object_actions,
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        )
+    if options is not None and (options.server_side_encryption or "").startswith("aws:kms"):
+        key = options.kms_key_id or ""
+        statements.append(
+            {
+                "Sid": "S3ConnectKms",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"] if writes else ["kms:Decrypt"],
+                # An alias or key id is not a resource ARN: the key's ARN must be filled in.
+                "Resource": key if key.startswith("arn:aws:kms:") and ":key/" in key else "*",
             }
         )
     return {"Version": POLICY_VERSION, "Statement": statements}

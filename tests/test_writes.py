@@ -191,3 +191,21 @@ def test_copies_keep_the_sources_attributes(
         "no-store", "attachment", "de",
     )  # fmt: skip
     assert head["Metadata"]["origin"] == "erp"
+
+
+def test_the_policy_adds_what_the_write_options_need() -> None:
+    from airflow_s3connect.iam import least_privilege_policy
+
+    key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd"
+    options = WriteOptions(server_side_encryption="aws:kms", kms_key_id=key, acl="bucket-owner-full-control",
+                           tags={"team": "data"})  # fmt: skip
+    statements = {s["Sid"]: s for s in least_privilege_policy("b-1x", "in", ["put"], options)["Statement"]}
+    assert {"s3:PutObjectAcl", "s3:PutObjectTagging"} <= set(statements["S3ConnectObjects"]["Action"])
+    assert statements["S3ConnectKms"] == {
+        "Sid": "S3ConnectKms", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key,
+    }  # fmt: skip
+    reading = {s["Sid"]: s for s in least_privilege_policy("b-1x", "in", ["get"], options)["Statement"]}
+    assert reading["S3ConnectKms"]["Action"] == ["kms:Decrypt"]
+    assert "s3:PutObjectAcl" not in reading["S3ConnectObjects"]["Action"]
+    plain = least_privilege_policy("b-1x", "in", ["put"])["Statement"]
+    assert [s["Sid"] for s in plain] == ["S3ConnectObjects"] or "S3ConnectKms" not in [s["Sid"] for s in plain]

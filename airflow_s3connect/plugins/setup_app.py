@@ -168,7 +168,7 @@ def setup_page(
             sections.append(_block(f"External ID ({origin})", "external-id", external_id or "(none)"))
             if external_id:
                 sections.append(_block("Role trust policy", "trust-policy", trust_policy(principal, external_id)))
-            policy = least_privilege_policy(settings.bucket, prefix, operations)
+            policy = least_privilege_policy(settings.bucket, prefix, operations, settings.write_defaults)
             sections.append(_block("Least-privilege policy (attach to the role)", "policy", policy))
             body = "".join(sections)
         except (S3ConnectError, SetupError) as exc:
