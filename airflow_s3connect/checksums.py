@@ -138,6 +138,14 @@ def register(client: Any, mode: str) -> None:
             "the connection's checksum_mode."
         )
 
+    def delete_md5(params: dict[str, Any], **_: Any) -> None:
+        # Some stores (OpenStack Swift) require Content-MD5 on DeleteObjects, whose body
+        # botocore serializes only now; S3 accepts it beside its own checksum.
+        body, headers = params.get("body"), params.setdefault("headers", {})
+        if mode == "header" and isinstance(body, bytes | bytearray) and "Content-MD5" not in headers:
+            headers["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+
+    events.register("before-call.s3.DeleteObjects", delete_md5)
     for operation in ("PutObject", "UploadPart"):
         events.register(f"before-parameter-build.s3.{operation}", before_body)
         events.register(f"after-call.s3.{operation}", after_body)

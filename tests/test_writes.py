@@ -209,3 +209,20 @@ def test_the_policy_adds_what_the_write_options_need() -> None:
     assert "s3:PutObjectAcl" not in reading["S3ConnectObjects"]["Action"]
     plain = least_privilege_policy("b-1x", "in", ["put"])["Statement"]
     assert [s["Sid"] for s in plain] == ["S3ConnectObjects"] or "S3ConnectKms" not in [s["Sid"] for s in plain]
+
+
+def test_header_mode_sends_content_md5_with_delete_objects(moto: MotoServer) -> None:
+    """Stores such as OpenStack Swift require it (S3 accepts it beside its own checksum)."""
+    import base64
+    import hashlib
+
+    from tests.stores import endpoint_client
+
+    client = endpoint_client(moto.url, bucket=BUCKET, checksum_mode="header")
+    client.put_object(Bucket=BUCKET, Key="d/x", Body=b"x")
+    with moto.recording() as rec:
+        answer = client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "d/x"}]})
+    assert [d["Key"] for d in answer["Deleted"]] == ["d/x"]
+    (request,) = rec.s3()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["content-md5"] == base64.b64encode(hashlib.md5(request.body).digest()).decode()
