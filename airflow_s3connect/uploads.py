@@ -17,7 +17,9 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
+from airflow_s3connect.deletes import delete_object
 from airflow_s3connect.errors import (
+    PRECONDITION_CODES,
     ArgumentError,
     KeyExistsError,
     S3ConnectError,
@@ -129,7 +131,7 @@ class Uploader:
         self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
         self._id = f"s3connect-upload-{uuid.uuid4().hex}"
         self._support = AWS_SUPPORT
-        self._reserved: set[str] = set()
+        self._reserved: dict[str, str] = {}
         self._attributes: dict[str, Callable[[], Mapping[str, Any]]] = {}
 
     def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
@@ -209,7 +211,7 @@ class Uploader:
             with self._lock:
                 self._responses[key] = parsed
                 if model.name == "CompleteMultipartUpload":
-                    self._reserved.discard(key)
+                    self._reserved.pop(key, None)
 
     def _add_attributes(self, params: dict[str, Any], **_: Any) -> None:
         attributes = self._attributes.get(str(params.get("Key"))) if params.get("Bucket") == self.bucket else None
@@ -218,17 +220,41 @@ class Uploader:
 
     def _reserve(self, params: dict[str, Any], **_: Any) -> None:
         """Claim a multipart upload's key with a conditional empty PutObject, where the
-        store ignores or refuses the condition on CompleteMultipartUpload."""
-        key = params.get("Key")
+        store ignores or refuses the condition on CompleteMultipartUpload.
+
+        The reservation carries the writer's tag: a retry of the same task instance (after a
+        killed try left it) recognises it as its own and takes it over instead of failing
+        "already exists"."""
+        key = str(params.get("Key"))
         if self.options.overwrite or self._support.complete == HONOURED or key not in self._keys:
             return
+        reservation = self.options.args("PutObject")
+        reservation["Metadata"] = {**reservation.get("Metadata", {}), RESERVATION_METADATA: "upload in progress"}
+        reservation.pop("ChecksumAlgorithm", None)
         with translated("PutObject", self.bucket, key):
-            reservation = self.options.args("PutObject")
-            reservation["Metadata"] = {**reservation.get("Metadata", {}), RESERVATION_METADATA: "upload in progress"}
-            reservation.pop("ChecksumAlgorithm", None)
-            self.client.put_object(Bucket=self.bucket, Key=str(key), Body=b"", IfNoneMatch="*", **reservation)
+            try:
+                answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*", **reservation)
+            except ClientError as exc:
+                if error_code(exc) not in PRECONDITION_CODES or (etag := self._own_reservation(key)) is None:
+                    raise
+                log.info("s3://%s/%s holds this task's reservation from an earlier try: taken over.", self.bucket, key)
+            else:
+                etag = str(answer.get("ETag", ""))
         with self._lock:
-            self._reserved.add(str(key))
+            self._reserved[key] = etag
+
+    def _own_reservation(self, key: str) -> str | None:
+        """The ETag of the empty reservation at ``key`` if this writer made it (an earlier
+        try of the same task instance), else None."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError):
+            return None
+        metadata = head.get("Metadata", {})
+        ours = self.options.writer and metadata.get(WRITER_METADATA) == self.options.writer
+        if ours and RESERVATION_METADATA in metadata and int(head.get("ContentLength", -1)) == 0:
+            return str(head.get("ETag", ""))
+        return None
 
     def _abort_open_uploads(self) -> None:
         """Abort what is still open after a failure: s3transfer aborts the uploads it knows
@@ -246,13 +272,21 @@ class Uploader:
             self._on_uploads({})
 
     def _release_reservations(self) -> None:
-        """Remove the empty reservations of uploads that did not complete (best effort)."""
-        for key in sorted(self._reserved):
+        """Remove the empty reservations of uploads that did not complete (best effort), each
+        only while it still is *our* reservation: another writer may have stored an object
+        there since, and a store may ignore ``If-Match`` on DELETE (Ceph RGW does), so the
+        key is read first and deleted conditionally too."""
+        with self._lock:
+            reserved, self._reserved = dict(self._reserved), {}
+        for key, etag in sorted(reserved.items()):
             try:
-                self.client.delete_object(Bucket=self.bucket, Key=key)
-            except (BotoCoreError, ClientError):
+                if self._own_reservation(key) != etag and self.options.writer:
+                    log.warning("s3://%s/%s no longer holds this upload's reservation: left as it is.", self.bucket,
+                                key)  # fmt: skip
+                    continue
+                delete_object(self.client, self.bucket, key, etag)  # If-Match, and a HEAD where it is ignored
+            except (BotoCoreError, ClientError, S3ConnectError):
                 log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", self.bucket, key)
-        self._reserved.clear()
 
     def _args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
         """An upload's arguments, as PutObject's (s3transfer routes them to the multipart

@@ -306,3 +306,56 @@ def test_an_empty_etag_from_complete_is_fetched(moto: MotoServer, proxy: FaultPr
     (done,) = _put(_proxied(proxy), BUCKET, "big.bin", b"e" * (6 * MiB), overwrite=True)
     assert done.etag == moto.admin_client("s3").head_object(Bucket=BUCKET, Key="big.bin")["ETag"]
     assert done.etag.endswith('-2"')
+
+
+# -- reservations: safe under every failure ---------------------------------------------------------
+
+RESERVED_BY = {"s3connect-reservation": "upload in progress", "s3connect-writer": "dag.run.task.-1"}
+
+
+def _reserving(proxy: FaultProxy, *extra: Fault) -> Any:
+    """A store that ignores If-None-Match on CompleteMultipartUpload: multipart uploads
+    with overwrite=False reserve their key first."""
+    proxy.schedule(Fault("strip", "CompleteMultipartUpload", times=None, header="if-none-match"), *extra)
+    return _proxied(proxy)
+
+
+@pytest.mark.parametrize(("writer", "taken_over"), [("dag.run.task.-1", True), ("other.run.task.-1", False)])
+def test_a_retry_takes_over_the_reservation_its_killed_try_left(
+    moto: MotoServer, proxy: FaultProxy, writer: str, taken_over: bool
+) -> None:
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="killed.bin", Body=b"", Metadata=RESERVED_BY)  # what SIGKILL left
+    client = _reserving(proxy)
+    body = b"r" * (6 * MiB)
+    with Uploader(client, BUCKET, PARTS, WriteOptions(overwrite=False, writer=writer)) as up:
+        up.put_stream(io.BytesIO(body), "killed.bin")
+        if taken_over:
+            (done,) = list(up.results())
+            assert done.size == len(body)
+        else:
+            with pytest.raises(KeyExistsError):
+                list(up.results())
+    stored = admin.get_object(Bucket=BUCKET, Key="killed.bin")["Body"].read()
+    assert stored == (body if taken_over else b"")
+
+
+def test_a_failed_upload_never_deletes_what_another_writer_stored_meanwhile(
+    moto: MotoServer, proxy: FaultProxy
+) -> None:
+    client = _reserving(
+        proxy,
+        Fault("slow", "CreateMultipartUpload", delay=2.0, key_contains="contested"),
+        Fault("500", "UploadPart", times=None, key_contains="contested"),
+    )
+
+    def upload() -> None:
+        with Uploader(client, BUCKET, PARTS, WriteOptions(overwrite=False)) as up:
+            up.put_stream(io.BytesIO(b"m" * (6 * MiB)), "contested.bin")
+            list(up.results())
+
+    arrival = moto.arrival_after_request(BUCKET, "contested.bin", b"other writer's", delay=0.3)
+    with moto.recording(), arrival, pytest.raises(S3ConnectError):
+        upload()
+    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="contested.bin")["Body"].read() == b"other writer's"
+    assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
