@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_s3connect.errors import translated
+from airflow_s3connect.connection import is_aws_endpoint
+from airflow_s3connect.errors import NoSuchKeyError, translated
 from airflow_s3connect.objects import CommonPrefix, ObjectInfo
 from airflow_s3connect.patterns import KeyPattern, compile_pattern
 from airflow_s3connect.scope import Scope
+from airflow_s3connect.writes import RESERVATION_METADATA
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -70,6 +72,9 @@ class Lister:
         self.client = client
         self.bucket = bucket
         self.query = query
+        # Reservations exist only where a store ignores the condition on
+        # CompleteMultipartUpload, never on AWS: elsewhere an empty object costs a HEAD.
+        self._reservations_possible = not is_aws_endpoint(str(client.meta.endpoint_url))
         self.requests = 0
         self.scanned = 0
         self.truncated = False
@@ -101,7 +106,7 @@ class Lister:
                 info = ObjectInfo(
                     item["Key"], item["Size"], item["ETag"], item["LastModified"], item.get("StorageClass")
                 )
-                if query.admits(info):
+                if query.admits(info) and not (info.size == 0 and self._is_reservation(info.key)):
                     entries.append(info)
             # Directories and objects interleave in key order, as S3 sorts them.
             entries.sort(key=lambda e: e.prefix if isinstance(e, CommonPrefix) else e.key)
@@ -117,6 +122,23 @@ class Lister:
             previous = names
             params["ContinuationToken"] = token
             params.pop("StartAfter", None)
+
+    def _is_reservation(self, key: str) -> bool:
+        if not self._reservations_possible:
+            return False
+        self.requests += 1
+        return is_reservation(self.client, self.bucket, key)
+
+
+def is_reservation(client: S3Client, bucket: str, key: str) -> bool:
+    """Whether the empty object at ``key`` is a multipart upload's reservation, not data
+    (one HeadObject; listings carry no metadata)."""
+    try:
+        with translated("HeadObject", bucket, key):
+            head = client.head_object(Bucket=bucket, Key=key)
+    except NoSuchKeyError:
+        return True  # gone since the listing: nothing to act on either
+    return RESERVATION_METADATA in head.get("Metadata", {})
 
 
 def listing_query(

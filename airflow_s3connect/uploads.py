@@ -29,7 +29,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.objects import MiB, TransferConfig, Uploaded
-from airflow_s3connect.writes import WRITER_METADATA, WriteOptions, with_source_attributes
+from airflow_s3connect.writes import RESERVATION_METADATA, WRITER_METADATA, WriteOptions, with_source_attributes
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 # s3transfer is imported where a transfer starts, not here: this module is imported by
 # every DAG file that uses an operator, and s3transfer (with multiprocessing's managers
 # and botocore's HTTP stack) would double what parsing such a file costs.
-
-
-#: Metadata marking the empty object that holds a multipart upload's key until it completes.
-RESERVATION_METADATA = "s3connect-reservation"
 
 
 class ChunkStream(io.RawIOBase):

@@ -14,8 +14,9 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import translated
-from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.listing import Lister, ListQuery, is_reservation
 from airflow_s3connect.objects import ObjectInfo
 from airflow_s3connect.patterns import compile_pattern
 
@@ -88,7 +89,11 @@ def observe(client: S3Client, spec: WatchSpec) -> Observation:
             if item["Key"] == spec.key
         ]
         query = ListQuery(base=spec.key, min_size=spec.min_size, modified_since=spec.since)
-        return Observation([info for info in found if query.admits(info)], 1)
+        admitted = [info for info in found if query.admits(info)]
+        if admitted and admitted[0].size == 0 and not is_aws_endpoint(str(client.meta.endpoint_url)):
+            # An empty object may be a multipart upload's reservation: not yet the object.
+            return Observation([] if is_reservation(client, spec.bucket, spec.key) else admitted, 2)
+        return Observation(admitted, 1)
     query = ListQuery(
         base=spec.base,
         pattern=compile_pattern(spec.pattern) if spec.pattern else None,

@@ -199,6 +199,9 @@ class WriteOptions:
 
 #: Metadata naming the task instance that wrote an object (``x-amz-meta-s3connect-writer``).
 WRITER_METADATA = "s3connect-writer"
+#: Metadata marking the empty object that holds a multipart upload's key until it completes
+#: (on stores that ignore the condition on CompleteMultipartUpload). Never data: listings skip it.
+RESERVATION_METADATA = "s3connect-reservation"
 
 
 _TAG_TEXT = re.compile(r"^[^=&]+=[^&]*(&[^=&]+=[^&]*)*$")

@@ -359,3 +359,26 @@ def test_a_failed_upload_never_deletes_what_another_writer_stored_meanwhile(
         upload()
     assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="contested.bin")["Body"].read() == b"other writer's"
     assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_reservation_is_never_seen_as_data(moto: MotoServer) -> None:
+    """Listings carry no metadata: an empty object is looked at (one HEAD, only where
+    reservations can exist) and a reservation is skipped by every reader."""
+    from airflow_s3connect.events import ObjectStream
+    from airflow_s3connect.listing import Lister, ListQuery
+    from airflow_s3connect.watch import WatchSpec, observe
+
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="r/upload.bin", Body=b"", Metadata=RESERVED_BY)
+    admin.put_object(Bucket=BUCKET, Key="r/_SUCCESS", Body=b"")
+    admin.put_object(Bucket=BUCKET, Key="r/data.csv", Body=b"1")
+    client = endpoint_client(moto.url, max_attempts=1)
+    lister = Lister(client, BUCKET, ListQuery(base="r/"))
+    assert [e.key for e in lister] == ["r/_SUCCESS", "r/data.csv"]
+    assert lister.requests == 3  # one page, one HEAD per empty object
+    stream = ObjectStream(client, BUCKET, "r/", start="all")
+    assert sorted(i.key for i in stream.poll()) == ["r/_SUCCESS", "r/data.csv"]
+    assert observe(client, WatchSpec(bucket=BUCKET, base="r/", key="r/upload.bin")).matches == []
+    assert [i.key for i in observe(client, WatchSpec(bucket=BUCKET, base="r/", key="r/_SUCCESS")).matches] == [
+        "r/_SUCCESS"
+    ]
