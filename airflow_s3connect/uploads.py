@@ -5,6 +5,7 @@ and open-upload tracking are added on the client's event system.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import io
 import logging
@@ -129,6 +130,9 @@ class Uploader:
         self._support = AWS_SUPPORT
         self._reserved: dict[str, str] = {}
         self._attributes: dict[str, Callable[[], Mapping[str, Any]]] = {}
+        self._retried_creates: dict[str, str] = {}
+        # Uploads initiated since (a minute of clock skew allowed) may be this one's orphans.
+        self._started = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
 
     def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
         handlers: list[tuple[str, Callable[..., None]]] = []
@@ -155,6 +159,9 @@ class Uploader:
         with self._lock:
             if upload and parsed.get("Key") in self._keys:
                 self._open_uploads[str(upload)] = str(parsed["Key"])
+                if parsed.get("ResponseMetadata", {}).get("RetryAttempts"):
+                    # An earlier attempt may have created an upload whose answer was lost.
+                    self._retried_creates[str(upload)] = str(parsed["Key"])
             elif model.name != "CreateMultipartUpload" and "Error" not in parsed:
                 ended = (context or {}).get("s3connect_upload_id")
                 self._open_uploads.pop(str(ended), None)
@@ -192,6 +199,7 @@ class Uploader:
             if exc is not None:
                 self._release_reservations()
                 self._abort_open_uploads()
+            self._abort_orphans()
 
     def _before(self, params: dict[str, Any], context: dict[str, Any], model: Any, **_: Any) -> None:
         key = params.get("Key")
@@ -266,6 +274,34 @@ class Uploader:
             log.info("Aborted the unfinished multipart uploads of %s", ", ".join(aborted))
         if self._on_uploads is not None and left:
             self._on_uploads({})
+
+    def _abort_orphans(self) -> None:
+        """Abort the uploads a retried CreateMultipartUpload left behind: the first attempt
+        created one whose answer never arrived, which nothing else would ever complete or
+        abort. Found by listing the key's uploads (s3:ListBucketMultipartUploads), and
+        told from ours by their id; best effort."""
+        with self._lock:
+            retried, self._retried_creates = dict(self._retried_creates), {}
+        for ours, key in retried.items():
+            try:
+                with translated("ListMultipartUploads", self.bucket, key):
+                    listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+                orphans = {
+                    str(u["UploadId"]): key
+                    for u in listed.get("Uploads", [])
+                    if u.get("Key") == key
+                    and u.get("UploadId") != ours
+                    and u.get("Initiated", self._started) >= self._started
+                }
+                aborted = abort_uploads(self.client, self.bucket, orphans)
+            except S3ConnectError as error:
+                log.warning(
+                    "Could not look for uploads a retried request left at s3://%s/%s: %s", self.bucket, key, error
+                )
+                continue
+            if aborted:
+                log.info("Aborted %d multipart uploads a retried request left at s3://%s/%s", len(aborted), self.bucket,
+                         key)  # fmt: skip
 
     def _release_reservations(self) -> None:
         """Remove the empty reservations of uploads that did not complete (best effort), each

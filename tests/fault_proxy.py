@@ -23,6 +23,8 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``backdate``: a ListObjectsV2 answer whose objects with ``subject`` in their key carry a
   LastModified ``delay`` seconds earlier, as S3 lists a multipart upload that began before
   newer objects and completed after them (visible late, dated early);
+- ``initiated``: a ListMultipartUploads answer whose uploads carry the time of the answer
+  as ``Initiated``, as S3 reports it (moto answers a fixed date in 2010);
 - ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
   as a store answers a ranged GET of an empty object.
 
@@ -65,6 +67,8 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
         return "ListMultipartUploads"
     if method == "POST" and "uploads" in query:
         return "CreateMultipartUpload"
+    if method == "GET" and "uploads" in query:
+        return "ListMultipartUploads"
     if method == "POST" and "uploadId" in query:
         return "CompleteMultipartUpload"
     if method == "DELETE" and "uploadId" in query:
@@ -246,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
             answer = re.sub(
                 rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;00000000000000000000000000000bad&quot;</ETag>", answer
             )
+        if fault is not None and fault.kind == "initiated":
+            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            answer = re.sub(rb"<Initiated>[^<]*</Initiated>", f"<Initiated>{now}</Initiated>".encode(), answer)
         if fault is not None and fault.kind == "backdate":
             answer = _backdated(answer, fault.subject, fault.delay)
         if fault is not None and fault.kind == "noetag":

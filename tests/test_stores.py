@@ -382,3 +382,17 @@ def test_a_reservation_is_never_seen_as_data(moto: MotoServer) -> None:
     assert [i.key for i in observe(client, WatchSpec(bucket=BUCKET, base="r/", key="r/_SUCCESS")).matches] == [
         "r/_SUCCESS"
     ]
+
+
+def test_an_upload_a_retried_create_left_behind_is_aborted(moto: MotoServer, proxy: FaultProxy) -> None:
+    """The first CreateMultipartUpload's answer is lost after the store created the upload:
+    botocore retries and gets a second one; the first would stay open for good."""
+    proxy.schedule(Fault("cut", "CreateMultipartUpload", times=1), Fault("initiated", "ListMultipartUploads"))
+    client = endpoint_client(proxy.url, max_attempts=3)
+    body = b"o" * (6 * MiB)
+    with Uploader(client, BUCKET, PARTS, WriteOptions()) as up:
+        up.put_stream(io.BytesIO(body), "orphan.bin")
+        (done,) = list(up.results())
+    assert done.size == len(body)
+    assert [i.kind for i in proxy.injected] == ["cut", "initiated"]
+    assert moto.admin_client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
