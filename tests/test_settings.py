@@ -116,7 +116,12 @@ def test_every_spec_field_parses_from_json_extras() -> None:
     assert (defaults.acl, defaults.storage_class, defaults.tags, defaults.requester_pays) == (
         "bucket-owner-full-control", "STANDARD_IA", {"team": "data"}, True,
     )  # fmt: skip
-    assert {f.name for f in FIELDS} == set(extra)
+    # SSE-C excludes server-side encryption: its field is parsed on its own.
+    assert {f.name for f in FIELDS} == set(extra) | {"sse_customer_key"}
+    sse_c = parse({"sse_customer_key": "k" * 32}).write_defaults
+    assert sse_c.sse_customer_key == "k" * 32
+    with pytest.raises(ConnectionSettingsError, match="field 'sse_customer_key'.*exclude each other"):
+        parse({"sse_customer_key": "k" * 32, "server_side_encryption": "AES256"})
 
 
 def test_ui_prefixed_extras_are_read() -> None:
