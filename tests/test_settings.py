@@ -120,7 +120,7 @@ def test_every_spec_field_parses_from_json_extras() -> None:
     assert {f.name for f in FIELDS} == set(extra) | {"sse_customer_key"}
     sse_c = parse({"sse_customer_key": "k" * 32}).write_defaults
     assert sse_c.sse_customer_key == "k" * 32
-    with pytest.raises(ConnectionSettingsError, match="field 'sse_customer_key'.*exclude each other"):
+    with pytest.raises(ConnectionSettingsError, match=r"field 'sse_customer_key'.*exclude each other"):
         parse({"sse_customer_key": "k" * 32, "server_side_encryption": "AES256"})
 
 

@@ -136,19 +136,21 @@ class TaskFlowMixin:
         prefix), in parallel ranged GETs, each file complete or absent. Returns Get's shape."""
         from airflow_s3connect.downloads import Downloader, DownloadTask
         from airflow_s3connect.local import LocalTree
+        from airflow_s3connect.selection import Selection
 
         if (key is None) == (prefix is None and pattern is None):
             raise S3ConnectError("Give either key=... or prefix=... / pattern=... .")
         scope = self.scope_settings.scope
         tree = LocalTree(Path(local_dir).expanduser())
-        if key is not None:
-            ref = self.resolve(key, bucket)
-            target, tasks = ref.bucket, [DownloadTask(ref.key, tree.path_for(ref.key, scope.prefix))]
-        else:
-            base = scope.resolve_prefix(prefix or "", bucket)
-            target = base.bucket
-            tasks = [DownloadTask(i.key, tree.path_for(i.key, base.key), i.size, i.etag, i.last_modified)
-                     for i in self.iter_objects(prefix or "", pattern, bucket=bucket)]  # fmt: skip
+        selection = Selection.of(scope, key=key, prefix=prefix, pattern=pattern, bucket=bucket)
+        target = selection.bucket
+        # One key keeps its path below the connection's prefix; a listing's, below its base.
+        under = scope.prefix if key is not None else selection.base
+        tasks = [
+            DownloadTask(item, tree.path_for(item, under)) if isinstance(item, str)
+            else DownloadTask(item.key, tree.path_for(item.key, under), item.size, item.etag, item.last_modified)
+            for item in selection.objects(self.get_conn(), lookup=False)
+        ]  # fmt: skip
         downloader = Downloader(self.get_conn(), target, self.transfer_config())
         return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 
@@ -215,18 +217,13 @@ class TaskFlowMixin:
         from airflow_s3connect.connection import is_aws_endpoint
         from airflow_s3connect.deletes import BatchDelete
         from airflow_s3connect.objects import ObjectInfo
+        from airflow_s3connect.selection import Selection
 
         if (keys is None) == (prefix is None and pattern is None):
             raise S3ConnectError("Give either keys=[...] or prefix=... / pattern=... .")
-        found: list[ObjectInfo | str]
-        if keys is not None:
-            target, full_keys = self.scope_settings.scope.resolve_keys(keys, bucket)
-            found = list(full_keys)
-        else:
-            target = self.scope_settings.scope.resolve_prefix(prefix or "", bucket).bucket
-            found = list(self.iter_objects(prefix or "", pattern, bucket=bucket))
-        if len(found) > max_objects:
-            raise S3ConnectError(f"{len(found)} objects to delete, over max_objects={max_objects}: nothing deleted.")
+        selection = Selection.of(self.scope_settings.scope, keys=keys, prefix=prefix, pattern=pattern, bucket=bucket)
+        target = selection.bucket
+        found = selection.at_most(self.get_conn(), max_objects, "delete", "deleted", lookup=False)
         delete = BatchDelete(self.get_conn(), target, if_match=is_aws_endpoint(self.settings.endpoint_url))
         deleted = [item.key if isinstance(item, ObjectInfo) else item for item in delete.run(found)]
         delete.check(len(deleted))
@@ -250,24 +247,19 @@ class TaskFlowMixin:
         connection below ``target_prefix``, keeping paths relative to ``source_prefix``.
         Server-side within one connection, streamed between two (see the Copy operator).
         Returns ``[{source_uri, uri, key, size, etag, method}]``."""
-        import posixpath
 
         from airflow_s3connect.copies import Copier, CopyTask
+        from airflow_s3connect.objects import ObjectInfo
+        from airflow_s3connect.selection import Selection
         from airflow_s3connect.writes import WriteOptions
 
         origin = source if source is not None else self
         if (source_key is None) == (source_prefix is None and source_pattern is None):
             raise S3ConnectError("Give either source_key=... or source_prefix=... / source_pattern=... .")
-        if source_key is not None:
-            ref = origin.resolve(source_key, source_bucket)
-            listed = [i for i in origin.iter_objects(source_key, bucket=source_bucket) if i.key == ref.key]
-            if not listed:
-                raise S3ConnectError(f"No object {ref.uri}: check source_key and the source connection.")
-            origin_bucket, base = ref.bucket, posixpath.dirname(ref.key) + "/"
-        else:
-            where = origin.scope_settings.scope.resolve_prefix(source_prefix or "", source_bucket)
-            origin_bucket, base = where.bucket, where.key
-            listed = list(origin.iter_objects(source_prefix or "", source_pattern, bucket=source_bucket))
+        selection = Selection.of(origin.scope_settings.scope, key=source_key, prefix=source_prefix,
+                                 pattern=source_pattern, bucket=source_bucket)  # fmt: skip
+        origin_bucket, base = selection.bucket, selection.base
+        listed = [item for item in selection.objects(origin.get_conn()) if isinstance(item, ObjectInfo)]
         scope = self.scope_settings.scope
         target_bucket = scope.bucket_for(bucket)
         prefix = target_prefix if not target_prefix or target_prefix.endswith("/") else target_prefix + "/"

@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -358,17 +358,6 @@ def _manifest_lines(location: str, hook: S3ConnectHook) -> Iterator[str]:
             yield from handle
 
     return lines()
-
-
-def at_most(found: Iterable[T], max_objects: int, where: str, verb: str, done: str, narrow: str) -> list[T]:
-    """What was found, read one past ``max_objects``: more is refused before anything is done."""
-    taken = list(itertools.islice(found, max_objects + 1))
-    if len(taken) > max_objects:
-        raise S3ConnectError(
-            f"{where} has more than max_objects={max_objects} objects to {verb}: nothing was {done}. "
-            f"Narrow {narrow}, or raise max_objects."
-        )
-    return taken
 
 
 def lineage_uris(uris: list[str], prefix_uri: str) -> list[str]:

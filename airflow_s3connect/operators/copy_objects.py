@@ -10,11 +10,11 @@ from typing import Any
 from airflow_s3connect.copies import Copier, CopyTask
 from airflow_s3connect.errors import ArgumentError, translated
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import ObjectInfo, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
+from airflow_s3connect.selection import Selection, head
 
 #: Default cap on how many objects one task copies.
 MAX_COPY = 10_000
@@ -125,26 +125,15 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         source_client = self.source_hook.get_conn()
         sink = self.open_sink(context, source_client)
         if self.manifest is not None:
-            source_bucket, named = self.manifest_entries(self.manifest, self.source_hook, self.source_bucket)
-            listed = at_most(named, self.max_objects, "The manifest", "copy", "copied", "the manifest")
-            found = [self._head(source_bucket, item) if isinstance(item, str) else item for item in listed]
-            # The source's scope stands for the manifest's objects in the log and the lineage.
-            base, where = source_scope.prefix, f"s3://{source_bucket}/{source_scope.prefix}"
-        elif self.source_key is not None:
-            ref = self.source_hook.resolve(self.source_key, self.source_bucket)
-            source_bucket, base = ref.bucket, posixpath.dirname(ref.key) + "/"
-            found, where = [self._head(ref.bucket, ref.key)], ref.uri
+            manifest = self.manifest_entries(self.manifest, self.source_hook, self.source_bucket)
+            selection = Selection.of(source_scope, manifest=manifest)
         else:
-            source_bucket, query = listing_query(
-                source_scope, self.source_prefix or "", self.source_pattern, self.source_bucket,
-                max_objects=self.max_objects + 1,
-            )  # fmt: skip
-            base = query.base
-            where = f"s3://{source_bucket}/{query.prefix}"
-            found = at_most(
-                (e for e in Lister(source_client, source_bucket, query) if isinstance(e, ObjectInfo)),
-                self.max_objects, where, "copy", "copied", "source_prefix/source_pattern",
-            )  # fmt: skip
+            selection = Selection.of(source_scope, key=self.source_key, prefix=self.source_prefix,
+                                     pattern=self.source_pattern, bucket=self.source_bucket)  # fmt: skip
+        source_bucket, base, where = selection.bucket, selection.base, selection.where
+        listed = selection.at_most(source_client, self.max_objects, "copy", "copied")
+        # Every copy request pins the source's ETag: a named source is looked up once.
+        found = [head(source_client, source_bucket, item) if isinstance(item, str) else item for item in listed]
         sink.check_count(len(found), "objects to copy")
         target_bucket = target_scope.bucket_for(self.bucket)
         tasks = []

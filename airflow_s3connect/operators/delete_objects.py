@@ -9,11 +9,11 @@ from typing import Any
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.deletes import BatchDelete
 from airflow_s3connect.errors import ArgumentError
-from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.mixins import CONNECTION_FIELDS, parse_moment
 from airflow_s3connect.objects import ObjectInfo, result_entry
-from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, at_most, lineage_uris
+from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.scope import Scope
+from airflow_s3connect.selection import Selection
 
 #: Default cap on how many objects one task deletes.
 MAX_DELETE = 10_000
@@ -84,30 +84,14 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
     def execute(self, context: Any) -> Any:
         scope = self.hook.scope_settings.scope
         sink = self.open_sink(context)
-        if self.manifest is not None:
-            bucket, named = self.manifest_entries(self.manifest, self.hook, self.bucket)
-            where = f"s3://{bucket}/"
-            found = at_most(named, self.max_objects, "The manifest", "delete", "deleted", "the manifest")
-        elif self.key is not None or self.keys is not None:
-            names = [self.key] if self.key is not None else list(self.keys or [])
-            bucket, full_keys = scope.resolve_keys([str(name) for name in names], self.bucket)
-            where = f"s3://{bucket}/"
-            found = at_most(full_keys, self.max_objects, where, "delete", "deleted", "keys")
-        else:
-            bucket, query = listing_query(
-                scope,
-                self.prefix or "",
-                self.pattern,
-                self.bucket,
-                modified_until=parse_moment(self.modified_before, "modified_before"),
-                max_objects=self.max_objects + 1,
-            )
-            lister = Lister(self.client, bucket, query)
-            where = f"s3://{bucket}/{query.prefix}"
-            found = at_most(
-                (entry for entry in lister if isinstance(entry, ObjectInfo)),
-                self.max_objects, where, "delete", "deleted", "prefix/pattern/modified_before",
-            )  # fmt: skip
+        manifest = self.manifest_entries(self.manifest, self.hook, self.bucket) if self.manifest is not None else None
+        window = (
+            {"modified_until": parse_moment(self.modified_before, "modified_before")} if self.modified_before else {}
+        )
+        selection = Selection.of(scope, key=self.key, keys=self.keys, prefix=self.prefix, pattern=self.pattern,
+                                 manifest=manifest, bucket=self.bucket, window=window)  # fmt: skip
+        bucket, where = selection.bucket, selection.where
+        found = selection.at_most(self.client, self.max_objects, "delete", "deleted", lookup=False)
         sink.check_count(len(found), "objects to delete")
         if self.report_only:
             for info in found:

@@ -10,12 +10,12 @@ from typing import Any, Literal
 from airflow_s3connect.deletes import archive_object, delete_object
 from airflow_s3connect.downloads import Downloader, DownloadTask, read_object
 from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
-from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.local import LocalTree, temp_path
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
 from airflow_s3connect.scope import Scope
+from airflow_s3connect.selection import Selection
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 from airflow_s3connect.writes import WriteOptions
 
@@ -163,24 +163,28 @@ class S3GetObjectOperator(S3ConnectOperator):
             return text
         local_dir = Path(str(self.local_dir)).expanduser()
         sink = self.open_sink(context)
-        watermark = lister = None
-        if self.manifest is not None:
-            bucket, named = self.manifest_entries(self.manifest, self.hook, self.bucket)
-            base = scope.prefix
-            tasks: Iterator[DownloadTask] = self._plan(iter(named), base, LocalTree(local_dir), None)
-        elif self.key is not None:
-            ref = self.hook.resolve(self.key, self.bucket)
-            bucket, base = ref.bucket, ref.key.rpartition("/")[0]
+        watermark = None
+        manifest = self.manifest_entries(self.manifest, self.hook, self.bucket) if self.manifest is not None else None
+        window = self._window(context) if manifest is None and self.key is None else {}
+        listing = self.key is None and manifest is None
+        selection = Selection.of(
+            scope, key=self.key, prefix=self.prefix or "" if listing else None, pattern=self.pattern,
+            manifest=manifest, bucket=self.bucket, window=window,
+        )  # fmt: skip
+        bucket = selection.bucket
+        if self.key is not None:
+            assert selection.key is not None
+            base = selection.key.rpartition("/")[0]
             # The key's path below the connection's prefix, not its last segment: mapped Gets of
             # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
-            local = LocalTree(local_dir).path_for(ref.key, scope.prefix)
-            tasks = iter([DownloadTask(ref.key, local)])
+            local = LocalTree(local_dir).path_for(selection.key, scope.prefix)
+            tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local)])
         else:
-            bucket, query = listing_query(scope, self.prefix or "", self.pattern, self.bucket, **self._window(context))
-            base = query.base
-            lister = Lister(self.client, bucket, query)
-            watermark = self._previous_watermark(context) if self.incremental == "watermark" else None
-            tasks = self._plan(iter(lister), base, LocalTree(local_dir), watermark)
+            base = selection.base
+            if self.incremental == "watermark":
+                watermark = self._previous_watermark(context)
+            objects = selection.objects(self.client, lookup=False)
+            tasks = self._plan(objects, base, LocalTree(local_dir), watermark)
         # For a list, the listing in full first: too many is refused before any download.
         tasks = iter(sink.bounded(tasks, "objects to download"))
 
@@ -201,8 +205,8 @@ class S3GetObjectOperator(S3ConnectOperator):
                 sink.add(result_entry(scope, bucket, done), done.size)
                 if len(uris) <= 100:
                     uris.append(f"s3://{bucket}/{done.key}")
-        if lister is not None:
-            self.log.info("Listed %d objects in %d requests", lister.scanned, lister.requests)
+        if selection.lister is not None:
+            self.log.info("Listed %d objects in %d requests", selection.lister.scanned, selection.lister.requests)
         self.log.info("Downloaded %d objects (%d bytes) to %s", sink.count, sink.bytes, local_dir)
         if self.incremental == "watermark" and self._new_watermark is not None:
             # Advanced once every download is done: what failed is looked for again.
