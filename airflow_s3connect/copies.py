@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect.cleanup import Cleanup
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -40,7 +41,6 @@ from airflow_s3connect.errors import (
     NoSuchKeyError,
     ObjectChangedError,
     S3ConnectError,
-    TransferInterrupted,
     error_code,
     translated,
 )
@@ -131,6 +131,7 @@ class Copier:
         skip_unchanged: bool = False,
         prefix: str = "",
         on_uploads: Callable[[dict[str, str]], None] | None = None,
+        cleanup: Cleanup | None = None,
     ) -> None:
         self.source_client = source_client
         self.source_bucket = source_bucket
@@ -143,33 +144,19 @@ class Copier:
         self.skip_unchanged = skip_unchanged
         self.prefix = prefix
         self.requests = 0
-        self._on_uploads = on_uploads
-        self._open_uploads: dict[str, str] = {}
+        self.cleanup = cleanup or Cleanup(on_uploads=on_uploads)
         self._lock = threading.Lock()
-        self._cancelled: str | None = None
         self._uploader: Uploader | None = None
 
     def cancel(self, reason: str) -> None:
         """Stop (from another thread: ``on_kill``): streamed copies are cancelled and their
-        multipart uploads aborted; server-side copies stop before their next request."""
-        self._cancelled = reason
+        multipart uploads aborted; a server-side copy stops before its next request."""
+        self.cleanup.cancel(reason)
         if self._uploader is not None:
             self._uploader.cancel(reason)
 
     def _check_cancelled(self) -> None:
-        if self._cancelled is not None:
-            raise TransferInterrupted(f"Copy cancelled: {self._cancelled}.")
-
-    def _track_upload(self, upload_id: str, key: str | None) -> None:
-        """Record a server-side multipart copy in flight (``key``), or forget it (None)."""
-        with self._lock:
-            if key is None:
-                self._open_uploads.pop(upload_id, None)
-            else:
-                self._open_uploads[upload_id] = key
-            snapshot = dict(self._open_uploads)
-        if self._on_uploads is not None:
-            self._on_uploads(snapshot)
+        self.cleanup.check("Copy")
 
     def _refuse_onto_source(self, tasks: Sequence[CopyTask]) -> None:
         """A copy onto its own source would replace the object with itself (and an archive then
@@ -277,7 +264,7 @@ class Copier:
             # A multipart copy is a new upload: the source's attributes are given again.
             create = with_source_attributes(create, head)
         upload_id = self.target_client.create_multipart_upload(Bucket=self.target_bucket, Key=key, **create)["UploadId"]
-        self._track_upload(upload_id, key)
+        self.cleanup.upload_started(upload_id, key)
         self.requests += 2
         try:
 
@@ -304,7 +291,7 @@ class Copier:
                 self.target_client.abort_multipart_upload(Bucket=self.target_bucket, Key=key, UploadId=upload_id)
             raise
         finally:
-            self._track_upload(upload_id, None)
+            self.cleanup.upload_ended(upload_id)
 
     def _readable(self, source: ObjectInfo) -> None:
         """Raise AccessDeniedError naming s3:GetObject if the source cannot be read."""
@@ -320,12 +307,12 @@ class Copier:
     # -- streamed --------------------------------------------------------------------------
     def _stream_copies(self, tasks: list[CopyTask]) -> Iterator[Copied]:
         uploader = Uploader(
-            self.target_client, self.target_bucket, self.config, self.options, self.prefix, self._on_uploads
+            self.target_client, self.target_bucket, self.config, self.options, self.prefix, cleanup=self.cleanup
         )
         with uploader:
             self._uploader = uploader
-            if self._cancelled is not None:
-                uploader.cancel(self._cancelled)
+            if self.cleanup.reason is not None:
+                uploader.cancel(self.cleanup.reason)
             for task in tasks:
                 answered: dict[str, Any] = {}
                 body = ChunkStream(self._verified_body(task.source, answered))

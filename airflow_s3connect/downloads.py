@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect.cleanup import Cleanup
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
     LocalPathError,
@@ -45,7 +46,7 @@ from airflow_s3connect.errors import (
     translate,
     translated,
 )
-from airflow_s3connect.local import record_etag, stored_etag, temp_path
+from airflow_s3connect.local import record_etag, stored_etag
 from airflow_s3connect.objects import Downloaded, TransferConfig
 
 if TYPE_CHECKING:
@@ -101,9 +102,9 @@ def plan_ranges(size: int, chunk: int, start: int = 0) -> list[tuple[int, int]]:
 class _Job:
     """One object being downloaded: a temporary file and the parts still outstanding."""
 
-    def __init__(self, task: DownloadTask, owner: str | None) -> None:
+    def __init__(self, task: DownloadTask, cleanup: Cleanup) -> None:
         self.task = task
-        self.temp = temp_path(task.path, owner)
+        self.temp = cleanup.temp_path(task.path)
         self.fd: int | None = None
         self.size = task.size
         self.etag = task.etag
@@ -133,14 +134,14 @@ class Downloader:
         skip_unchanged: bool = False,
         after: Callable[[Downloaded], None] | None = None,
         owner: str | None = None,
+        cleanup: Cleanup | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.config = config
         self.skip_unchanged = skip_unchanged
         self.after = after
-        self.owner = owner
-        self._cancelled: str | None = None
+        self.cleanup = cleanup or Cleanup(owner=owner)
         self._pool: ThreadPoolExecutor | None = None
         self._results: queue.Queue[tuple[Downloaded | None, BaseException | None]] = queue.Queue()
         self._abort = threading.Event()
@@ -154,7 +155,7 @@ class Downloader:
         """
         self._results = queue.Queue()
         self._abort = threading.Event()
-        if self._cancelled is not None:
+        if self.cleanup.reason is not None:
             self._abort.set()
         limit = 2 * self.config.max_concurrency
         in_flight = 0
@@ -171,11 +172,11 @@ class Downloader:
                     if error is not None:
                         break
                     in_flight += 1
-                    self._submit(self._start, _Job(task, self.owner))
+                    self._submit(self._start, _Job(task, self.cleanup))
             except BaseException as exc:  # the task iterator itself failed (listing, planning)
                 error = exc
-            if error is None and self._cancelled is not None:
-                error = TransferInterrupted(f"Download cancelled: {self._cancelled}. No partial file was kept.")
+            if error is None and self.cleanup.reason is not None:
+                error = TransferInterrupted(f"Download cancelled: {self.cleanup.reason}. No partial file was kept.")
             if error is not None:
                 self._abort.set()
             while in_flight:
@@ -183,8 +184,10 @@ class Downloader:
                 in_flight -= 1
                 if failure is not None and error is None:
                     error = failure
-                    if self._cancelled is not None:
-                        error = TransferInterrupted(f"Download cancelled: {self._cancelled}. No partial file was kept.")
+                    if self.cleanup.reason is not None:
+                        error = TransferInterrupted(
+                            f"Download cancelled: {self.cleanup.reason}. No partial file was kept."
+                        )
                     self._abort.set()
                 if done is not None and error is None:
                     yield done
@@ -194,7 +197,7 @@ class Downloader:
     def cancel(self, reason: str) -> None:
         """Stop (from another thread: ``on_kill``): parts in flight end at their next chunk,
         their temporary files are removed, and :meth:`download` raises TransferInterrupted."""
-        self._cancelled = reason
+        self.cleanup.cancel(reason)
         self._abort.set()
 
     # The pool's futures are not kept: every job reports through the results queue.
@@ -216,7 +219,7 @@ class Downloader:
                 if task.path.parent not in self._made_dirs:
                     task.path.parent.mkdir(parents=True, exist_ok=True)
                     self._made_dirs.add(task.path.parent)
-                if self.owner:
+                if self.cleanup.owner:
                     job.temp.unlink(missing_ok=True)  # an earlier try of this task instance left it
                 job.fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except OSError as exc:

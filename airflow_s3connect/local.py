@@ -5,9 +5,7 @@ files are written under until complete, and the ETag each download records.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import secrets
 from pathlib import Path, PurePosixPath
 
 from airflow_s3connect.errors import LocalPathError
@@ -65,20 +63,6 @@ def stored_etag(path: Path) -> str | None:
         return os.getxattr(path, ETAG_XATTR).decode()
     except (OSError, AttributeError):
         return None
-
-
-# Temporary names: unique per process (random token) and per file (serial); cheaper than a
-# uuid4 per object, and O_EXCL still refuses a clash.
-_TEMP_TOKEN = secrets.token_hex(4)
-_TEMP_SERIAL = itertools.count()
-
-
-def temp_path(target: Path, owner: str | None) -> Path:
-    """Where ``target`` is written until complete: beside it, hidden. With an ``owner`` (one
-    task instance, the same for all its tries) the name is stable, so a retry finds and
-    replaces what a killed try left; without, unique to this process and file."""
-    tag = owner or f"{_TEMP_TOKEN}-{next(_TEMP_SERIAL)}"
-    return target.with_name(f".{target.name}.s3connect-{tag}.part")
 
 
 def relative_posix(path: Path, root: Path) -> str:

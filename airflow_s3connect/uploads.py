@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect.cleanup import Cleanup
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.deletes import delete_object
 from airflow_s3connect.errors import (
@@ -100,6 +101,7 @@ class Uploader:
         options: WriteOptions,
         prefix: str = "",
         on_uploads: Callable[[dict[str, str]], None] | None = None,
+        cleanup: Cleanup | None = None,
     ) -> None:
         """:param on_uploads: called with the multipart uploads open now (upload id → key)
         whenever one starts or ends, so that a later try can abort what a killed one left."""
@@ -107,9 +109,7 @@ class Uploader:
         self.bucket = bucket
         self.options = options
         self.prefix = prefix
-        self._on_uploads = on_uploads
-        self._open_uploads: dict[str, str] = {}
-        self._cancelled: str | None = None
+        self.cleanup = cleanup or Cleanup(on_uploads=on_uploads)
         from s3transfer.manager import TransferConfig as S3TransferConfig
         from s3transfer.manager import TransferManager
 
@@ -156,25 +156,19 @@ class Uploader:
                context: Mapping[str, Any] | None = None, **_: Any) -> None:  # fmt: skip
         """Keep the open multipart uploads of this uploader's keys, and report them."""
         upload = parsed.get("UploadId") if model.name == "CreateMultipartUpload" else None
-        with self._lock:
-            if upload and parsed.get("Key") in self._keys:
-                self._open_uploads[str(upload)] = str(parsed["Key"])
-                if parsed.get("ResponseMetadata", {}).get("RetryAttempts"):
-                    # An earlier attempt may have created an upload whose answer was lost.
+        if upload and parsed.get("Key") in self._keys:
+            self.cleanup.upload_started(str(upload), str(parsed["Key"]))
+            if parsed.get("ResponseMetadata", {}).get("RetryAttempts"):
+                # An earlier attempt may have created an upload whose answer was lost.
+                with self._lock:
                     self._retried_creates[str(upload)] = str(parsed["Key"])
-            elif model.name != "CreateMultipartUpload" and "Error" not in parsed:
-                ended = (context or {}).get("s3connect_upload_id")
-                self._open_uploads.pop(str(ended), None)
-            else:
-                return
-            snapshot = dict(self._open_uploads)
-        if self._on_uploads is not None:
-            self._on_uploads(snapshot)
+        elif model.name != "CreateMultipartUpload" and "Error" not in parsed:
+            self.cleanup.upload_ended(str((context or {}).get("s3connect_upload_id")))
 
     def cancel(self, reason: str) -> None:
         """Stop every upload (from another thread: ``on_kill``); s3transfer aborts their
         multipart uploads, and :meth:`results` raises :class:`TransferInterrupted`."""
-        self._cancelled = reason
+        self.cleanup.cancel(reason)
         for _key, future, _size in list(self._pending):
             future.cancel()
 
@@ -263,8 +257,7 @@ class Uploader:
     def _abort_open_uploads(self) -> None:
         """Abort what is still open after a failure: s3transfer aborts the uploads it knows
         failed, but one whose CreateMultipartUpload answered after the cancellation escapes it."""
-        with self._lock:
-            left, self._open_uploads = dict(self._open_uploads), {}
+        left = self.cleanup.take_uploads()
         try:
             aborted = abort_uploads(self.client, self.bucket, left)
         except S3ConnectError as error:
@@ -272,8 +265,6 @@ class Uploader:
             return
         if aborted:
             log.info("Aborted the unfinished multipart uploads of %s", ", ".join(aborted))
-        if self._on_uploads is not None and left:
-            self._on_uploads({})
 
     def _abort_orphans(self) -> None:
         """Abort the uploads a retried CreateMultipartUpload left behind: the first attempt
@@ -388,8 +379,9 @@ class Uploader:
                 yield own
                 continue
             except S3TransferCancelledError:
+                reason = self.cleanup.reason or "the transfer was stopped"
                 raise TransferInterrupted(
-                    f"Upload of s3://{self.bucket}/{key} cancelled: {self._cancelled or 'the transfer was stopped'}. "
+                    f"Upload of s3://{self.bucket}/{key} cancelled: {reason}. "
                     "Its multipart upload, if any, was aborted."
                 ) from None
             response = self._responses.get(key, {})

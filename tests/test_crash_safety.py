@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from airflow_s3connect.cleanup import temp_path
 from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import KeyExistsError, TransferInterrupted
-from airflow_s3connect.local import temp_path
 from airflow_s3connect.objects import TransferConfig
 from airflow_s3connect.uploads import Uploader, abort_uploads
 from airflow_s3connect.writes import WriteOptions

@@ -18,11 +18,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "airflow_s3connect"
 
 PURE = {
     "allowlist", "checksums", "connection", "errors", "formats", "iam", "macros", "manifests", "objects",
-    "patterns", "redaction", "scope", "watermark", "wire",
+    "patterns", "redaction", "scope", "watermark", "wire", "writes",
 }  # fmt: skip
 ENGINE = {
-    "catalog", "client", "conditional", "copies", "deletes", "downloads", "events", "filesystem", "listing",
-    "local", "sources", "uploads", "watch",
+    "catalog", "cleanup", "client", "conditional", "copies", "deletes", "downloads", "events", "filesystem",
+    "listing", "local", "selection", "sources", "uploads", "watch",
 }  # fmt: skip
 AIRFLOW_LAYER = ("hooks", "operators", "sensors", "triggers", "plugins", "mixins")
 #: Top-level modules of the Airflow layer (wiring, entry points, the CLI).

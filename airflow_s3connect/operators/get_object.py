@@ -7,10 +7,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from airflow_s3connect.cleanup import Cleanup
 from airflow_s3connect.deletes import archive_object, delete_object
 from airflow_s3connect.downloads import Downloader, DownloadTask, read_object
 from airflow_s3connect.errors import ArgumentError, EmptyMatchError, LocalPathError
-from airflow_s3connect.local import LocalTree, temp_path
+from airflow_s3connect.local import LocalTree
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
@@ -286,11 +287,7 @@ class S3GetObjectOperator(S3ConnectOperator):
 
     def _remove_earlier_tries_files(self, local_dir: Path, owner: str) -> None:
         """A killed try leaves its temporary files (named for this task instance): remove them."""
-        if not local_dir.is_dir():
-            return
-        left = list(local_dir.rglob(temp_path(Path("*"), owner).name))
-        for stale in left:
-            stale.unlink(missing_ok=True)
+        left = Cleanup(owner=owner).remove_left_files(local_dir)
         if left:
             self.log.warning("Removed %d temporary files an earlier try left in %s", len(left), local_dir)
 
