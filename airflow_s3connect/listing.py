@@ -16,7 +16,7 @@ from airflow_s3connect.errors import NoSuchKeyError, translated
 from airflow_s3connect.objects import CommonPrefix, ObjectInfo
 from airflow_s3connect.patterns import KeyPattern, compile_pattern
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.writes import RESERVATION_METADATA
+from airflow_s3connect.writes import RESERVATION_METADATA, looks_reserved
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -73,7 +73,8 @@ class Lister:
         self.bucket = bucket
         self.query = query
         # Reservations exist only where a store ignores the condition on
-        # CompleteMultipartUpload, never on AWS: elsewhere an empty object costs a HEAD.
+        # CompleteMultipartUpload, never on AWS. Their size and ETag tell them from data; only
+        # an object of their size whose ETag encryption changed costs a HEAD.
         self._reservations_possible = not is_aws_endpoint(str(client.meta.endpoint_url))
         self.requests = 0
         self.scanned = 0
@@ -106,7 +107,7 @@ class Lister:
                 info = ObjectInfo(
                     item["Key"], item["Size"], item["ETag"], item["LastModified"], item.get("StorageClass")
                 )
-                if query.admits(info) and not (info.size == 0 and self._is_reservation(info.key)):
+                if query.admits(info) and not self._is_reservation(info):
                     entries.append(info)
             # Directories and objects interleave in key order, as S3 sorts them.
             entries.sort(key=lambda e: e.prefix if isinstance(e, CommonPrefix) else e.key)
@@ -123,16 +124,17 @@ class Lister:
             params["ContinuationToken"] = token
             params.pop("StartAfter", None)
 
-    def _is_reservation(self, key: str) -> bool:
-        if not self._reservations_possible:
-            return False
+    def _is_reservation(self, info: ObjectInfo) -> bool:
+        told = looks_reserved(info.size, info.etag)
+        if told is not None or not self._reservations_possible:
+            return bool(told)
         self.requests += 1
-        return is_reservation(self.client, self.bucket, key)
+        return is_reservation(self.client, self.bucket, info.key)
 
 
 def is_reservation(client: S3Client, bucket: str, key: str) -> bool:
-    """Whether the empty object at ``key`` is a multipart upload's reservation, not data
-    (one HeadObject; listings carry no metadata)."""
+    """Whether the object at ``key`` is a multipart upload's reservation, not data (one
+    HeadObject: listings carry no metadata)."""
     try:
         with translated("HeadObject", bucket, key):
             head = client.head_object(Bucket=bucket, Key=key)

@@ -31,7 +31,13 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.objects import MiB, TransferConfig, Uploaded
-from airflow_s3connect.writes import RESERVATION_METADATA, WRITER_METADATA, WriteOptions, with_source_attributes
+from airflow_s3connect.writes import (
+    RESERVATION_BODY,
+    RESERVATION_METADATA,
+    WRITER_METADATA,
+    WriteOptions,
+    with_source_attributes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +237,9 @@ class Uploader:
         reservation.pop("ChecksumAlgorithm", None)
         with translated("PutObject", self.bucket, key):
             try:
-                answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*", **reservation)
+                answer = self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=RESERVATION_BODY, IfNoneMatch="*", **reservation
+                )
             except ClientError as exc:
                 if error_code(exc) not in PRECONDITION_CODES or (etag := self._own_reservation(key)) is None:
                     raise
@@ -242,7 +250,7 @@ class Uploader:
             self._reserved[key] = etag
 
     def _own_reservation(self, key: str) -> str | None:
-        """The ETag of the empty reservation at ``key`` if this writer made it (an earlier
+        """The ETag of the reservation at ``key`` if this writer made it (an earlier
         try of the same task instance), else None."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
@@ -250,7 +258,7 @@ class Uploader:
             return None
         metadata = head.get("Metadata", {})
         ours = self.options.writer and metadata.get(WRITER_METADATA) == self.options.writer
-        if ours and RESERVATION_METADATA in metadata and int(head.get("ContentLength", -1)) == 0:
+        if ours and RESERVATION_METADATA in metadata and int(head.get("ContentLength", -1)) == len(RESERVATION_BODY):
             return str(head.get("ETag", ""))
         return None
 
@@ -295,7 +303,7 @@ class Uploader:
                          key)  # fmt: skip
 
     def _release_reservations(self) -> None:
-        """Remove the empty reservations of uploads that did not complete (best effort), each
+        """Remove the reservations of uploads that did not complete (best effort), each
         only while it still is *our* reservation: another writer may have stored an object
         there since, and a store may ignore ``If-Match`` on DELETE (Ceph RGW does), so the
         key is read first and deleted conditionally too."""

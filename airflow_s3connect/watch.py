@@ -19,6 +19,7 @@ from airflow_s3connect.errors import translated
 from airflow_s3connect.listing import Lister, ListQuery, is_reservation
 from airflow_s3connect.objects import ObjectInfo
 from airflow_s3connect.patterns import compile_pattern
+from airflow_s3connect.writes import looks_reserved
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -90,8 +91,10 @@ def observe(client: S3Client, spec: WatchSpec) -> Observation:
         ]
         query = ListQuery(base=spec.key, min_size=spec.min_size, modified_since=spec.since)
         admitted = [info for info in found if query.admits(info)]
-        if admitted and admitted[0].size == 0 and not is_aws_endpoint(str(client.meta.endpoint_url)):
-            # An empty object may be a multipart upload's reservation: not yet the object.
+        told = looks_reserved(admitted[0].size, admitted[0].etag) if admitted else False
+        if told:
+            return Observation([], 1)  # a multipart upload's reservation: not yet the object
+        if told is None and not is_aws_endpoint(str(client.meta.endpoint_url)):
             return Observation([] if is_reservation(client, spec.bucket, spec.key) else admitted, 2)
         return Observation(admitted, 1)
     query = ListQuery(

@@ -15,6 +15,7 @@ s3transfer's per-request argument tables do.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -199,9 +200,23 @@ class WriteOptions:
 
 #: Metadata naming the task instance that wrote an object (``x-amz-meta-s3connect-writer``).
 WRITER_METADATA = "s3connect-writer"
-#: Metadata marking the empty object that holds a multipart upload's key until it completes
-#: (on stores that ignore the condition on CompleteMultipartUpload). Never data: listings skip it.
+#: Metadata marking the object that holds a multipart upload's key until it completes (on
+#: stores that ignore the condition on CompleteMultipartUpload). Never data: listings skip it.
 RESERVATION_METADATA = "s3connect-reservation"
+#: A reservation's bytes: fixed, so that a listing tells a reservation by its size and
+#: ETag (the MD5 of these bytes) without reading its metadata, and a person who opens one
+#: reads what it is. Padded to an unusual size, so that data of the same size (whose ETag
+#: then differs, costing a HEAD) is rare.
+RESERVATION_BODY = b"s3connect: reserved for a multipart upload in progress; never data.\n".ljust(1337, b" ")
+RESERVATION_ETAG = '"' + hashlib.md5(RESERVATION_BODY, usedforsecurity=False).hexdigest() + '"'
+
+
+def looks_reserved(size: int, etag: str) -> bool | None:
+    """From a listing: True for a reservation, False for data, None when only its metadata
+    can tell (the reservation's size, but an ETag encryption changed)."""
+    if size != len(RESERVATION_BODY):
+        return False
+    return True if etag == RESERVATION_ETAG else None
 
 
 _TAG_TEXT = re.compile(r"^[^=&]+=[^&]*(&[^=&]+=[^&]*)*$")

@@ -29,7 +29,7 @@ from airflow_s3connect.errors import (
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import TransferConfig
 from airflow_s3connect.uploads import Uploader
-from airflow_s3connect.writes import WriteOptions
+from airflow_s3connect.writes import RESERVATION_BODY, WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.fault_proxy import Fault, FaultProxy
 from tests.moto_server import MotoServer
@@ -325,7 +325,7 @@ def test_a_retry_takes_over_the_reservation_its_killed_try_left(
     moto: MotoServer, proxy: FaultProxy, writer: str, taken_over: bool
 ) -> None:
     admin = moto.admin_client("s3")
-    admin.put_object(Bucket=BUCKET, Key="killed.bin", Body=b"", Metadata=RESERVED_BY)  # what SIGKILL left
+    admin.put_object(Bucket=BUCKET, Key="killed.bin", Body=RESERVATION_BODY, Metadata=RESERVED_BY)  # SIGKILL left it
     client = _reserving(proxy)
     body = b"r" * (6 * MiB)
     with Uploader(client, BUCKET, PARTS, WriteOptions(overwrite=False, writer=writer)) as up:
@@ -337,7 +337,7 @@ def test_a_retry_takes_over_the_reservation_its_killed_try_left(
             with pytest.raises(KeyExistsError):
                 list(up.results())
     stored = admin.get_object(Bucket=BUCKET, Key="killed.bin")["Body"].read()
-    assert stored == (body if taken_over else b"")
+    assert stored == (body if taken_over else RESERVATION_BODY)
 
 
 def test_a_failed_upload_never_deletes_what_another_writer_stored_meanwhile(
@@ -362,26 +362,31 @@ def test_a_failed_upload_never_deletes_what_another_writer_stored_meanwhile(
 
 
 def test_a_reservation_is_never_seen_as_data(moto: MotoServer) -> None:
-    """Listings carry no metadata: an empty object is looked at (one HEAD, only where
-    reservations can exist) and a reservation is skipped by every reader."""
+    """A reservation has fixed bytes: a listing tells it by its size and ETag, with no
+    request more; an object of its size whose ETag differs (encryption) costs one HEAD."""
     from airflow_s3connect.events import ObjectStream
     from airflow_s3connect.listing import Lister, ListQuery
     from airflow_s3connect.watch import WatchSpec, observe
 
     admin = moto.admin_client("s3")
-    admin.put_object(Bucket=BUCKET, Key="r/upload.bin", Body=b"", Metadata=RESERVED_BY)
+    admin.put_object(Bucket=BUCKET, Key="r/upload.bin", Body=RESERVATION_BODY, Metadata=RESERVED_BY)
     admin.put_object(Bucket=BUCKET, Key="r/_SUCCESS", Body=b"")
     admin.put_object(Bucket=BUCKET, Key="r/data.csv", Body=b"1")
     client = endpoint_client(moto.url, max_attempts=1)
     lister = Lister(client, BUCKET, ListQuery(base="r/"))
     assert [e.key for e in lister] == ["r/_SUCCESS", "r/data.csv"]
-    assert lister.requests == 3  # one page, one HEAD per empty object
+    assert lister.requests == 1
     stream = ObjectStream(client, BUCKET, "r/", start="all")
     assert sorted(i.key for i in stream.poll()) == ["r/_SUCCESS", "r/data.csv"]
     assert observe(client, WatchSpec(bucket=BUCKET, base="r/", key="r/upload.bin")).matches == []
     assert [i.key for i in observe(client, WatchSpec(bucket=BUCKET, base="r/", key="r/_SUCCESS")).matches] == [
         "r/_SUCCESS"
     ]
+    same_size = b"x" * len(RESERVATION_BODY)
+    admin.put_object(Bucket=BUCKET, Key="r/same-size.txt", Body=same_size)
+    lister = Lister(client, BUCKET, ListQuery(base="r/"))
+    assert [e.key for e in lister] == ["r/_SUCCESS", "r/data.csv", "r/same-size.txt"]
+    assert lister.requests == 2  # the page, and one HEAD for the object of a reservation's size
 
 
 def test_an_upload_a_retried_create_left_behind_is_aborted(moto: MotoServer, proxy: FaultProxy) -> None:
