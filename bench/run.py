@@ -122,7 +122,7 @@ def start_moto(work: Path) -> Server:
 
 
 def start_rgw(work: Path, sizes: Sizes) -> Server:
-    from tests.rgw_server import RgwServer
+    from tests.support.rgw_server import RgwServer
 
     # RAM for the data: the large object, each side's uploads of it until collected, the rest.
     rgw = RgwServer.start(work / "rgw", memstore_bytes=max(4 << 30, 6 * sizes.large))

@@ -48,8 +48,8 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 
-from tests.moto_server import IamFactory, MotoServer  # noqa: E402
-from tests.stores import STORES, store_for  # noqa: E402
+from tests.support.moto_server import IamFactory, MotoServer  # noqa: E402
+from tests.support.stores import STORES, store_for  # noqa: E402
 
 REGION = "eu-west-1"
 BUCKET = "s3connect-test"
@@ -140,7 +140,7 @@ ENV_ONLY_CONNECTION = {
 @pytest.fixture(scope="session")
 def api_server(airflow_db: Path) -> Iterator[str]:
     """Airflow's API server on loopback (the Test button's route, the setup page, the UI)."""
-    from tests.api_server import running_api_server
+    from tests.support.api_server import running_api_server
 
     env = {"AIRFLOW_CONN_ENV_PARTNER": json.dumps(ENV_ONLY_CONNECTION)}
     with running_api_server(airflow_db, env) as url:
@@ -150,7 +150,7 @@ def api_server(airflow_db: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def rgw() -> Iterator[Any]:
     """Ceph's RADOS Gateway (HTTP and HTTPS) from Debian's packages, for the whole session."""
-    from tests.rgw_server import RgwServer
+    from tests.support.rgw_server import RgwServer
 
     server = RgwServer.start(_HOME / "rgw")
     yield server
@@ -167,7 +167,7 @@ def store(request: pytest.FixtureRequest, moto_plain: MotoServer) -> Any:
 @pytest.fixture
 def proxy(moto: MotoServer) -> Iterator[Any]:
     """The fault proxy in front of the (emptied) moto server; schedule faults on it."""
-    from tests.fault_proxy import FaultProxy
+    from tests.support.fault_proxy import FaultProxy
 
     running = FaultProxy(moto.url).start()
     yield running

@@ -19,10 +19,10 @@ import pytest
 
 from airflow_s3connect import client as client_module
 from airflow_s3connect.hooks.s3connect import PROBE_SEGMENT, S3ConnectHook
-from tests.api_server import api, request
 from tests.conftest import BUCKET, REGION
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import IamFactory, MotoServer
+from tests.support.api_server import api, request
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import IamFactory, MotoServer
 from tests.test_setup_cli import run
 
 

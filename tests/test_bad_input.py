@@ -43,9 +43,9 @@ from airflow_s3connect.objects import TransferConfig
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.scope import check_bucket_name, check_key
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer, free_port
-from tests.stores import endpoint_client
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer, free_port
+from tests.support.stores import endpoint_client
 
 ROLE = "arn:aws:iam::123456789012:role/reader"
 CONFIG = TransferConfig(max_concurrency=2)

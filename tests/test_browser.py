@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.connection import FIELDS, parse_settings
-from tests.api_server import api
+from tests.support.api_server import api
 
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 
 from airflow_s3connect.catalog import HEAD_BYTES, build_catalog, csv_fields, jsonl_fields
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 PATTERN = "datasource/{YYYYMMDD}/file_{YYYYMM}_{zz}.csv"
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_s3connect.connection import FIELDS
-from tests.moto_server import MotoServer
+from tests.support.moto_server import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = str(Path(sys.executable).parent / "uv")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
+from tests.support.moto_server import MotoServer
 
 RUNS = 16
 KEYS = ["race/a.csv", "race/b.csv", "race/c.csv", "race/big.bin"]

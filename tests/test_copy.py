@@ -20,9 +20,9 @@ from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import IamFactory, MotoServer
-from tests.stores import Store, endpoint_client
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import IamFactory, MotoServer
+from tests.support.stores import Store, endpoint_client
 
 GiB = 1024 * MiB
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)

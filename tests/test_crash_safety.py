@@ -20,10 +20,10 @@ from airflow_s3connect.objects import TransferConfig
 from airflow_s3connect.uploads import Uploader, abort_uploads
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 MiB = 1024 * 1024
 PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=2)

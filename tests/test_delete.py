@@ -13,8 +13,8 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import ObjectInfo
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.stores import Store
+from tests.support.moto_server import MotoServer
+from tests.support.stores import Store
 
 
 def _hook(store: Store, bucket: str, monkeypatch: pytest.MonkeyPatch) -> S3ConnectHook:

@@ -24,8 +24,8 @@ from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import _STATE_STORES, ObjectProducer, _accessors
 from airflow_s3connect.watermark import Watermark
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.stores import Store
+from tests.support.moto_server import MotoServer
+from tests.support.stores import Store
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 

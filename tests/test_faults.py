@@ -1,4 +1,4 @@
-"""Faults injected between boto3 and the store (tests/fault_proxy.py), in front of moto and of
+"""Faults injected between boto3 and the store (tests/support/fault_proxy.py), in front of moto and of
 Ceph RGW: retries that work, and failures that leave nothing half-done.
 
 Transient faults (the first matching request fails): the operation completes and the data
@@ -29,9 +29,9 @@ from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 CONFIG = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB, max_attempts=3)
 #: Per request: 3 attempts, 1 s to connect or to get a byte. Persistent faults must fail within this.

@@ -22,7 +22,7 @@ from airflow_s3connect.errors import (
 )
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import IamFactory, MotoServer
+from tests.support.moto_server import IamFactory, MotoServer
 
 ROLE_NAME = "cross-account-writer"
 EXTERNAL_ID = "tenant-acme:7f3a9c"

@@ -12,7 +12,7 @@ import pytest
 
 from airflow_s3connect.errors import S3ConnectError, ScopeError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from tests.stores import Store
+from tests.support.stores import Store
 
 ROWS = [{"id": 1, "name": "a, b"}, {"id": 2, "name": "line\nbreak"}]
 

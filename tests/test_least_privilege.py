@@ -27,8 +27,8 @@ from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.watch import Watcher, WatchSpec
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import IamFactory
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import IamFactory
 
 OBJECTS = f"arn:aws:s3:::{BUCKET}/*"
 THE_BUCKET = f"arn:aws:s3:::{BUCKET}"

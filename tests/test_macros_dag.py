@@ -20,7 +20,7 @@ ALL = [m for m in (*DATE_MACROS, *VALUE_MACROS) if m not in ("extension", "filen
 DAG_SOURCE = """
 import pendulum
 from airflow.sdk import DAG
-from tests.macro_probe import MacroProbe
+from tests.support.macro_probe import MacroProbe
 
 with DAG("macro_table", schedule="@daily", start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
          params={"tenant": "param-tenant", "tap": "salesforce"}, catchup=False) as dag:

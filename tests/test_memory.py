@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
+from tests.support.moto_server import MotoServer
 
 SIZE = 256 * 1024 * 1024
 #: Bound on RSS growth: 8 parts of 8 MiB in flight for the upload, plus interpreter slack.

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from airflow_s3connect.errors import ScopeError
-from tests.stores import Store
+from tests.support.stores import Store
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ import pytest
 
 from airflow_s3connect.macros import NAMESPACE
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import RunResult, run_dag, write_dag
-from tests.moto_server import MotoServer
-from tests.stores import STORES, Store, store_for
+from tests.support.dag_runner import RunResult, run_dag, write_dag
+from tests.support.moto_server import MotoServer
+from tests.support.stores import STORES, Store, store_for
 
 ROUNDTRIP = """
 import pendulum

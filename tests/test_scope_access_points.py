@@ -15,7 +15,7 @@ from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import ScopeError
 from airflow_s3connect.scope import Scope, check_bucket_name
-from tests.stores import endpoint_client
+from tests.support.stores import endpoint_client
 
 ARN = "arn:aws:s3:eu-west-1:123456789012:accesspoint/acme-ap"
 ALIAS = "acme-ap-abcdefgh1234567890ijklmno-s3alias"

@@ -20,8 +20,8 @@ from airflow_s3connect.errors import ArgumentError, ScopeError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.scope import Scope
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer
 
 SCOPE = Scope(BUCKET, "tenants/acme/")
 

@@ -16,8 +16,8 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import WatchSpec
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.trigger_runner import first_event
+from tests.support.moto_server import MotoServer
+from tests.support.trigger_runner import first_event
 
 SECRET = "tenants/globex/secret.txt"
 

@@ -15,7 +15,7 @@ from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import ConnectionSettingsError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
+from tests.support.moto_server import MotoServer
 
 OWNER = "111122223333"
 

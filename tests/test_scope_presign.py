@@ -14,8 +14,8 @@ import pytest
 
 from airflow_s3connect.errors import ScopeError
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 PREFIX = "tenants/acme/"
 

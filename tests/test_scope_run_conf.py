@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer
 
 DAGS = """
 import pendulum

@@ -23,8 +23,8 @@ from airflow_s3connect.allowlist import OPERATIONS, Access
 from airflow_s3connect.errors import ScopeError
 from airflow_s3connect.scope import Scope
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 PREFIX = "tenants/acme/"
 SCOPE = Scope(BUCKET, PREFIX)

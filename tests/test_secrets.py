@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer
 
 SECRET = "wJalrXUtnFEMI-s3connect-SECRET-do-not-log"
 TOKEN = "IQoJb3JpZ2luX2VjE-s3connect-TOKEN-do-not-log"
@@ -194,7 +194,7 @@ def test_redaction_ignores_short_values_and_keeps_the_newest(monkeypatch: pytest
 
 
 def _echoing(proxy: Any, make_conn: Callable[..., str]) -> str:
-    from tests.fault_proxy import Fault
+    from tests.support.fault_proxy import Fault
 
     proxy.schedule(*(Fault("echo", op, times=None) for op in ("ListObjectsV2", "GetObject", "PutObject", "HeadObject")))
     return make_conn("echoing", "ASIAECHO", SECRET, aws_session_token=TOKEN, bucket=BUCKET, region_name=REGION,

@@ -18,10 +18,10 @@ import time_machine
 from airflow_s3connect.triggers import S3ObjectTrigger
 from airflow_s3connect.watch import Watcher, WatchSpec, observe
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.moto_server import MotoServer
-from tests.test_transfer import make_client
-from tests.trigger_runner import first_event
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.moto_server import MotoServer
+from tests.support.stores import make_client
+from tests.support.trigger_runner import first_event
 
 
 def _lists(recording: Any) -> list[Any]:

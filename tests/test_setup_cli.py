@@ -23,7 +23,7 @@ from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import ObjectInfo
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import IamFactory
+from tests.support.moto_server import IamFactory
 
 
 def run(*argv: str) -> tuple[int, Any, str]:

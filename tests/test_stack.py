@@ -24,8 +24,8 @@ import pytest
 
 from demo import run as demo
 from demo.stack import PG_BIN, Stack, api
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import free_port
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import free_port
 
 if not (PG_BIN / "postgres").exists() or shutil.which("redis-server") is None:
     pytest.fail("make stack needs Debian's postgresql and redis-server: .ci/run installs them", pytrace=False)

@@ -31,9 +31,9 @@ from airflow_s3connect.objects import TransferConfig
 from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.writes import RESERVATION_BODY, WriteOptions
 from tests.conftest import BUCKET, REGION
-from tests.fault_proxy import Fault, FaultProxy
-from tests.moto_server import MotoServer
-from tests.stores import Store, endpoint_client
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.moto_server import MotoServer
+from tests.support.stores import Store, endpoint_client
 
 MiB = 1024 * 1024
 PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=4)
@@ -75,7 +75,7 @@ def test_uploads_store_exactly_our_bytes(store: Store, size: int) -> None:
 
 def test_sdk_checksums_over_https_fail_on_rgw_and_say_so(rgw: Any) -> None:
     """What every boto3 ≥ 1.36 user meets on RGW over HTTPS, and why ``auto`` is headers there."""
-    from tests.stores import store_for
+    from tests.support.stores import store_for
 
     store = store_for("rgw-https", None, rgw)
     bucket = store.new_bucket()
@@ -104,7 +104,7 @@ def test_overwrite_off_never_overwrites(store: Store, size: int) -> None:
 
 
 def test_rgw_is_probed_as_honouring_conditional_puts_only(rgw: Any) -> None:
-    from tests.stores import store_for
+    from tests.support.stores import store_for
 
     store = store_for("rgw-http", None, rgw)
     bucket = store.new_bucket()

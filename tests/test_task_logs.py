@@ -15,8 +15,8 @@ import pytest
 from airflow_s3connect.errors import AccessDeniedError, ScopeError
 from airflow_s3connect.hooks.task_logs import S3ConnectRemoteLogIO
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import IamFactory
-from tests.stores import Store
+from tests.support.moto_server import IamFactory
+from tests.support.stores import Store
 
 RELATIVE = "dag_id=d/run_id=manual__2025-01-01T00:00:00+00:00/task_id=t/attempt=1.log"
 

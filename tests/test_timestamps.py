@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from airflow_s3connect.client import parse_timestamp
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
-from tests.stores import endpoint_client
+from tests.support.moto_server import MotoServer
+from tests.support.stores import endpoint_client
 
 MOMENTS = st.datetimes(min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(2200, 1, 1)).map(
     lambda moment: moment.replace(tzinfo=datetime.timezone.utc)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import BUCKET, REGION
-from tests.dag_runner import run_dag, write_dag
-from tests.fault_proxy import Fault
+from tests.support.dag_runner import run_dag, write_dag
+from tests.support.fault_proxy import Fault
 
 DAG = """
 import pendulum

@@ -23,7 +23,7 @@ from airflow_s3connect.errors import ArgumentError, ConnectionSettingsError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.writes import ROUTES, WriteOptions, parse_tags
 from tests.conftest import BUCKET, REGION
-from tests.moto_server import MotoServer
+from tests.support.moto_server import MotoServer
 
 DEFAULTS = {
     "server_side_encryption": "AES256",
@@ -216,7 +216,7 @@ def test_header_mode_sends_content_md5_with_delete_objects(moto: MotoServer) -> 
     import base64
     import hashlib
 
-    from tests.stores import endpoint_client
+    from tests.support.stores import endpoint_client
 
     client = endpoint_client(moto.url, bucket=BUCKET, checksum_mode="header")
     client.put_object(Bucket=BUCKET, Key="d/x", Body=b"x")

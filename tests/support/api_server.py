@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.moto_server import free_port
+from tests.support.moto_server import free_port
 
 
 @contextmanager

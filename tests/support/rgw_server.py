@@ -6,7 +6,7 @@ serving HTTP and HTTPS (a self-signed CA made here) on free loopback ports. S3 k
 from ``radosgw-admin user create``. All state lives under one folder and every daemon is
 stopped with the server; it comes up in about 15 s.
 
-Run as ``python -m tests.rgw_server DIR`` to keep one up by hand (Ctrl-C stops it).
+Run as ``python -m tests.support.rgw_server DIR`` to keep one up by hand (Ctrl-C stops it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import boto3
 from botocore.config import Config
 
 from demo.stack import stop_groups
-from tests.moto_server import free_port
+from tests.support.moto_server import free_port
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "ceph-common")
 BINARIES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "radosgw-admin", "ceph", "monmaptool")

@@ -75,3 +75,8 @@ def endpoint_client(
     fields = {"endpoint_url": endpoint_url, "region_name": region, "addressing_style": "path", **extra}
     settings = parse_settings("test", key, secret, fields)
     return build_s3_client(settings, build_session(settings))
+
+
+def make_client(moto: Any, **extra: Any) -> Any:
+    """Our client for the tests' moto server (its region, path addressing)."""
+    return endpoint_client(moto.url, region="eu-west-1", **extra)

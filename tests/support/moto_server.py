@@ -81,14 +81,14 @@ class MotoServer:
 
     @classmethod
     def start(cls, workdir: Path) -> MotoServer:
-        """moto's server, with conditional writes atomic as on S3 (see tests/moto_launcher.py)."""
+        """moto's server, with conditional writes atomic as on S3 (see tests/support/moto_launcher.py)."""
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"), PYTHONPATH=root)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.moto_launcher", "127.0.0.1", str(port)],
+            [sys.executable, "-m", "tests.support.moto_launcher", "127.0.0.1", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

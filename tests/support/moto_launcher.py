@@ -7,7 +7,7 @@
   requests with large bodies (multipart parts) interleave and corrupt the JSONL file
   tests read. Recording is serialised.
 
-Usage: ``python -m tests.moto_launcher HOST PORT``.
+Usage: ``python -m tests.support.moto_launcher HOST PORT``.
 """
 
 from __future__ import annotations
