@@ -11,9 +11,9 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
-from airflow_s3connect.listing import listing_query
 from airflow_s3connect.mixins import CONNECTION_FIELDS, MacroFieldsMixin, parse_moment, require_one_target
 from airflow_s3connect.objects import ObjectInfo, result_entry
+from airflow_s3connect.selection import Selection
 from airflow_s3connect.triggers.s3object import S3ObjectTrigger
 from airflow_s3connect.watch import Watcher, WatchSpec
 
@@ -118,13 +118,16 @@ class S3ObjectSensor(MacroFieldsMixin, BaseSensorOperator):
             "absent": self.absent,
             "collect_all": self.collect_all,
         }
-        if self.key is not None:
-            ref = scope.resolve(self.key, self.bucket)
-            return WatchSpec(bucket=ref.bucket, key=ref.key, **common)  # type: ignore[arg-type]
-        bucket, query = listing_query(scope, self.prefix or "", self.pattern, self.bucket)
+        # What to watch is selected as Get, Copy and Delete select what they act on.
+        listing = self.key is None
+        selection = Selection.of(
+            scope, key=self.key, prefix=self.prefix or "" if listing else None, pattern=self.pattern, bucket=self.bucket
+        )
+        if selection.key is not None:
+            return WatchSpec(bucket=selection.bucket, key=selection.key, **common)  # type: ignore[arg-type]
         return WatchSpec(
-            bucket=bucket,
-            base=query.base,
+            bucket=selection.bucket,
+            base=selection.base,
             pattern=self.pattern or None,
             min_objects=self.min_objects,
             **common,  # type: ignore[arg-type]
