@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -149,7 +150,11 @@ def test_every_writer_sends_the_connections_write_options(
         etag = admin.head_object(Bucket=BUCKET, Key="in/small.csv")["ETag"]
         archive_object(hook.get_conn(), BUCKET, "in/copies/small.csv", "in/archive/small.csv", etag, 8)
     creating = _creating(rec.s3())
-    assert len(creating) >= 9
+    # Each writer's own requests (the create-only probe, cached per process, may be absent).
+    written_keys = {urlsplit(r.url).path.split(f"/{BUCKET}/", 1)[-1] for r in creating}
+    expected = {"in/small.csv", "in/big.bin", "in/once.csv", "in/copies/small.csv", "in/copies/big.bin",
+                "in/streamed/small.csv", "in/fs/file.txt", "in/archive/small.csv"}  # fmt: skip
+    assert expected <= written_keys, expected - written_keys
     for request in creating:
         headers = {k.lower(): v for k, v in request.headers.items()}
         where = (request.method, request.url)
