@@ -131,6 +131,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
             selection = Selection.of(source_scope, key=self.source_key, prefix=self.source_prefix,
                                      pattern=self.source_pattern, bucket=self.source_bucket)  # fmt: skip
         source_bucket, base, where = selection.bucket, selection.base, selection.where
+        self.persist_console_link(context, target_scope.bucket_for(self.bucket), target_scope.prefix)
         listed = selection.at_most(source_client, self.max_objects, "copy", "copied")
         # Every copy request pins the source's ETag: a named source is looked up once.
         found = [head(source_client, source_bucket, item) if isinstance(item, str) else item for item in listed]

@@ -91,6 +91,7 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         selection = Selection.of(scope, key=self.key, keys=self.keys, prefix=self.prefix, pattern=self.pattern,
                                  manifest=manifest, bucket=self.bucket, window=window)  # fmt: skip
         bucket, where = selection.bucket, selection.where
+        self.persist_console_link(context, bucket, selection.base)
         found = selection.at_most(self.client, self.max_objects, "delete", "deleted", lookup=False)
         sink.check_count(len(found), "objects to delete")
         if self.report_only:

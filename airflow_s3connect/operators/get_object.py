@@ -150,6 +150,7 @@ class S3GetObjectOperator(S3ConnectOperator):
             assert self.key is not None
             ref = self.hook.resolve(self.key, self.bucket)
             after = self._after(scope, ref.bucket, ref.key.rpartition("/")[0])  # checked before the read
+            self.persist_console_link(context, ref.bucket, ref.key.rpartition("/")[0])
             content, etag = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
             try:
                 text = content.decode(self.encoding)
