@@ -89,6 +89,14 @@ def moto(moto_plain: MotoServer) -> MotoServer:
 
 
 @pytest.fixture
+def client(moto: MotoServer) -> Any:
+    """Our client for the emptied moto server (engine tests)."""
+    from tests.support.stores import make_client
+
+    return make_client(moto)
+
+
+@pytest.fixture
 def iam(moto_iam: MotoServer) -> Iterator[IamFactory]:
     """Users, roles and policies on the IAM server; call ``iam.enforce()`` once set up."""
     moto_iam.reset()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import os
 from pathlib import Path
@@ -17,22 +16,12 @@ from airflow_s3connect.local import ETAG_XATTR, LocalTree, stored_etag
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
 from tests.conftest import BUCKET
 from tests.support.moto_server import MotoServer
-from tests.support.stores import make_client
 
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
 
 
-@pytest.fixture
-def client(moto: MotoServer) -> Any:
-    return make_client(moto)
-
-
 def _s3_gets(recording: Any) -> list[Any]:
     return [r for r in recording.s3() if r.method == "GET" and "list-type" not in r.query]
-
-
-def _info(key: str, second: int) -> ObjectInfo:
-    return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
 
 
 def test_small_object_is_one_get_and_large_one_parallel_ranges(moto: MotoServer, client: Any, tmp_path: Path) -> None:

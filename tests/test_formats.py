@@ -6,31 +6,11 @@ import datetime
 import gzip
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airflow_s3connect.errors import FormatError
 from airflow_s3connect.formats import FORMATS, encode_records, write_parquet
-from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
-from tests.support.moto_server import MotoServer
-from tests.support.stores import make_client
-
-SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
-
-
-@pytest.fixture
-def client(moto: MotoServer) -> Any:
-    return make_client(moto)
-
-
-def _s3_gets(recording: Any) -> list[Any]:
-    return [r for r in recording.s3() if r.method == "GET" and "list-type" not in r.query]
-
-
-def _info(key: str, second: int) -> ObjectInfo:
-    return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
-
 
 RECORDS = [{"id": 1, "name": "a,b", "when": datetime.date(2025, 4, 14)}, {"id": 2, "name": 'q"uote'}]
 

@@ -6,29 +6,11 @@ import datetime
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-
 from airflow_s3connect.listing import Lister, ListQuery
-from airflow_s3connect.objects import CommonPrefix, MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.objects import CommonPrefix, ObjectInfo
 from airflow_s3connect.patterns import compile_pattern
 from tests.conftest import BUCKET
 from tests.support.moto_server import MotoServer
-from tests.support.stores import make_client
-
-SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
-
-
-@pytest.fixture
-def client(moto: MotoServer) -> Any:
-    return make_client(moto)
-
-
-def _s3_gets(recording: Any) -> list[Any]:
-    return [r for r in recording.s3() if r.method == "GET" and "list-type" not in r.query]
-
-
-def _info(key: str, second: int) -> ObjectInfo:
-    return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
 
 
 def test_listing_pages_requests_and_pattern_prefix(moto: MotoServer, client: Any) -> None:

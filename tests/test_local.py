@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,25 +10,11 @@ import pytest
 from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import LocalPathError
 from airflow_s3connect.local import LocalTree
-from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.objects import MiB, TransferConfig
 from tests.conftest import BUCKET
 from tests.support.moto_server import MotoServer
-from tests.support.stores import make_client
 
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
-
-
-@pytest.fixture
-def client(moto: MotoServer) -> Any:
-    return make_client(moto)
-
-
-def _s3_gets(recording: Any) -> list[Any]:
-    return [r for r in recording.s3() if r.method == "GET" and "list-type" not in r.query]
-
-
-def _info(key: str, second: int) -> ObjectInfo:
-    return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
 
 
 def test_unwritable_target_and_file_in_the_way(moto: MotoServer, client: Any, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
 import os
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.errors import KeyExistsError
-from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.objects import MiB, TransferConfig
 from airflow_s3connect.uploads import ChunkStream, Uploader
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET
@@ -21,19 +20,6 @@ from tests.support.moto_server import MotoServer
 from tests.support.stores import make_client
 
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
-
-
-@pytest.fixture
-def client(moto: MotoServer) -> Any:
-    return make_client(moto)
-
-
-def _s3_gets(recording: Any) -> list[Any]:
-    return [r for r in recording.s3() if r.method == "GET" and "list-type" not in r.query]
-
-
-def _info(key: str, second: int) -> ObjectInfo:
-    return ObjectInfo(key, 1, '"e"', datetime.datetime(2025, 4, 14, 0, 0, second, tzinfo=datetime.timezone.utc))
 
 
 def test_conditional_write_race_has_exactly_one_winner(moto: MotoServer) -> None:
