@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from airflow_s3connect.connection import is_aws_endpoint
-from airflow_s3connect.errors import ConditionalWriteUnsupportedError, error_code, translate
+from airflow_s3connect.errors import PRECONDITION_CODES, ConditionalWriteUnsupportedError, error_code, translate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -117,3 +117,43 @@ def _quietly(call: Any) -> None:
         call()
     except ClientError as exc:
         log.warning("Could not clean up the conditional-write probe: %s", error_code(exc))
+
+
+# -- copy-source conditions ------------------------------------------------------------------
+#: (endpoint, multipart ETag) pairs where the store answered 412 to ``x-amz-copy-source-if-match``
+#: for a source that had not changed (OpenStack Swift's s3api, for every ``-N`` ETag).
+_pins_refused: set[tuple[str, bool]] = set()
+
+
+def copy_source_pin(client: S3Client, etag: str) -> dict[str, Any]:
+    """The condition pinning a copy to the listed version of its source, unless this store is
+    known to refuse it for an unchanged object of this kind of ETag (single or multipart)."""
+    if not etag or (str(client.meta.endpoint_url), "-" in etag) in _pins_refused:
+        return {}
+    return {"CopySourceIfMatch": etag}
+
+
+def pin_refused_wrongly(client: S3Client, bucket: str, key: str, etag: str) -> bool:
+    """After a copy pinned to ``etag`` failed its precondition: whether the source still is
+    that version, i.e. the store mishandled the condition rather than the source changing.
+
+    A plain HEAD decides (its ETag compared here, not by the store). If the store was wrong,
+    it is remembered for this process, and the caller copies again unpinned: what was copied
+    is then proven by the checks after the copy (the copy's size, the source's ETag read
+    again), as for a store that ignores the condition.
+    """
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in (*PRECONDITION_CODES, "404", "NoSuchKey"):
+            return False
+        raise translate(exc, "HeadObject", bucket, key) from None
+    if head.get("ETag") != etag:
+        return False
+    endpoint = str(client.meta.endpoint_url)
+    if (endpoint, "-" in etag) not in _pins_refused:
+        _pins_refused.add((endpoint, "-" in etag))
+        kind = "multipart" if "-" in etag else "single-part"
+        log.warning("The store at %s refuses x-amz-copy-source-if-match for unchanged objects with %s ETags: such "
+                    "copies are checked after copying instead.", endpoint, kind)  # fmt: skip
+    return True

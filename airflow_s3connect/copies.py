@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect.cleanup import Cleanup
+from airflow_s3connect.conditional import copy_source_pin, pin_refused_wrongly
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -210,6 +211,7 @@ class Copier:
         self._check_cancelled()
         source, key = task.source, task.target_key
         copy_source: CopySourceTypeDef = {"Bucket": self.source_bucket, "Key": source.key}
+        pin = copy_source_pin(self.target_client, source.etag)
         args = self.options.args("CopyObject")
         if not self.options.overwrite:
             args["IfNoneMatch"] = "*"
@@ -222,30 +224,31 @@ class Copier:
                     if "MetadataDirective" not in single:
                         single.pop("Metadata", None)
                     answer = self.target_client.copy_object(
-                        Bucket=self.target_bucket, Key=key, CopySource=copy_source, CopySourceIfMatch=source.etag,
-                        **single,
+                        Bucket=self.target_bucket, Key=key, CopySource=copy_source, **pin, **single,
                     )  # fmt: skip
                     # Quoted as listings quote it: Ceph RGW answers a copy's ETag bare.
                     etag = quoted(str(answer.get("CopyObjectResult", {}).get("ETag", "")))
                     self.requests += 1
                 else:
-                    self._multipart_copy(task, copy_source, args)
+                    self._multipart_copy(task, copy_source, pin, args)
                     etag = ""
             except ClientError as exc:
                 code = error_code(exc)
                 if code in PRECONDITION_CODES:
+                    if pin and pin_refused_wrongly(self.source_client, self.source_bucket, source.key, source.etag):
+                        return self._server_copy(task)  # unpinned now: checked below instead
                     raise self._changed(source) from None
                 if code == "AccessDenied":
                     self._readable(source)  # a copy needs both: name the one that is missing
                 raise
             if etag != source.etag:
                 # A multipart source or copy, or encryption that makes ETags differ (and a
-                # store may ignore the pin): the size, and for a single-part source its
-                # unchanged ETag, show which version was copied.
+                # store may ignore the pin): the size, and for a single-part or unpinned
+                # source its unchanged ETag, show which version was copied.
                 copied = self.target_client.head_object(Bucket=self.target_bucket, Key=key)
                 etag = str(copied["ETag"])
                 same = copied["ContentLength"] == source.size
-                if same and "-" not in source.etag:
+                if same and ("-" not in source.etag or not pin):
                     now = self.source_client.head_object(Bucket=self.source_bucket, Key=source.key)
                     same = now["ETag"] == source.etag
                     self.requests += 1
@@ -255,7 +258,9 @@ class Copier:
                     raise self._changed(source)
         return Copied(self._source_uri(source), self.target_bucket, key, source.size, etag, "server")
 
-    def _multipart_copy(self, task: CopyTask, copy_source: CopySourceTypeDef, args: dict[str, Any]) -> None:
+    def _multipart_copy(
+        self, task: CopyTask, copy_source: CopySourceTypeDef, pin: dict[str, Any], args: dict[str, Any]
+    ) -> None:
         source, key = task.source, task.target_key
         head = self.source_client.head_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)
         create = self.options.args("CreateMultipartUpload")
@@ -273,7 +278,7 @@ class Copier:
                 number, first, last = plan
                 answer = self.target_client.upload_part_copy(
                     Bucket=self.target_bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=source.etag,
+                    CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}", **pin,
                 )  # fmt: skip
                 return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
 

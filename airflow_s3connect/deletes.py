@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect.conditional import copy_source_pin, pin_refused_wrongly
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -25,6 +26,7 @@ from airflow_s3connect.objects import MAX_COPY_BYTES, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 
 def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> None:
@@ -69,12 +71,16 @@ def archive_object(
     with translated("CopyObject", bucket, target):
         try:
             if size <= MAX_COPY_BYTES:
-                params: dict[str, Any] = {
-                    "Bucket": bucket, "Key": target, "CopySource": {"Bucket": bucket, "Key": key}, **extra,
-                }  # fmt: skip
-                if etag:
-                    params["CopySourceIfMatch"] = etag
-                client.copy_object(**params)
+                pin = copy_source_pin(client, etag)
+                source: CopySourceTypeDef = {"Bucket": bucket, "Key": key}
+                try:
+                    client.copy_object(Bucket=bucket, Key=target, CopySource=source, **pin, **extra)
+                except ClientError as exc:
+                    if not (
+                        pin and error_code(exc) in PRECONDITION_CODES and pin_refused_wrongly(client, bucket, key, etag)
+                    ):
+                        raise
+                    client.copy_object(Bucket=bucket, Key=target, CopySource=source, **extra)
             else:
                 client.copy({"Bucket": bucket, "Key": key}, bucket, target, ExtraArgs=extra or None)
         except ClientError as exc:

@@ -120,6 +120,78 @@ def test_a_short_source_body_completes_no_copy(moto: MotoServer, proxy: FaultPro
     assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
+def _in_one_part(admin: Any, key: str, body: bytes) -> None:
+    """An object uploaded in parts (one): its ETag ends in ``-1``."""
+    upload = admin.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    part = admin.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=body)
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    admin.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=parts)
+
+
+@pytest.mark.parametrize("size", [4 * MiB, 12 * MiB], ids=["CopyObject", "UploadPartCopy"])
+def test_a_store_refusing_the_pin_of_an_unchanged_multipart_source_still_copies_it(
+    moto: MotoServer, proxy: FaultProxy, size: int
+) -> None:
+    """OpenStack Swift answers 412 to ``x-amz-copy-source-if-match`` with any ``-N`` ETag:
+    every copy of an object uploaded in parts failed "changed while it was copied". A HEAD
+    shows it did not change; the copy is made unpinned and proven by the checks after it.
+    A source that really changed is still refused."""
+    from airflow_s3connect import conditional
+
+    conditional._pins_refused.clear()
+    admin = moto.admin_client("s3")
+    body = random.Random(size).randbytes(size)
+    _in_one_part(admin, "src/parts.bin", body)
+    client = endpoint_client(proxy.url)
+    (listed,) = _listed(client, BUCKET, "src/")
+    assert listed.etag.endswith('-1"')
+    proxy.schedule(Fault("412", "CopyObject", times=None, header="x-amz-copy-source-if-match"),
+                   Fault("412", "UploadPart", times=None, header="x-amz-copy-source-if-match"))  # fmt: skip
+    copier = Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=True)
+    (done,) = copier.run([CopyTask(listed, "dst/parts.bin")])
+    assert admin.get_object(Bucket=BUCKET, Key="dst/parts.bin")["Body"].read() == body
+    refused = len(proxy.injected)  # 1, or a few parts copied at once
+    assert refused >= 1
+    assert {i.kind for i in proxy.injected} == {"412"}
+    assert "HeadObject" in proxy.operations
+    assert done.method == "server"
+    (_again,) = Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=True).run(
+        [CopyTask(listed, "dst/again.bin")]
+    )
+    assert len(proxy.injected) == refused  # the store is known now: later copies are not pinned
+    # A source replaced between the listing and the copy is still refused, pinned or not.
+    admin.put_object(Bucket=BUCKET, Key="src/parts.bin", Body=b"replaced")
+    with pytest.raises(ObjectChangedError, match="changed while it was copied"):
+        list(Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=True).run(
+            [CopyTask(listed, "dst/late.bin")]))  # fmt: skip
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="dst/late").get("KeyCount", 0) == 0
+    conditional._pins_refused.clear()
+
+
+def test_archive_of_a_multipart_original_where_the_store_refuses_the_pin(moto: MotoServer, proxy: FaultProxy) -> None:
+    """Get ``after="archive"`` on Swift: "replaced after it was downloaded" for every object
+    uploaded in parts. The original is archived, and a replaced one is still kept."""
+    from airflow_s3connect import conditional
+    from airflow_s3connect.deletes import archive_object
+
+    conditional._pins_refused.clear()
+    admin = moto.admin_client("s3")
+    for key in ("in/a.bin", "in/b.bin"):
+        _in_one_part(admin, key, key.encode())
+    client = endpoint_client(proxy.url)
+    a, b = _listed(client, BUCKET, "in/")
+    proxy.schedule(Fault("412", "CopyObject", times=None, header="x-amz-copy-source-if-match"))
+    archive_object(client, BUCKET, a.key, "done/a.bin", a.etag, a.size)
+    assert admin.get_object(Bucket=BUCKET, Key="done/a.bin")["Body"].read() == b"in/a.bin"
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="in/a").get("KeyCount", 0) == 0
+    admin.put_object(Bucket=BUCKET, Key=b.key, Body=b"new in/b.bin")
+    with pytest.raises(ObjectChangedError, match="replaced after it was downloaded"):
+        archive_object(client, BUCKET, b.key, "done/b.bin", b.etag, b.size)
+    assert admin.get_object(Bucket=BUCKET, Key=b.key)["Body"].read() == b"new in/b.bin"
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="done/b").get("KeyCount", 0) == 0
+    conditional._pins_refused.clear()
+
+
 def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket(
     iam: IamFactory, make_conn: Callable[..., str]
 ) -> None:

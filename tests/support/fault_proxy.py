@@ -7,6 +7,8 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``500``: InternalError, request not forwarded;
 - ``503``: SlowDown, request not forwarded;
 - ``501``: NotImplemented, as stores answer a header they do not support; not forwarded;
+- ``412``: PreconditionFailed, not forwarded: with ``header="x-amz-copy-source-if-match"``, as
+  OpenStack Swift's s3api answers a copy pinned to the multipart ETag of an unchanged object;
 - ``reset``: the connection is reset (RST) before any response, request not forwarded;
 - ``cut``: moto's answer is forwarded with its full Content-Length but only half its body,
   then the connection is closed;
@@ -55,6 +57,7 @@ FAULT_BODIES = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
     "501": (501, "NotImplemented", "A header you provided implies functionality that is not implemented."),
+    "412": (412, "PreconditionFailed", "At least one of the preconditions you specified did not hold."),
 }
 
 
