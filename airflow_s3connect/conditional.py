@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HONOURED, IGNORED, REJECTED = "honoured", "ignored", "rejected"
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
@@ -119,28 +121,34 @@ def _quietly(call: Any) -> None:
         log.warning("Could not clean up the conditional-write probe: %s", error_code(exc))
 
 
-# -- copy-source conditions ------------------------------------------------------------------
-#: (endpoint, multipart ETag) pairs where the store answered 412 to ``x-amz-copy-source-if-match``
-#: for a source that had not changed (OpenStack Swift's s3api, for every ``-N`` ETag).
-_pins_refused: set[tuple[str, bool]] = set()
+# -- conditions pinned to an ETag ------------------------------------------------------------
+#: (endpoint, parameter, multipart ETag) where the store answered 412 to an ETag condition on
+#: an object that had not changed: OpenStack Swift's s3api, for every ``-N`` ETag, on
+#: ``x-amz-copy-source-if-match`` and on DELETE's ``If-Match``.
+_refused: set[tuple[str, str, bool]] = set()
+
+#: What each pinned condition is called in the warning.
+_CONDITIONS = {"CopySourceIfMatch": "x-amz-copy-source-if-match on copies",
+               "IfMatch": "If-Match on deletes"}  # fmt: skip
 
 
-def copy_source_pin(client: S3Client, etag: str) -> dict[str, Any]:
-    """The condition pinning a copy to the listed version of its source, unless this store is
-    known to refuse it for an unchanged object of this kind of ETag (single or multipart)."""
-    if not etag or (str(client.meta.endpoint_url), "-" in etag) in _pins_refused:
+def etag_condition(client: S3Client, parameter: str, etag: str) -> dict[str, Any]:
+    """``{parameter: etag}`` (``CopySourceIfMatch`` or ``IfMatch``) pinning a request to the
+    listed version, unless this store is known to refuse it wrongly for this kind of ETag
+    (single-part or multipart)."""
+    if not etag or (str(client.meta.endpoint_url), parameter, "-" in etag) in _refused:
         return {}
-    return {"CopySourceIfMatch": etag}
+    return {parameter: etag}
 
 
-def pin_refused_wrongly(client: S3Client, bucket: str, key: str, etag: str) -> bool:
-    """After a copy pinned to ``etag`` failed its precondition: whether the source still is
-    that version, i.e. the store mishandled the condition rather than the source changing.
+def refused_wrongly(client: S3Client, parameter: str, bucket: str, key: str, etag: str) -> bool:
+    """After a request pinned to ``etag`` failed its precondition: whether the object still
+    is that version, i.e. the store mishandled the condition rather than the object changing.
 
     A plain HEAD decides (its ETag compared here, not by the store). If the store was wrong,
-    it is remembered for this process, and the caller copies again unpinned: what was copied
-    is then proven by the checks after the copy (the copy's size, the source's ETag read
-    again), as for a store that ignores the condition.
+    it is remembered for this process, and the caller repeats the request unpinned: its
+    version is then proven by the checks around it (a copy's size and the source's ETag read
+    again; a delete's HEAD just made), as for a store that ignores the condition.
     """
     try:
         head = client.head_object(Bucket=bucket, Key=key)
@@ -150,10 +158,23 @@ def pin_refused_wrongly(client: S3Client, bucket: str, key: str, etag: str) -> b
         raise translate(exc, "HeadObject", bucket, key) from None
     if head.get("ETag") != etag:
         return False
-    endpoint = str(client.meta.endpoint_url)
-    if (endpoint, "-" in etag) not in _pins_refused:
-        _pins_refused.add((endpoint, "-" in etag))
-        kind = "multipart" if "-" in etag else "single-part"
-        log.warning("The store at %s refuses x-amz-copy-source-if-match for unchanged objects with %s ETags: such "
-                    "copies are checked after copying instead.", endpoint, kind)  # fmt: skip
+    case = (str(client.meta.endpoint_url), parameter, "-" in etag)
+    if case not in _refused:
+        _refused.add(case)
+        log.warning("The store at %s refuses %s for unchanged objects with %s ETags: those are checked with a HEAD "
+                    "instead.", case[0], _CONDITIONS[parameter], "multipart" if case[2] else "single-part")  # fmt: skip
     return True
+
+
+def pinned(call: Callable[..., T], client: S3Client, parameter: str, bucket: str, key: str, etag: str) -> T:
+    """``call(**condition)`` pinned to ``etag``; where the store refused the condition for an
+    unchanged object, ``call()`` again without it (the caller's checks prove the version)."""
+    pin = etag_condition(client, parameter, etag)
+    try:
+        return call(**pin)
+    except ClientError as exc:
+        if not (
+            pin and error_code(exc) in PRECONDITION_CODES and refused_wrongly(client, parameter, bucket, key, etag)
+        ):
+            raise
+        return call()

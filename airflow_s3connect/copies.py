@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect.cleanup import Cleanup
-from airflow_s3connect.conditional import copy_source_pin, pin_refused_wrongly
+from airflow_s3connect.conditional import etag_condition, refused_wrongly
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -211,7 +211,7 @@ class Copier:
         self._check_cancelled()
         source, key = task.source, task.target_key
         copy_source: CopySourceTypeDef = {"Bucket": self.source_bucket, "Key": source.key}
-        pin = copy_source_pin(self.target_client, source.etag)
+        pin = etag_condition(self.target_client, "CopySourceIfMatch", source.etag)
         args = self.options.args("CopyObject")
         if not self.options.overwrite:
             args["IfNoneMatch"] = "*"
@@ -235,7 +235,9 @@ class Copier:
             except ClientError as exc:
                 code = error_code(exc)
                 if code in PRECONDITION_CODES:
-                    if pin and pin_refused_wrongly(self.source_client, self.source_bucket, source.key, source.etag):
+                    if pin and refused_wrongly(
+                        self.target_client, "CopySourceIfMatch", self.source_bucket, source.key, source.etag
+                    ):
                         return self._server_copy(task)  # unpinned now: checked below instead
                     raise self._changed(source) from None
                 if code == "AccessDenied":

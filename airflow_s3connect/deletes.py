@@ -5,13 +5,14 @@ which copy then delete), and in batches of 1,000 keys per DeleteObjects request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_s3connect.conditional import copy_source_pin, pin_refused_wrongly
+from airflow_s3connect.conditional import pinned
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -46,7 +47,9 @@ def delete_object(client: S3Client, bucket: str, key: str, etag: str = "") -> No
         ):
             raise _replaced_after_download(bucket, key, etag)
         try:
-            client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+            pinned(
+                functools.partial(client.delete_object, Bucket=bucket, Key=key), client, "IfMatch", bucket, key, etag
+            )
         except ClientError as exc:
             code = error_code(exc)
             if code in PRECONDITION_CODES:
@@ -63,24 +66,19 @@ def archive_object(
     version, then delete the original (conditionally too). ``options``: the copy's write
     parameters (``WriteOptions.args("CopyObject")``).
 
-    Some stores ignore ``x-amz-copy-source-if-match`` (Ceph RGW 16 reads another name):
-    the copy's size and, for a single-part original, its ETag prove which version was
-    copied, so a replaced original is never deleted unread.
+    Some stores ignore ``x-amz-copy-source-if-match`` (Ceph RGW 16 reads another name), or
+    refuse it and DELETE's ``If-Match`` for every multipart ETag (OpenStack Swift): the
+    copy's size and, for a single-part original, its ETag prove which version was copied,
+    and the HEAD before the delete which version is deleted, so a replaced original is never
+    deleted unread.
     """
     extra = dict(options or {})
     with translated("CopyObject", bucket, target):
         try:
             if size <= MAX_COPY_BYTES:
-                pin = copy_source_pin(client, etag)
                 source: CopySourceTypeDef = {"Bucket": bucket, "Key": key}
-                try:
-                    client.copy_object(Bucket=bucket, Key=target, CopySource=source, **pin, **extra)
-                except ClientError as exc:
-                    if not (
-                        pin and error_code(exc) in PRECONDITION_CODES and pin_refused_wrongly(client, bucket, key, etag)
-                    ):
-                        raise
-                    client.copy_object(Bucket=bucket, Key=target, CopySource=source, **extra)
+                copy = functools.partial(client.copy_object, Bucket=bucket, Key=target, CopySource=source, **extra)
+                pinned(copy, client, "CopySourceIfMatch", bucket, key, etag)
             else:
                 client.copy({"Bucket": bucket, "Key": key}, bucket, target, ExtraArgs=extra or None)
         except ClientError as exc:

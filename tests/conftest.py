@@ -165,11 +165,27 @@ def rgw() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def swift() -> Iterator[Any]:
+    """OpenStack Swift's S3 API from Debian's packages, for the whole session."""
+    from tests.support.swift_server import SwiftServer
+
+    server = SwiftServer.start(_HOME / "swift")
+    yield server
+    server.stop()
+
+
+def running_store(request: pytest.FixtureRequest, name: str, moto_plain: MotoServer) -> Any:
+    """The :class:`~tests.support.stores.Store` called ``name``, its server started once."""
+    rgw = request.getfixturevalue("rgw") if name.startswith("rgw") else None
+    swift = request.getfixturevalue("swift") if name == "swift" else None
+    return store_for(name, moto_plain, rgw, swift)
+
+
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, moto_plain: MotoServer) -> Any:
-    """Each behaviour test once per S3 server: moto, RGW over HTTP, RGW over HTTPS."""
-    rgw = request.getfixturevalue("rgw") if request.param != "moto" else None
-    return store_for(request.param, moto_plain, rgw)
+    """Each behaviour test once per S3 server: moto, RGW over HTTP and HTTPS, Swift."""
+    return running_store(request, request.param, moto_plain)
 
 
 @pytest.fixture

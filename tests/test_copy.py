@@ -138,7 +138,7 @@ def test_a_store_refusing_the_pin_of_an_unchanged_multipart_source_still_copies_
     A source that really changed is still refused."""
     from airflow_s3connect import conditional
 
-    conditional._pins_refused.clear()
+    conditional._refused.clear()
     admin = moto.admin_client("s3")
     body = random.Random(size).randbytes(size)
     _in_one_part(admin, "src/parts.bin", body)
@@ -165,7 +165,7 @@ def test_a_store_refusing_the_pin_of_an_unchanged_multipart_source_still_copies_
         list(Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=True).run(
             [CopyTask(listed, "dst/late.bin")]))  # fmt: skip
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="dst/late").get("KeyCount", 0) == 0
-    conditional._pins_refused.clear()
+    conditional._refused.clear()
 
 
 def test_archive_of_a_multipart_original_where_the_store_refuses_the_pin(moto: MotoServer, proxy: FaultProxy) -> None:
@@ -174,22 +174,24 @@ def test_archive_of_a_multipart_original_where_the_store_refuses_the_pin(moto: M
     from airflow_s3connect import conditional
     from airflow_s3connect.deletes import archive_object
 
-    conditional._pins_refused.clear()
+    conditional._refused.clear()
     admin = moto.admin_client("s3")
     for key in ("in/a.bin", "in/b.bin"):
         _in_one_part(admin, key, key.encode())
     client = endpoint_client(proxy.url)
     a, b = _listed(client, BUCKET, "in/")
-    proxy.schedule(Fault("412", "CopyObject", times=None, header="x-amz-copy-source-if-match"))
+    proxy.schedule(Fault("412", "CopyObject", times=None, header="x-amz-copy-source-if-match"),
+                   Fault("412", "DeleteObject", times=None, header="if-match"))  # fmt: skip
     archive_object(client, BUCKET, a.key, "done/a.bin", a.etag, a.size)
     assert admin.get_object(Bucket=BUCKET, Key="done/a.bin")["Body"].read() == b"in/a.bin"
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="in/a").get("KeyCount", 0) == 0
+    assert [i.operation for i in proxy.injected] == ["CopyObject", "DeleteObject"]  # each refused once
     admin.put_object(Bucket=BUCKET, Key=b.key, Body=b"new in/b.bin")
     with pytest.raises(ObjectChangedError, match="replaced after it was downloaded"):
         archive_object(client, BUCKET, b.key, "done/b.bin", b.etag, b.size)
     assert admin.get_object(Bucket=BUCKET, Key=b.key)["Body"].read() == b"new in/b.bin"
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="done/b").get("KeyCount", 0) == 0
-    conditional._pins_refused.clear()
+    conditional._refused.clear()
 
 
 def test_streamed_copy_between_two_identities_that_cannot_see_each_others_bucket(

@@ -70,14 +70,19 @@ def test_paths_outside_the_scope_are_refused_before_any_request(scoped: tuple[St
 def test_create_only_writes_through_get_fs_storage_options(scoped: tuple[Store, str, str]) -> None:
     """``overwrite=False`` as a storage option of ``get_fs`` (Airflow 3.3's ObjectStoragePath
     does not forward storage options to a provider's ``get_fs``)."""
-    from airflow_s3connect.errors import KeyExistsError
+    from airflow_s3connect.errors import ConditionalWriteUnsupportedError, KeyExistsError
     from airflow_s3connect.hooks.fs import get_fs
 
-    _, bucket, conn_id = scoped
+    store, bucket, conn_id = scoped
     fs = get_fs(conn_id, {"overwrite": False})
-    fs.pipe_file(f"{bucket}/team/once.txt", b"first")
-    with pytest.raises(KeyExistsError):
-        fs.pipe_file(f"{bucket}/team/once.txt", b"second")
-    assert fs.cat_file(f"{bucket}/team/once.txt") == b"first"
+    if not store.create_only:
+        with pytest.raises(ConditionalWriteUnsupportedError, match="nothing was written"):
+            fs.pipe_file(f"{bucket}/team/once.txt", b"first")
+        assert not store.admin.list_objects_v2(Bucket=bucket).get("Contents")
+    else:
+        fs.pipe_file(f"{bucket}/team/once.txt", b"first")
+        with pytest.raises(KeyExistsError):
+            fs.pipe_file(f"{bucket}/team/once.txt", b"second")
+        assert fs.cat_file(f"{bucket}/team/once.txt") == b"first"
     with pytest.raises(ValueError, match="takes only 'overwrite'"):
         get_fs(conn_id, {"anon": True})

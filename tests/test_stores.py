@@ -90,10 +90,16 @@ def test_overwrite_off_never_overwrites(store: Store, size: int) -> None:
     bucket = store.new_bucket()
     store.admin.put_object(Bucket=bucket, Key="taken.bin", Body=b"original")
     client = _client(store, bucket)
-    with pytest.raises(KeyExistsError, match="already exists and overwrite is off"):
+    with pytest.raises(S3ConnectError, match=store.overwrite_off_refusal):
         _put(client, bucket, "taken.bin", b"z" * size, overwrite=False)
     assert store.admin.get_object(Bucket=bucket, Key="taken.bin")["Body"].read() == b"original"
     assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    if not store.create_only:  # refused before writing, on a free key too
+        with pytest.raises(ConditionalWriteUnsupportedError, match="Use overwrite=True with a key no other run"):
+            _put(client, bucket, "free.bin", b"z" * size, overwrite=False)
+        keys = [o["Key"] for o in store.admin.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys == ["taken.bin"]
+        return
     (done,) = _put(client, bucket, "free.bin", b"z" * size, overwrite=False)
     assert store.admin.get_object(Bucket=bucket, Key="free.bin")["Body"].read() == b"z" * size
     head = store.admin.head_object(Bucket=bucket, Key="free.bin")
@@ -232,6 +238,19 @@ def test_archive_never_moves_or_deletes_a_replaced_original(store: Store) -> Non
     current = str(store.admin.head_object(Bucket=bucket, Key="inbox/a.csv")["ETag"])
     archive_object(client, bucket, "inbox/a.csv", "processed/a.csv", current, 9)
     assert store.admin.get_object(Bucket=bucket, Key="processed/a.csv")["Body"].read() == b"version-2"
+    assert store.admin.list_objects_v2(Bucket=bucket, Prefix="inbox/")["KeyCount"] == 0
+
+
+def test_archive_of_an_original_uploaded_in_parts(store: Store) -> None:
+    """Swift answers 412 to a copy pinned to a ``-N`` ETag of an unchanged object: Get's
+    ``after="archive"`` failed "replaced after it was downloaded" for every such object."""
+    bucket = store.new_bucket()
+    client = _client(store, bucket)
+    body = b"p" * (6 * MiB)
+    (done,) = _put(client, bucket, "inbox/parts.bin", body, overwrite=True)
+    assert done.etag.endswith('-2"')
+    archive_object(client, bucket, "inbox/parts.bin", "processed/parts.bin", done.etag, len(body))
+    assert store.admin.get_object(Bucket=bucket, Key="processed/parts.bin")["Body"].read() == body
     assert store.admin.list_objects_v2(Bucket=bucket, Prefix="inbox/")["KeyCount"] == 0
 
 

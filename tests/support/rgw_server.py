@@ -11,29 +11,20 @@ Run as ``python -m tests.support.rgw_server DIR`` to keep one up by hand (Ctrl-C
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from demo.stack import stop_groups
+from tests.support.daemons import admin_client, require, serve_by_hand, spawn, wait_for_s3
 from tests.support.moto_server import free_port
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "ceph-common")
 BINARIES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "radosgw-admin", "ceph", "monmaptool")
-
-
-def available() -> bool:
-    return all(shutil.which(binary) for binary in BINARIES)
 
 
 @dataclass
@@ -51,8 +42,7 @@ class RgwServer:
     @classmethod
     def start(cls, workdir: Path, timeout: float = 120, memstore_bytes: int = 4 << 30) -> RgwServer:
         """``memstore_bytes``: the OSD's RAM for data (allocated as it is written)."""
-        if not available():
-            raise RuntimeError("Ceph is not installed: apt-get install " + " ".join(PACKAGES) + " (.ci/run does it)")
+        require("Ceph", BINARIES, PACKAGES)
         shutil.rmtree(workdir, ignore_errors=True)
         for sub in ("log", "run", "mon", "osd", "mgr", "rgw"):
             (workdir / sub).mkdir(parents=True)
@@ -96,16 +86,8 @@ class RgwServer:
         return done.stdout
 
     def _daemon(self, *args: str) -> None:
-        log = open(self.workdir / "log" / f"{args[0]}.out", "wb")  # noqa: SIM115 - lives with the daemon
-        self.processes.append(
-            subprocess.Popen(
-                [args[0], "--conf", str(self.workdir / "ceph.conf"), "--foreground", *args[1:]],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        )
+        command = [args[0], "--conf", str(self.workdir / "ceph.conf"), "--foreground", *args[1:]]
+        self.processes.append(spawn(command, self.workdir / "log" / f"{args[0]}.out"))
 
     def _bring_up(self, mon_port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -138,42 +120,15 @@ class RgwServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1)
-        while True:
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
-                    raise RuntimeError(f"radosgw did not answer: see {self.workdir / 'log'}") from None
-                time.sleep(0.5)
+        wait_for_s3(self.client(), self.processes, deadline, "radosgw", self.workdir / "log")
 
     def client(self, https: bool = False, **config: Any) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.https_url if https else self.http_url,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            verify=self.ca_file if https else None,
-            # RGW 16 refuses botocore's aws-chunked trailers over HTTPS (MissingContentLength).
-            config=Config(
-                s3={"addressing_style": "path"},
-                retries={"total_max_attempts": 2},
-                request_checksum_calculation="when_required",
-                **config,
-            ),
-        )
+        url, verify = (self.https_url, self.ca_file) if https else (self.http_url, None)
+        return admin_client(url, self.access_key, self.secret_key, verify, **config)
 
     def stop(self) -> None:
         stop_groups(self.processes, grace=15)
         self.processes.clear()
-
-
-def _die_with_parent() -> None:
-    """A daemon gets SIGKILL when the test process dies, however it dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _self_signed(workdir: Path) -> tuple[Path, Path]:
@@ -242,20 +197,9 @@ rgw gc processor period = 10
 
 
 def main() -> None:
-    workdir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/s3connect-rgw")
-    started = time.monotonic()
-    server = RgwServer.start(workdir)
-    print(json.dumps({"http": server.http_url, "https": server.https_url, "ca": server.ca_file,
-                      "key": server.access_key, "secret": server.secret_key,
-                      "seconds": round(time.monotonic() - started, 1)}))  # fmt: skip
-    sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        signal.pause()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.stop()
+    serve_by_hand(RgwServer.start, "/tmp/s3connect-rgw", lambda server: {
+        "http": server.http_url, "https": server.https_url, "ca": server.ca_file, "key": server.access_key,
+        "secret": server.secret_key})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The S3 servers behaviour suites run on: moto (HTTP), Ceph RGW over HTTP and over HTTPS.
+"""The S3 servers behaviour suites run on: moto (HTTP), Ceph RGW over HTTP and over HTTPS,
+OpenStack Swift's s3api (HTTP).
 
 A :class:`Store` gives what a test needs of a server, whichever it is: the connection
 extras that reach it, and an admin client to set up and inspect buckets.
@@ -10,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-STORES = ("moto", "rgw-http", "rgw-https")
+STORES = ("moto", "rgw-http", "rgw-https", "swift")
 
 
 @dataclass
@@ -22,6 +23,24 @@ class Store:
     ca_bundle: str | None
     region: str
     admin: Any
+
+    @property
+    def create_only(self) -> bool:
+        """Whether the store refuses a conditional write to an existing key. Swift's s3api
+        answers 501 to every conditional PUT: there ``overwrite=False`` is our refusal."""
+        return self.name != "swift"
+
+    @property
+    def overwrite_off_refusal(self) -> str:
+        """What ``overwrite=False`` on an existing key raises here (a message pattern): the key
+        exists, or where the store has no conditional writes, our refusal before any write."""
+        return "already exists" if self.create_only else "refuses conditional writes .* nothing was written"
+
+    @property
+    def location(self) -> str:
+        """What GetBucketLocation names: moto the bucket's region, RGW its zonegroup, Swift
+        nothing (AWS's legacy answer for us-east-1)."""
+        return {"moto": self.region, "swift": "us-east-1"}.get(self.name, "default")
 
     def conn(self, bucket: str, **extra: Any) -> dict[str, Any]:
         """An ``AIRFLOW_CONN_*`` body for this store, scoped to ``bucket``."""
@@ -47,10 +66,12 @@ class Store:
         return name
 
 
-def store_for(name: str, moto_server: Any, rgw: Any) -> Store:
+def store_for(name: str, moto_server: Any, rgw: Any = None, swift: Any = None) -> Store:
     if name == "moto":
         return Store(name, moto_server.url, "AKIAEXAMPLE", "secret", None, "eu-west-1",
                      moto_server.admin_client("s3"))  # fmt: skip
+    if name == "swift":
+        return Store(name, swift.url, swift.access_key, swift.secret_key, None, "us-east-1", swift.client())
     https = name == "rgw-https"
     return Store(
         name,
