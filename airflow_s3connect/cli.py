@@ -6,7 +6,9 @@
 - ``external-id --tenant T``: the tenant's external ID (HMAC under the deployment secret,
   ``S3CONNECT_EXTERNAL_ID_SECRET`` or Airflow's ``[s3connect] external_id_secret``);
 - ``check --conn-id ID``: tests an Airflow connection and probes the permission behind
-  each operation, without writing or deleting anything (a table on stderr as well).
+  each operation with the requests it sends, without writing or deleting anything (only
+  on a store that refuses conditional PUTs, one empty object is written and deleted);
+  each operation works, does not work, or is unknown (a table on stderr as well).
 """
 
 from __future__ import annotations
@@ -36,19 +38,69 @@ def external_id_secret() -> str:
     return str(conf.get("s3connect", "external_id_secret", fallback="") or "")
 
 
-#: Each probe: (action, how to call it without changing anything, the error codes that
-#: still prove the permission). The probes act on a key that does not exist, and the
-#: writing ones carry If-Match, which S3 checks *after* authorization: a 412 or 404 means
-#: "allowed, and nothing was written or deleted". Any other error (501, 411, 400…) is the
-#: store refusing the request itself, a failure the operators would meet too.
+#: What a store answers to a condition it does not implement (OpenStack Swift: 501 to any
+#: conditional PUT), as opposed to the request itself failing.
+_CONDITION_REFUSED = ("NotImplemented", "501", "InvalidArgument", "InvalidRequest")
+
+
+#: Each probe: (action, a call sending the requests the operations send, the error codes that
+#: still prove the permission). The probes act on a key that does not exist; the writing one
+#: carries If-Match, which S3 checks *after* authorization: a 412 or 404 means "allowed, and
+#: nothing was written". Only a store that refuses the condition gets the plain PutObject
+#: that Put sends: one empty object under the prefix, deleted at once (the call returns
+#: what it did). Deletes are probed with DeleteObjects (what Delete sends, Content-MD5
+#: included where the store needs it) and the conditional DeleteObject that archive and
+#: ``after="delete"`` send. Any other error (501, 411, 400…) is the store refusing the
+#: request itself, a failure the operators would meet too.
 def _probes(client: Any, bucket: str, prefix: str, probe_key: str) -> list[tuple[str, Callable[[], Any], set[str]]]:
+    from botocore.exceptions import ClientError
+
+    from airflow_s3connect.errors import error_code
+
     missing = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
+
+    def delete_batch() -> None:
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": probe_key}], "Quiet": True})
+        if errors := answer.get("Errors"):  # S3 answers per key: a denied key is an error entry
+            raise ClientError({"Error": errors[0]}, "DeleteObjects")
+
+    def written(how: str) -> str:
+        try:
+            delete_batch()
+        except ClientError as exc:
+            return f"{how}; it could not be deleted ({error_code(exc)}): remove s3://{bucket}/{probe_key}"
+        return f"{how}, and deleted it"
+
+    def put() -> str:
+        try:
+            client.put_object(Bucket=bucket, Key=probe_key, Body=b"", IfMatch='"0"')
+        except ClientError as exc:
+            if error_code(exc) not in _CONDITION_REFUSED:
+                raise
+            client.put_object(Bucket=bucket, Key=probe_key, Body=b"")
+            return written(
+                f"the store refuses conditional PUTs ({error_code(exc)}), so overwrite=False is refused there; "
+                "a plain PutObject (what Put sends) wrote an empty probe object"
+            )
+        return written("the store ignored If-Match and wrote the probe object")
+
+    def delete() -> None:
+        delete_batch()
+        client.delete_object(Bucket=bucket, Key=probe_key, IfMatch='"0"')
+
     return [
         ("s3:ListBucket", lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1), set()),
         ("s3:GetObject", lambda: client.get_object(Bucket=bucket, Key=probe_key), missing),
-        ("s3:PutObject", lambda: client.put_object(Bucket=bucket, Key=probe_key, Body=b"", IfMatch='"0"'), missing),
-        ("s3:DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=probe_key, IfMatch='"0"'), missing),
+        ("s3:PutObject", put, missing),
+        ("s3:DeleteObject", delete, missing),
     ]
+
+
+def _works(results: list[str]) -> bool | None:
+    """An operation works if every action it uses is allowed; unknown if one could not be decided."""
+    if any(result in ("denied", "error") for result in results):
+        return False
+    return None if "unknown" in results else True
 
 
 def check(conn_id: str) -> dict[str, Any]:
@@ -80,12 +132,8 @@ def check(conn_id: str) -> dict[str, Any]:
     actions: dict[str, dict[str, str]] = {}
     for action, call, proving in _probes(client, scope.bucket, scope.prefix, probe_key):
         try:
-            call()
-            actions[action] = {"result": "allowed", "detail": ""}
-            if action == "s3:PutObject":
-                # The store ignored If-Match and wrote the empty probe object: remove it.
-                actions[action]["detail"] = "the store ignored If-Match and wrote the probe object"
-                client.delete_object(Bucket=scope.bucket, Key=probe_key)
+            done = call()
+            actions[action] = {"result": "allowed", "detail": done if isinstance(done, str) else ""}
         except ClientError as exc:
             code = error_code(exc)
             if code in ("AccessDenied", "403"):
@@ -109,7 +157,7 @@ def check(conn_id: str) -> dict[str, Any]:
         actions["s3:GetObject"] = {"result": "unknown", "detail": "S3 hides missing keys without s3:ListBucket"}
     report["actions"] = actions
     report["operations"] = {
-        name: all(actions[a]["result"] == "allowed" for a in operation.uses) for name, operation in OPERATIONS.items()
+        name: _works([actions[a]["result"] for a in operation.uses]) for name, operation in OPERATIONS.items()
     }
     return report
 
@@ -117,7 +165,8 @@ def check(conn_id: str) -> dict[str, Any]:
 def _table(report: dict[str, Any]) -> str:
     lines = [f"connection {report['conn_id']}: {report['test_connection']['message']}"]
     lines += [f"  {action:<16} {entry['result']:<8} {entry['detail']}" for action, entry in report["actions"].items()]
-    lines += [f"  {op:<16} {'works' if works else 'does not work'}" for op, works in report["operations"].items()]
+    verdicts = {True: "works", False: "does not work", None: "unknown"}
+    lines += [f"  {op:<16} {verdicts[works]}" for op, works in report["operations"].items()]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from tests.conftest import BUCKET, REGION
 from tests.support.api_server import api, request
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.moto_server import IamFactory, MotoServer
+from tests.support.stores import Store
 from tests.test_setup_cli import run
 
 
@@ -211,3 +212,45 @@ def test_check_reports_a_store_refusing_a_probe_as_a_failure(moto: MotoServer, m
     assert report["operations"]["put"] is False
     assert report["operations"]["list"] is True
     assert "s3:PutObject     error" in table
+
+
+def test_check_probes_deletes_with_the_batch_request_delete_sends(
+    moto: MotoServer, make_conn: Callable[..., str]
+) -> None:
+    """A store refusing DeleteObjects (Swift without Content-MD5) was reported "delete works":
+    the probe was one DeleteObject, a request Delete never sends."""
+    proxy = FaultProxy(moto.url).start()
+    try:
+        conn_id = make_conn("no_batch", "AKIA1", "s", bucket=BUCKET, region_name=REGION, endpoint_url=proxy.url,
+                            addressing_style="path", max_attempts=1)  # fmt: skip
+        proxy.schedule(Fault("501", "DeleteObjects", times=None))
+        _, report, table = run("check", "--conn-id", conn_id)
+    finally:
+        proxy.stop()
+    assert report["actions"]["s3:DeleteObject"]["result"] == "error"
+    assert report["operations"]["delete"] is False
+    assert report["operations"]["archive"] is False
+    assert report["operations"]["put"] is True
+    assert "delete           does not work" in table
+
+
+def test_check_of_a_store_refusing_conditional_puts(store: Store, make_conn: Callable[..., str]) -> None:
+    """Swift answers 501 to any conditional PUT: the probe was reported "put does not work"
+    though Put works. There the plain PutObject Put sends decides, its object deleted at once."""
+    bucket = store.new_bucket("s3c-check")
+    fields = store.conn(bucket, path_prefix="team")
+    conn_id = make_conn(f"check_{store.name.replace('-', '_')}", fields["login"], fields["password"],
+                        **fields["extra"])  # fmt: skip
+    code, report, table = run("check", "--conn-id", conn_id)
+    assert code == 0, report
+    assert {a: e["result"] for a, e in report["actions"].items()} == dict.fromkeys(
+        ("s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"), "allowed"
+    )
+    assert all(works is True for works in report["operations"].values()), table
+    put = report["actions"]["s3:PutObject"]["detail"]
+    if store.create_only:
+        assert put.startswith("probe answered ")  # 412 or 404: nothing written
+    else:
+        assert put.startswith("the store refuses conditional PUTs (NotImplemented), so overwrite=False is refused")
+        assert put.endswith("wrote an empty probe object, and deleted it")
+    assert store.admin.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # nothing left

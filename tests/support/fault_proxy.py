@@ -72,6 +72,8 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
         return "CreateMultipartUpload"
     if method == "GET" and "uploads" in query:
         return "ListMultipartUploads"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
     if method == "POST" and "uploadId" in query:
         return "CompleteMultipartUpload"
     if method == "DELETE" and "uploadId" in query:
