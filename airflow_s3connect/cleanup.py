@@ -3,9 +3,10 @@
 No Airflow here. Downloads write temporary files, uploads and copies open multipart
 uploads: each registers them with the transfer's :class:`Cleanup` the moment they exist
 (as s3transfer registers its cleanups where a resource is created), so one place knows
-what is open, reports it (the operators keep it in Airflow's task state, so a retry after
-a killed worker aborts what the killed try left), names temporary files, and carries the
-one reason a transfer was cancelled for.
+what is open (multipart uploads, the key reservations of create-only uploads), reports it
+(the operators keep it in Airflow's task state, so a retry after a killed worker aborts and
+releases what the killed try left), names temporary files, and carries the one reason a
+transfer was cancelled for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from airflow_s3connect.errors import TransferInterrupted
 
@@ -32,18 +34,28 @@ def temp_path(target: Path, owner: str | None) -> Path:
     return target.with_name(f".{target.name}.s3connect-{tag}.part")
 
 
+class OpenResources(TypedDict):
+    """What a transfer has open, as reported (and kept in Airflow's task state)."""
+
+    #: multipart upload id → key
+    uploads: dict[str, str]
+    #: key → ETag of a reservation an upload made (see :class:`~airflow_s3connect.uploads.Uploader`)
+    reservations: dict[str, str]
+
+
 class Cleanup:
     """The open resources of one transfer (or of several sharing a task) and its cancellation.
 
     :param owner: a stable tag of the task instance: temporary files are named for it.
-    :param on_uploads: called with the multipart uploads open now (upload id → key)
-        whenever one starts or ends.
+    :param on_open: called with what is open now whenever a multipart upload or a key
+        reservation starts or ends.
     """
 
-    def __init__(self, owner: str | None = None, on_uploads: Callable[[dict[str, str]], None] | None = None) -> None:
+    def __init__(self, owner: str | None = None, on_open: Callable[[OpenResources], None] | None = None) -> None:
         self.owner = owner
-        self._on_uploads = on_uploads
+        self._on_open = on_open
         self._uploads: dict[str, str] = {}
+        self._reservations: dict[str, str] = {}
         self._lock = threading.Lock()
         self.reason: str | None = None
 
@@ -61,40 +73,58 @@ class Cleanup:
         if self.reason is not None:
             raise TransferInterrupted(f"{what} cancelled: {self.reason}.")
 
-    # -- multipart uploads -----------------------------------------------------------------
+    # -- multipart uploads and key reservations ----------------------------------------------
     def upload_started(self, upload_id: str, key: str) -> None:
-        with self._lock:
-            self._uploads[upload_id] = key
-            snapshot = dict(self._uploads)
-        self._report(snapshot)
+        self._change(self._uploads, upload_id, key)
 
     def upload_ended(self, upload_id: str) -> None:
-        with self._lock:
-            if self._uploads.pop(upload_id, None) is None:
-                return
-            snapshot = dict(self._uploads)
-        self._report(snapshot)
+        self._change(self._uploads, upload_id, None)
+
+    def reservation_made(self, key: str, etag: str) -> None:
+        self._change(self._reservations, key, etag)
+
+    def reservation_ended(self, key: str) -> None:
+        self._change(self._reservations, key, None)
 
     def take_uploads(self, keys: Mapping[str, str] | None = None) -> dict[str, str]:
         """The uploads still open (of ``keys``' ids when given), forgotten here: the caller
         aborts them."""
-        with self._lock:
-            taken = {u: k for u, k in self._uploads.items() if keys is None or u in keys}
-            for upload in taken:
-                del self._uploads[upload]
-            snapshot = dict(self._uploads)
-        if taken:
-            self._report(snapshot)
-        return taken
+        return self._take(self._uploads, keys)
+
+    def take_reservations(self) -> dict[str, str]:
+        """The reservations still held (key → ETag), forgotten here: the caller releases them."""
+        return self._take(self._reservations, None)
 
     @property
     def open_uploads(self) -> dict[str, str]:
         with self._lock:
             return dict(self._uploads)
 
-    def _report(self, snapshot: dict[str, str]) -> None:
-        if self._on_uploads is not None:
-            self._on_uploads(snapshot)
+    def _change(self, table: dict[str, str], name: str, value: str | None) -> None:
+        with self._lock:
+            if value is not None:
+                table[name] = value
+            elif table.pop(name, None) is None:
+                return
+            snapshot = self._snapshot()
+        self._report(snapshot)
+
+    def _take(self, table: dict[str, str], names: Mapping[str, str] | None) -> dict[str, str]:
+        with self._lock:
+            taken = {n: v for n, v in table.items() if names is None or n in names}
+            for name in taken:
+                del table[name]
+            snapshot = self._snapshot()
+        if taken:
+            self._report(snapshot)
+        return taken
+
+    def _snapshot(self) -> OpenResources:
+        return {"uploads": dict(self._uploads), "reservations": dict(self._reservations)}
+
+    def _report(self, snapshot: OpenResources) -> None:
+        if self._on_open is not None:
+            self._on_open(snapshot)
 
     # -- temporary files --------------------------------------------------------------------
     def temp_path(self, target: Path) -> Path:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_s3connect.cleanup import Cleanup
+from airflow_s3connect.cleanup import Cleanup, OpenResources
 from airflow_s3connect.conditional import etag_condition, refused_wrongly
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
@@ -115,8 +115,8 @@ class Copier:
         CopyObject's ``If-None-Match`` is honoured by AWS, and elsewhere only the
         Uploader's probe tells whether create-only writes hold.
     :param prefix: the target connection's path_prefix (for the conditional-write probe).
-    :param on_uploads: called with the multipart uploads open now (upload id → key) whenever
-        one starts or ends, so that a later try can abort what a killed one left.
+    :param on_open: called with what is open now (multipart uploads, key reservations)
+        whenever one starts or ends, so that a later try can undo what a killed one left.
     """
 
     def __init__(
@@ -131,7 +131,7 @@ class Copier:
         server_side: bool,
         skip_unchanged: bool = False,
         prefix: str = "",
-        on_uploads: Callable[[dict[str, str]], None] | None = None,
+        on_open: Callable[[OpenResources], None] | None = None,
         cleanup: Cleanup | None = None,
     ) -> None:
         self.source_client = source_client
@@ -145,7 +145,7 @@ class Copier:
         self.skip_unchanged = skip_unchanged
         self.prefix = prefix
         self.requests = 0
-        self.cleanup = cleanup or Cleanup(on_uploads=on_uploads)
+        self.cleanup = cleanup or Cleanup(on_open=on_open)
         self._lock = threading.Lock()
         self._uploader: Uploader | None = None
 

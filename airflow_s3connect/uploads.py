@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_s3connect.cleanup import Cleanup
+from airflow_s3connect.cleanup import Cleanup, OpenResources
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.deletes import delete_object
 from airflow_s3connect.errors import (
@@ -106,16 +106,19 @@ class Uploader:
         config: TransferConfig,
         options: WriteOptions,
         prefix: str = "",
-        on_uploads: Callable[[dict[str, str]], None] | None = None,
+        on_open: Callable[[OpenResources], None] | None = None,
         cleanup: Cleanup | None = None,
     ) -> None:
-        """:param on_uploads: called with the multipart uploads open now (upload id → key)
-        whenever one starts or ends, so that a later try can abort what a killed one left."""
+        """:param on_open: called with what is open now (multipart uploads, key reservations)
+        whenever one starts or ends, so that a later try can undo what a killed one left."""
         self.client = client
         self.bucket = bucket
         self.options = options
+        # Reservations name their writer, so that only its own are ever released: a task's
+        # tag (the same for its retries) or, given none, this upload's.
+        self._reserver = options.writer or f"upload-{uuid.uuid4().hex[:16]}"
         self.prefix = prefix
-        self.cleanup = cleanup or Cleanup(on_uploads=on_uploads)
+        self.cleanup = cleanup or Cleanup(on_open=on_open)
         from s3transfer.manager import TransferConfig as S3TransferConfig
         from s3transfer.manager import TransferManager
 
@@ -134,7 +137,6 @@ class Uploader:
         self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
         self._id = f"s3connect-upload-{uuid.uuid4().hex}"
         self._support = AWS_SUPPORT
-        self._reserved: dict[str, str] = {}
         self._attributes: dict[str, Callable[[], Mapping[str, Any]]] = {}
         self._retried_creates: dict[str, str] = {}
         # Uploads initiated since (a minute of clock skew allowed) may be this one's orphans.
@@ -214,8 +216,8 @@ class Uploader:
         if key is not None and "Error" not in parsed:
             with self._lock:
                 self._responses[key] = parsed
-                if model.name == "CompleteMultipartUpload":
-                    self._reserved.pop(key, None)
+            if model.name == "CompleteMultipartUpload":
+                self.cleanup.reservation_ended(key)
 
     def _add_attributes(self, params: dict[str, Any], **_: Any) -> None:
         attributes = self._attributes.get(str(params.get("Key"))) if params.get("Bucket") == self.bucket else None
@@ -233,7 +235,11 @@ class Uploader:
         if self.options.overwrite or self._support.complete == HONOURED or key not in self._keys:
             return
         reservation = self.options.args("PutObject")
-        reservation["Metadata"] = {**reservation.get("Metadata", {}), RESERVATION_METADATA: "upload in progress"}
+        reservation["Metadata"] = {
+            **reservation.get("Metadata", {}),
+            RESERVATION_METADATA: "upload in progress",
+            WRITER_METADATA: self._reserver,
+        }
         reservation.pop("ChecksumAlgorithm", None)
         with translated("PutObject", self.bucket, key):
             try:
@@ -246,21 +252,10 @@ class Uploader:
                 log.info("s3://%s/%s holds this task's reservation from an earlier try: taken over.", self.bucket, key)
             else:
                 etag = str(answer.get("ETag", ""))
-        with self._lock:
-            self._reserved[key] = etag
+        self.cleanup.reservation_made(key, etag)
 
     def _own_reservation(self, key: str) -> str | None:
-        """The ETag of the reservation at ``key`` if this writer made it (an earlier
-        try of the same task instance), else None."""
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except (BotoCoreError, ClientError):
-            return None
-        metadata = head.get("Metadata", {})
-        ours = self.options.writer and metadata.get(WRITER_METADATA) == self.options.writer
-        if ours and RESERVATION_METADATA in metadata and int(head.get("ContentLength", -1)) == len(RESERVATION_BODY):
-            return str(head.get("ETag", ""))
-        return None
+        return own_reservation(self.client, self.bucket, key, self._reserver)
 
     def _abort_open_uploads(self) -> None:
         """Abort what is still open after a failure: s3transfer aborts the uploads it knows
@@ -303,21 +298,8 @@ class Uploader:
                          key)  # fmt: skip
 
     def _release_reservations(self) -> None:
-        """Remove the reservations of uploads that did not complete (best effort), each
-        only while it still is *our* reservation: another writer may have stored an object
-        there since, and a store may ignore ``If-Match`` on DELETE (Ceph RGW does), so the
-        key is read first and deleted conditionally too."""
-        with self._lock:
-            reserved, self._reserved = dict(self._reserved), {}
-        for key, etag in sorted(reserved.items()):
-            try:
-                if self._own_reservation(key) != etag and self.options.writer:
-                    log.warning("s3://%s/%s no longer holds this upload's reservation: left as it is.", self.bucket,
-                                key)  # fmt: skip
-                    continue
-                delete_object(self.client, self.bucket, key, etag)  # If-Match, and a HEAD where it is ignored
-            except (BotoCoreError, ClientError, S3ConnectError):
-                log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", self.bucket, key)
+        """Remove the reservations of uploads that did not complete (best effort)."""
+        release_reservations(self.client, self.bucket, self.cleanup.take_reservations(), self._reserver)
 
     def _args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
         """An upload's arguments, as PutObject's (s3transfer routes them to the multipart
@@ -431,6 +413,41 @@ class Uploader:
                  key)  # fmt: skip
         return Uploaded(self.bucket, key, int(head["ContentLength"]), str(head.get("ETag", "")),
                         head.get("VersionId"), None)  # fmt: skip
+
+
+def own_reservation(client: S3Client, bucket: str, key: str, writer: str | None) -> str | None:
+    """The ETag of the reservation at ``key`` if ``writer`` made it (this try, or an earlier
+    try of the same task instance), else None. Every reservation has the same bytes, so
+    only the writer tag tells whose it is."""
+    if not writer:
+        return None
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError):
+        return None
+    metadata = head.get("Metadata", {})
+    ours = metadata.get(WRITER_METADATA) == writer and RESERVATION_METADATA in metadata
+    if ours and int(head.get("ContentLength", -1)) == len(RESERVATION_BODY):
+        return str(head.get("ETag", ""))
+    return None
+
+
+def release_reservations(client: S3Client, bucket: str, reserved: Mapping[str, str], writer: str | None) -> list[str]:
+    """Delete the reservations ``reserved`` (key → ETag), each only while it still is
+    ``writer``'s: another writer may have stored an object there since, and a store may
+    ignore ``If-Match`` on DELETE (Ceph RGW does), so the key is read first and deleted
+    conditionally too. Best effort; returns the keys released."""
+    released = []
+    for key, etag in sorted(reserved.items()):
+        try:
+            if own_reservation(client, bucket, key, writer) != etag:
+                log.warning("s3://%s/%s no longer holds this task's reservation: left as it is.", bucket, key)
+                continue
+            delete_object(client, bucket, key, etag)  # If-Match, and a HEAD where it is ignored
+            released.append(key)
+        except (BotoCoreError, ClientError, S3ConnectError):
+            log.warning("Could not remove the empty reservation s3://%s/%s of a failed upload", bucket, key)
+    return released
 
 
 def abort_uploads(client: S3Client, bucket: str, uploads: Mapping[str, str]) -> list[str]:

@@ -7,21 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from airflow_s3connect.cleanup import Cleanup, temp_path
+from airflow_s3connect.cleanup import Cleanup, OpenResources, temp_path
 from airflow_s3connect.errors import TransferInterrupted
 
 
-def test_open_uploads_are_reported_as_they_start_and_end() -> None:
-    reported: list[dict[str, str]] = []
-    cleanup = Cleanup(on_uploads=reported.append)
+def test_open_uploads_and_reservations_are_reported_as_they_start_and_end() -> None:
+    reported: list[OpenResources] = []
+    cleanup = Cleanup(on_open=reported.append)
     cleanup.upload_started("u1", "a.bin")
     cleanup.upload_started("u2", "b.bin")
     cleanup.upload_ended("u1")
     cleanup.upload_ended("unknown")  # nothing to report
-    assert reported == [{"u1": "a.bin"}, {"u1": "a.bin", "u2": "b.bin"}, {"u2": "b.bin"}]
+    assert [r["uploads"] for r in reported] == [{"u1": "a.bin"}, {"u1": "a.bin", "u2": "b.bin"}, {"u2": "b.bin"}]
     assert cleanup.take_uploads() == {"u2": "b.bin"}
-    assert reported[-1] == {}
+    assert reported[-1] == {"uploads": {}, "reservations": {}}
     assert cleanup.open_uploads == {}
+    cleanup.reservation_made("c.bin", '"e"')
+    assert reported[-1] == {"uploads": {}, "reservations": {"c.bin": '"e"'}}
+    cleanup.reservation_ended("other.bin")  # nothing to report
+    assert len(reported) == 5
+    assert cleanup.take_reservations() == {"c.bin": '"e"'}
+    assert reported[-1] == {"uploads": {}, "reservations": {}}
 
 
 def test_one_cancel_with_its_reason() -> None:

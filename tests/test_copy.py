@@ -22,7 +22,7 @@ from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.moto_server import IamFactory, MotoServer
-from tests.support.stores import Store, endpoint_client
+from tests.support.stores import Store, TaskState, endpoint_client
 
 GiB = 1024 * MiB
 SMALL = TransferConfig(max_concurrency=4, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
@@ -238,7 +238,7 @@ def test_multipart_copies_report_their_open_uploads_for_a_later_try(moto: MotoSe
     client = endpoint_client(moto.url, region=REGION)
     reports: list[dict[str, str]] = []
     copier = Copier(client, BUCKET, client, BUCKET, SMALL, WriteOptions(), server_side=server_side,
-                    on_uploads=lambda open_uploads: reports.append(dict(open_uploads)))  # fmt: skip
+                    on_open=lambda open_now: reports.append(dict(open_now["uploads"])))  # fmt: skip
     (done,) = copier.run([CopyTask(_listed(client, BUCKET, "mp/")[0], "mp-copy/big.bin")])
     assert done.method == ("server" if server_side else "stream")
     assert [set(r.values()) for r in reports] == [{"mp-copy/big.bin"}, set()]
@@ -257,24 +257,19 @@ def test_a_cancelled_copy_stops_and_leaves_no_upload(moto: MotoServer) -> None:
 
 def test_a_later_try_aborts_what_the_killed_one_recorded(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_s3connect.operators import S3CopyObjectsOperator
-    from airflow_s3connect.operators.base import UPLOADS_STATE
+    from airflow_s3connect.operators.base import OPEN_STATE
 
     admin = moto.admin_client("s3")
     left = admin.create_multipart_upload(Bucket=BUCKET, Key="killed/big.bin")["UploadId"]
     conn = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
             "extra": {"endpoint_url": moto.url, "region_name": REGION, "bucket": BUCKET}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_RETRY", json.dumps(conn))
-
-    class Store(dict[str, Any]):  # the task state store's get/set
-        def set(self, key: str, value: Any) -> None:
-            self[key] = value
-
-    store = Store({UPLOADS_STATE: {left: "killed/big.bin"}})
+    store = TaskState({OPEN_STATE: {"uploads": {left: "killed/big.bin"}, "reservations": {}}})
     copy = S3CopyObjectsOperator(task_id="c", source_prefix="x/", s3connect_conn_id="retry")
-    remember = copy.track_uploads({"task_state_store": store}, BUCKET)
+    remember = copy.track_open({"task_state_store": store}, BUCKET)
     assert admin.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-    assert store[UPLOADS_STATE] == {}
+    assert store[OPEN_STATE] == {}
     assert remember is not None
-    remember({"u-1": "k"})
-    assert store[UPLOADS_STATE] == {"u-1": "k"}
-    assert copy.track_uploads({}, BUCKET) is None  # Airflow before 3.3: no store, a lifecycle rule's job
+    remember({"uploads": {"u-1": "k"}, "reservations": {}})
+    assert store[OPEN_STATE] == {"uploads": {"u-1": "k"}, "reservations": {}}
+    assert copy.track_open({}, BUCKET) is None  # Airflow before 3.3: no store, a lifecycle rule's job

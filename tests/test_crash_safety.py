@@ -40,7 +40,8 @@ def _uploads(moto: MotoServer) -> list[Any]:
 def test_cancel_stops_an_upload_and_aborts_its_multipart_upload(moto: MotoServer, proxy: FaultProxy) -> None:
     proxy.schedule(Fault("slow", "UploadPart", times=None, delay=1.0))
     reported: list[dict[str, str]] = []
-    uploader = Uploader(_client(proxy.url), BUCKET, PARTS, WriteOptions(), on_uploads=reported.append)
+    uploader = Uploader(_client(proxy.url), BUCKET, PARTS, WriteOptions(),
+                        on_open=lambda open_now: reported.append(open_now["uploads"]))  # fmt: skip
 
     def kill_when_started() -> None:
         deadline = time.monotonic() + 20

@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from airflow_s3connect.writes import RESERVATION_BODY, WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.moto_server import MotoServer
-from tests.support.stores import Store, endpoint_client
+from tests.support.stores import Store, TaskState, endpoint_client
 
 MiB = 1024 * 1024
 PARTS = TransferConfig(multipart_threshold=5 * MiB, chunk_size=5 * MiB, max_concurrency=4)
@@ -357,6 +358,45 @@ def test_a_retry_takes_over_the_reservation_its_killed_try_left(
                 list(up.results())
     stored = admin.get_object(Bucket=BUCKET, Key="killed.bin")["Body"].read()
     assert stored == (body if taken_over else RESERVATION_BODY)
+
+
+def test_reservations_are_reported_while_held_and_released_by_a_later_try(
+    moto: MotoServer, proxy: FaultProxy, make_conn: Callable[..., str]
+) -> None:
+    """A SIGKILLed try leaves its reservation; a retry that does not write that key again
+    (its source moved, a key with {uuid}) never takes it over. The try records it in the
+    task state, and the retry releases it while it still is that task's."""
+    from airflow_s3connect.operators import S3PutObjectOperator
+    from airflow_s3connect.operators.base import OPEN_STATE
+
+    reported: list[Any] = []
+    body = b"h" * (6 * MiB)
+    with Uploader(_reserving(proxy), BUCKET, PARTS, WriteOptions(overwrite=False, writer="dag.run.task.-1"),
+                  on_open=reported.append) as up:  # fmt: skip
+        up.put_stream(io.BytesIO(body), "held.bin")
+        list(up.results())
+    held = [r["reservations"] for r in reported if r["reservations"]]
+    assert held
+    assert all(list(r) == ["held.bin"] for r in held)  # recorded while the upload ran
+    assert reported[-1] == {"uploads": {}, "reservations": {}}  # and forgotten once complete
+
+    admin = moto.admin_client("s3")
+    make_conn("retry", "AKIAEXAMPLE", "secret", endpoint_url=moto.url, region_name="eu-west-1", bucket=BUCKET)
+    put = S3PutObjectOperator(task_id="task", key="x", data="x", overwrite=False, s3connect_conn_id="retry")
+    context = {"ti": type("TI", (), {"dag_id": "dag", "run_id": "run", "task_id": "task", "map_index": -1})()}
+    tag = put.task_tag(context)
+    left = {}
+    for key, writer in (("ours.bin", tag), ("theirs.bin", "another-task")):
+        metadata = {"s3connect-reservation": "upload in progress", "s3connect-writer": writer}
+        left[key] = admin.put_object(Bucket=BUCKET, Key=key, Body=RESERVATION_BODY, Metadata=metadata)["ETag"]
+    left["replaced.bin"] = left["ours.bin"]  # our reservation was there; another writer's object is now
+    admin.put_object(Bucket=BUCKET, Key="replaced.bin", Body=b"another writer's object")
+    state = TaskState({OPEN_STATE: {"uploads": {}, "reservations": left}})
+    put.track_open({**context, "task_state_store": state}, BUCKET)
+    assert state[OPEN_STATE] == {}
+    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+    assert keys == ["held.bin", "replaced.bin", "theirs.bin"]  # only ours released
+    assert admin.get_object(Bucket=BUCKET, Key="replaced.bin")["Body"].read() == b"another writer's object"
 
 
 def test_a_failed_upload_never_deletes_what_another_writer_stored_meanwhile(

@@ -4,6 +4,7 @@ the console link and OpenLineage datasets."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -15,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_s3connect.cleanup import OpenResources
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError, translated
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
@@ -32,7 +34,7 @@ from airflow_s3connect.manifests import (
 from airflow_s3connect.mixins import MacroFieldsMixin
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
 from airflow_s3connect.scope import ObjectRef
-from airflow_s3connect.uploads import abort_uploads
+from airflow_s3connect.uploads import abort_uploads, release_reservations
 from airflow_s3connect.writes import WriteOptions, parse_json_object, parse_tags
 
 if TYPE_CHECKING:
@@ -56,7 +58,8 @@ MAX_XCOM_OBJECTS = 10_000
 #: ``max_map_length`` is 1,024) cover a million objects.
 BATCH_SIZE = 1_000
 #: Task-state key of the multipart uploads in flight (upload id → key), for a later try.
-UPLOADS_STATE = "s3connect.multipart_uploads"
+#: The task state key of what a try has open (:class:`~airflow_s3connect.cleanup.OpenResources`).
+OPEN_STATE = "s3connect.open"
 #: Templated in every operator: where the manifest goes.
 RESULT_FIELDS: tuple[str, ...] = ("manifest_path", "manifest_key")
 #: Datasets reported to OpenLineage one by one; beyond this, the prefix stands for them.
@@ -173,14 +176,19 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     def client(self) -> S3Client:
         return self.hook.get_conn()
 
-    def write_options(self, **call: Any) -> WriteOptions:
+    def write_options(self, context: Any = None, **call: Any) -> WriteOptions:
         """The options of this operator's writes: ``call`` (overwrite, content type…) with
         the operator's write arguments over it. The connection's own are added by its
-        client to every request, under these."""
+        client to every request, under these. With ``context`` and overwrite off, writes
+        name their writer (:meth:`task_tag`): a retry then recognises what an earlier try
+        wrote or reserved, and no other writer's reservation is ever taken for its own."""
         given = {name: getattr(self, name) for name in WRITE_ARGUMENTS}
         given["tags"] = parse_tags(given["tags"])
         given["kms_encryption_context"] = parse_json_object("kms_encryption_context", given["kms_encryption_context"])
-        return WriteOptions(**call).overridden(**given)
+        options = WriteOptions(**call).overridden(**given)
+        if context is not None and not options.overwrite:
+            options = dataclasses.replace(options, writer=self.task_tag(context))
+        return options
 
     def manifest_options(self) -> dict[str, Any]:
         """The operator's write options for the objects it writes about its work (manifests,
@@ -212,23 +220,29 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         finally:
             self._transfers.remove(transfer)
 
-    def track_uploads(self, context: Any, bucket: str) -> Callable[[dict[str, str]], None] | None:
-        """Abort the multipart uploads an earlier try of this task left open when it was
-        killed, and return the callback that records this try's (upload id → key) in
-        Airflow's task state store (Airflow 3.3+; None without one, where a bucket lifecycle
-        rule that aborts incomplete uploads does it, see the README)."""
+    def track_open(self, context: Any, bucket: str) -> Callable[[OpenResources], None] | None:
+        """Undo what an earlier try of this task left when it was killed (its open multipart
+        uploads are aborted, its key reservations released while they still are its own),
+        and return the callback that records this try's open resources in Airflow's task
+        state store (Airflow 3.3+; None without one, where a bucket lifecycle rule aborts
+        incomplete uploads and a retry takes its reservations over, see the README)."""
         store = context.get("task_state_store")
         if store is None:
             return None
-        if left := store.get(UPLOADS_STATE) or {}:
+        left = store.get(OPEN_STATE) or {}
+        if uploads := left.get("uploads") or {}:
             try:
-                aborted = abort_uploads(self.client, bucket, left)
+                aborted = abort_uploads(self.client, bucket, uploads)
             except S3ConnectError as exc:  # no s3:AbortMultipartUpload: the lifecycle rule's job then
-                self.log.warning("Could not abort the multipart uploads an earlier try left (%s): %s", left, exc)
+                self.log.warning("Could not abort the multipart uploads an earlier try left (%s): %s", uploads, exc)
             else:
                 self.log.warning("Aborted the unfinished multipart uploads an earlier try left: %s", ", ".join(aborted))
-            store.set(UPLOADS_STATE, {})
-        return lambda open_uploads: store.set(UPLOADS_STATE, open_uploads)
+        if reservations := left.get("reservations") or {}:
+            released = release_reservations(self.client, bucket, reservations, self.task_tag(context))
+            self.log.warning("Released the key reservations an earlier try left: %s", ", ".join(released) or "none")
+        if left:
+            store.set(OPEN_STATE, {})
+        return lambda open_now: store.set(OPEN_STATE, open_now)
 
     def on_kill(self) -> None:
         """SIGTERM, "Mark failed", a timeout: stop the transfers, which abort their multipart

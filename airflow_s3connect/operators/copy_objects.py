@@ -147,9 +147,9 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         server_side = self.source_hook is self.hook
         copier = Copier(
             source_client, source_bucket, self.client, target_bucket, self.transfer_config(),
-            self.write_options(overwrite=self.overwrite),
+            self.write_options(context, overwrite=self.overwrite),
             server_side=server_side, skip_unchanged=self.skip_unchanged, prefix=target_scope.prefix,
-            on_uploads=self.track_uploads(context, target_bucket),
+            on_open=self.track_open(context, target_bucket),
         )  # fmt: skip
         uris = []
         with self.running(copier):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import posixpath
@@ -165,9 +164,12 @@ class S3PutObjectOperator(S3ConnectOperator):
         self.checksum_algorithm = checksum_algorithm.upper()
         self.widen_ints = widen_ints
 
-    def _options(self) -> WriteOptions:
+    def _options(self, context: Any = None) -> WriteOptions:
         return self.write_options(
-            overwrite=self.overwrite, content_type=self.content_type, checksum_algorithm=self.checksum_algorithm
+            context,
+            overwrite=self.overwrite,
+            content_type=self.content_type,
+            checksum_algorithm=self.checksum_algorithm,
         )
 
     def execute(self, context: Any) -> Any:
@@ -175,9 +177,8 @@ class S3PutObjectOperator(S3ConnectOperator):
         bucket = scope.bucket_for(self.bucket)
         sink = self.open_sink(context)
         written: list[Uploaded] = []
-        remember = self.track_uploads(context, bucket)
-        # With overwrite off, objects name their writer: a retry then recognises its own.
-        options = dataclasses.replace(self._options(), writer=None if self.overwrite else self.task_tag(context))
+        remember = self.track_open(context, bucket)
+        options = self._options(context)
         with (
             tempfile.TemporaryDirectory(prefix="s3connect-put-") as scratch,
             Uploader(self.client, bucket, self.transfer_config(), options, scope.prefix, remember) as uploader,

@@ -101,3 +101,10 @@ def endpoint_client(
 def make_client(moto: Any, **extra: Any) -> Any:
     """Our client for the tests' moto server (its region, path addressing)."""
     return endpoint_client(moto.url, region="eu-west-1", **extra)
+
+
+class TaskState(dict[str, Any]):
+    """Airflow's task state store as operators use it (``get`` and ``set``), kept in a dict."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
