@@ -2,9 +2,10 @@
 server, scheduler, DAG processor, triggerer and two Celery workers as processes.
 
 What only exists there: tasks on two workers, a sensor deferred to the triggerer and
-resumed by an upload, and workers SIGKILLed in the middle of a multipart Put and of a
-ranged Get, after which Airflow's retry must succeed and leave no unfinished multipart
-upload and no temporary file behind. ``.ci/run`` installs PostgreSQL and Redis, so CI
+resumed by an upload, and workers SIGKILLed in the middle of a multipart Put (on moto, and
+create-only on Ceph RGW, which reserves the key first) and of a ranged Get, after which
+Airflow's retry must succeed and leave no unfinished multipart upload, no reservation and
+no temporary file behind. ``.ci/run`` installs PostgreSQL and Redis, so CI
 always runs this module.
 """
 
@@ -57,6 +58,10 @@ with DAG("s3c_stack_kill", **common):
     S3PutObjectOperator(task_id="put", source="LOCAL/kill/big.bin", key="kill/big.bin",
                         s3connect_conn_id="stack_slow", chunk_size=5 * 2**20, multipart_threshold=5 * 2**20)
 
+with DAG("s3c_stack_reserve", **common):
+    S3PutObjectOperator(task_id="put", source="LOCAL/reserve/", key="reserve/", overwrite=False,
+                        s3connect_conn_id="stack_rgw", chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
+
 with DAG("s3c_stack_get", **common):
     S3GetObjectOperator(task_id="get", key="big/blob.bin", local_dir="LOCAL/get", s3connect_conn_id="stack_slow",
                         chunk_size=5 * 2**20, multipart_threshold=5 * 2**20, **retry)
@@ -67,12 +72,16 @@ with DAG("s3c_stack_get", **common):
 def proxy_holder() -> Iterator[dict[str, FaultProxy]]:
     holder: dict[str, FaultProxy] = {}
     yield holder
-    if "proxy" in holder:
-        holder["proxy"].stop()
+    for proxy in holder.values():
+        proxy.stop()
+
+
+#: The bucket of the stack's connection to Ceph RGW (``stack_rgw``, through a fault proxy).
+RGW_BUCKET = "s3c-stack-rgw"
 
 
 @pytest.fixture(scope="module")
-def stack(proxy_holder: dict[str, FaultProxy]) -> Iterator[Stack]:
+def stack(proxy_holder: dict[str, FaultProxy], rgw: Any) -> Iterator[Stack]:
     # Not under pytest's tmp_path: PostgreSQL runs as its own user, who must reach its folder.
     home = Path(tempfile.mkdtemp(prefix="s3connect-stack-"))
     home.chmod(0o755)
@@ -90,7 +99,16 @@ def stack(proxy_holder: dict[str, FaultProxy]) -> Iterator[Stack]:
     slow = {"conn_type": "s3connect", "login": "demo", "password": "demo",
             "extra": {"endpoint_url": proxy.url, "region_name": demo.REGION, "bucket": demo.BUCKET,
                       "addressing_style": "path", "max_attempts": 2}}  # fmt: skip
+    # Ceph RGW honours If-None-Match on PutObject only: create-only multipart uploads reserve
+    # their key there, which is what a killed worker must not leave behind.
+    rgw.client().create_bucket(Bucket=RGW_BUCKET)
+    rgw_proxy = FaultProxy(rgw.http_url).start()
+    proxy_holder["rgw"] = rgw_proxy
+    to_rgw = {"conn_type": "s3connect", "login": rgw.access_key, "password": rgw.secret_key,
+              "extra": {"endpoint_url": rgw_proxy.url, "region_name": "us-east-1", "bucket": RGW_BUCKET,
+                        "addressing_style": "path", "max_attempts": 2}}  # fmt: skip
     extra_env = {
+        "AIRFLOW_CONN_STACK_RGW": json.dumps(to_rgw),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
@@ -313,6 +331,45 @@ def test_a_worker_killed_mid_multipart_put_is_retried_cleanly(
     assert ti["try_number"] >= 2
     assert s3.get_object(Bucket=demo.BUCKET, Key="once/b-big.bin")["Body"].read() == big
     assert s3.list_multipart_uploads(Bucket=demo.BUCKET, Prefix="once/").get("Uploads", []) == []
+
+
+def test_a_worker_killed_mid_create_only_upload_on_rgw_leaves_no_reservation(
+    stack: Stack, proxy_holder: dict[str, FaultProxy], rgw: Any
+) -> None:
+    """On RGW a create-only multipart upload first reserves its key with an empty object. The
+    worker is SIGKILLed mid-upload, and the file is gone before the retry, which so never
+    writes that key again: the reservation the killed try recorded in the task state is
+    released by the retry, and its multipart upload aborted."""
+    source = LOCAL / "reserve"
+    source.mkdir(parents=True, exist_ok=True)
+    big = bytes(range(256)) * (40 * 4096)  # 40 MiB: 8 parts
+    (source / "big.bin").write_bytes(big)
+    proxy = proxy_holder["rgw"]
+    # Every part's answer held back long enough that the worker dies before the upload completes.
+    proxy.schedule(Fault("slow", "UploadPart", times=None, delay=30.0))
+    s3 = rgw.client()
+    _wait_for_dag(stack, "s3c_stack_reserve")
+    run_id = _trigger(stack, "s3c_stack_reserve")
+
+    def reserved_and_under_way() -> bool:
+        uploads = s3.list_multipart_uploads(Bucket=RGW_BUCKET, Prefix="reserve/").get("Uploads", [])
+        if [u["Key"] for u in uploads] != ["reserve/big.bin"]:
+            return False
+        head = s3.head_object(Bucket=RGW_BUCKET, Key="reserve/big.bin")
+        return "s3connect-reservation" in head["Metadata"]
+
+    _until("big.bin reserved and its multipart upload under way", reserved_and_under_way)
+    worker = _kill_worker_running(stack, "s3c_stack_reserve", run_id, "put")
+    (source / "big.bin").unlink()  # moved away before the retry
+    (source / "small.txt").write_bytes(b"small")
+    proxy.schedule()
+    stack.start_worker(worker)
+    assert _finished(stack, "s3c_stack_reserve", run_id, timeout=300) == "success"
+    (ti,) = _tis(stack, "s3c_stack_reserve", run_id)
+    assert ti["try_number"] >= 2
+    listed = s3.list_objects_v2(Bucket=RGW_BUCKET, Prefix="reserve/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["reserve/small.txt"]  # no empty reservation left as data
+    assert s3.list_multipart_uploads(Bucket=RGW_BUCKET, Prefix="reserve/").get("Uploads", []) == []
 
 
 def test_a_worker_killed_mid_ranged_get_is_retried_without_leftovers(

@@ -230,6 +230,8 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         if store is None:
             return None
         left = store.get(OPEN_STATE) or {}
+        if left:
+            self.log.info("An earlier try of this task left open: %s", left)
         if uploads := left.get("uploads") or {}:
             try:
                 aborted = abort_uploads(self.client, bucket, uploads)
