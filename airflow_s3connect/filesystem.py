@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from airflow_s3connect.errors import PRECONDITION_CODES, NoSuchKeyError, S3ConnectError, error_code, translated
+from airflow_s3connect.deletes import BatchDelete
+from airflow_s3connect.errors import (
+    PRECONDITION_CODES,
+    KeyExistsError,
+    NoSuchBucketError,
+    NoSuchKeyError,
+    S3ConnectError,
+    ScopeError,
+    error_code,
+    translated,
+)
 from airflow_s3connect.formats import content_type_for
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
@@ -53,6 +63,25 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.overwrite = overwrite
 
     # -- paths -------------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        """``s3connect://conn_id@bucket/key`` names the connection in the URL: the path is
+        ``bucket/key`` (the connection is a storage option, :meth:`_get_kwargs_from_urls`)."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        text = str(path)
+        if text.startswith(f"{PROTOCOL}://"):
+            text = text[len(PROTOCOL) + 3 :]
+            head, slash, rest = text.partition("/")
+            if "@" in head:
+                text = head.rpartition("@")[2] + slash + rest
+        return text.rstrip("/") or cls.root_marker
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        head = str(path)[len(PROTOCOL) + 3 :].partition("/")[0] if str(path).startswith(f"{PROTOCOL}://") else ""
+        return {"conn_id": head.rpartition("@")[0]} if "@" in head else {}
+
     def _split(self, path: str) -> tuple[str, str]:
         bucket, _, key = self._strip_protocol(path).partition("/")
         if not bucket:
@@ -74,7 +103,8 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         entries: list[dict[str, Any]] = []
         for entry in Lister(self.client, bucket, ListQuery(base=prefix, delimiter="/")):
             if isinstance(entry, ObjectInfo):
-                entries.append(_file_entry(bucket, entry))
+                if entry.key != prefix:  # the folder's own marker object (``dir/``) is not a file in it
+                    entries.append(_file_entry(bucket, entry))
             else:
                 entries.append({"name": f"{bucket}/{entry.prefix.rstrip('/')}", "size": 0, "type": "directory"})
         if not entries and prefix:
@@ -95,8 +125,11 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
             except NoSuchKeyError:
                 pass
         bucket, prefix = self._listing(path)
-        with translated("ListObjectsV2", bucket, prefix):
-            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        try:
+            with translated("ListObjectsV2", bucket, prefix):
+                page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except NoSuchBucketError:
+            raise FileNotFoundError(path) from None
         if page.get("KeyCount", 0) or not key:
             return {"name": f"{bucket}/{prefix.rstrip('/')}".rstrip("/"), "size": 0, "type": "directory"}
         raise FileNotFoundError(path)
@@ -122,11 +155,23 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         except FileNotFoundError:
             return False
 
+    # -- walking: out of scope is an error, not an empty folder ------------------------------
+    # fsspec's walk (and so find, glob, du, expand_path) treats any OSError from ls as "no
+    # such folder": a path refused by the scope would read as empty.
+    def walk(self, path: str, maxdepth: int | None = None, topdown: bool = True, on_error: str = "omit",
+             **kwargs: Any) -> Any:  # fmt: skip
+        self._listing(path)
+        return super().walk(path, maxdepth=maxdepth, topdown=topdown, on_error=on_error, **kwargs)
+
     # -- reading and writing ---------------------------------------------------------------------
-    def _open(self, path: str, mode: str = "rb", block_size: Any = None, **kwargs: Any) -> S3ConnectFile:
-        if mode not in ("rb", "wb"):
-            raise S3ConnectError(f"mode={mode!r}: objects are read ('rb') or written whole ('wb').")
-        return S3ConnectFile(self, path, mode, block_size=block_size or self.config.chunk_size, **kwargs)
+    def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
+              **kwargs: Any) -> S3ConnectFile:  # fmt: skip
+        if mode not in ("rb", "wb", "xb"):
+            raise S3ConnectError(
+                f"mode={mode!r}: objects are read ('rb'), written whole ('wb') or created only if absent ('xb')."
+            )
+        return S3ConnectFile(self, path, mode, block_size=block_size or self.config.chunk_size,
+                             autocommit=autocommit, **kwargs)  # fmt: skip
 
     def rm_file(self, path: str) -> None:
         bucket, key = self._object(path)
@@ -136,32 +181,80 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _rm(self, path: str) -> None:
         self.rm_file(path)
 
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """Delete files, and with ``recursive`` folders: DeleteObjects, 1,000 keys a request.
+
+        A folder's own marker object (``dir/``, as consoles and s3fs create) goes with it, so
+        the folder is gone; the scope's root and the folders above it have none of ours to
+        delete and are left (their objects inside the scope are deleted)."""
+        by_bucket: dict[str, list[str]] = {}
+        for found in self.expand_path(path, recursive=recursive, maxdepth=maxdepth):
+            bucket, key = self._split(found)
+            if self.isdir(found):
+                key = f"{key}/" if key else ""
+                try:
+                    self.scope.check(bucket, key)
+                except ScopeError:
+                    continue
+                if not key or key == self.scope.prefix:
+                    continue
+            else:
+                self._object(found)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            batch = BatchDelete(self.client, bucket)
+            deleted = sum(1 for _ in batch.run(keys))
+            batch.check(deleted)
+        self.invalidate_cache()
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty folder's marker object; a folder with objects in it is refused."""
+        bucket, prefix = self._listing(path)
+        if not prefix:
+            raise S3ConnectError(f"{path!r} is a bucket: buckets are not removed through s3connect://.")
+        with translated("ListObjectsV2", bucket, prefix):
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=2)
+        keys = [o["Key"] for o in page.get("Contents", [])]
+        if any(key != prefix for key in keys):
+            raise OSError(39, f"Directory not empty: {path}")
+        if keys:
+            self.rm_file(f"{bucket}/{prefix}")
+
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Server-side, pinned to the source's ETag, verified (as the Copy operator)."""
+        """Server-side, pinned to the source's ETag, verified (as the Copy operator). A
+        folder is copied by copying its files (``cp(..., recursive=True)``): on its own it
+        is nothing to copy."""
         from airflow_s3connect.copies import Copier, CopyTask
 
-        source_bucket, source_key = self._object(path1)
-        target_bucket, target_key = self._object(path2)
+        source_bucket, _ = self._split(path1)
         found = self.info(path1)
+        target_bucket, target_key = self._object(path2)
+        if found["type"] == "directory":
+            return
+        source_bucket, source_key = self._object(path1)
         source = ObjectInfo(source_key, found["size"], found["ETag"], found["LastModified"])
         options = WriteOptions(overwrite=self.overwrite)
         copier = Copier(self.client, source_bucket, self.client, target_bucket, self.config, options, server_side=True)
         list(copier.run([CopyTask(source, target_key)]))
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        """S3 has no directories: a "directory" exists while a key is below it."""
+        """S3 has no directories: a "directory" exists while a key is below it (the path is
+        still checked against the scope)."""
+        self._listing(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
         """S3 has no directories (see :meth:`mkdir`)."""
-
-    def rmdir(self, path: str) -> None:
-        """Nothing to remove: a prefix disappears with its last object."""
+        self._listing(path)
 
     def modified(self, path: str) -> Any:
-        return self.info(path)["LastModified"]
+        found = self.info(path)
+        if found["type"] != "file":
+            raise IsADirectoryError(f"{path}: a folder of S3 keys has no modification time of its own")
+        return found["LastModified"]
 
     def created(self, path: str) -> Any:
-        return self.info(path)["LastModified"]
+        """S3 keeps one time per object: its last modification (when it was written whole)."""
+        return self.modified(path)
 
 
 class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -180,9 +273,14 @@ class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
                 raise FileNotFoundError(path)
             self.etag = found["ETag"]
             kwargs["size"] = found["size"]
+        elif mode == "xb" and fs.exists(path):
+            # Refused at open, as a local file is; the write itself is create-only too
+            # (If-None-Match), so a key taken between open and close is refused then.
+            raise KeyExistsError(f"s3://{self.bucket}/{self.key} already exists: mode 'xb' creates only new objects.")
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)  # a read reaching past the end ends at it, as files do
         if start >= end:
             return b""
         with translated("GetObject", self.bucket, self.key):
@@ -213,15 +311,20 @@ class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
         if not final:
             return True
         self._spool.close()
+        if self.autocommit:
+            self.commit()
+        return True
+
+    def commit(self) -> None:
+        """Upload what was written: at close, or inside ``fs.transaction`` when it completes."""
         spooled = Path(self._spool.name)
         try:
-            options = WriteOptions(overwrite=self.fs.overwrite)
+            options = WriteOptions(overwrite=self.fs.overwrite and self.mode != "xb")
             with Uploader(self.fs.client, self.bucket, self.fs.config, options, self.fs.scope.prefix) as uploader:
                 uploader.put_file(spooled, self.key, content_type_for(self.key))
                 list(uploader.results())
         finally:
             spooled.unlink(missing_ok=True)
-        return True
 
     def discard(self) -> None:
         if self._spool is not None:

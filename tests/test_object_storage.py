@@ -84,5 +84,5 @@ def test_create_only_writes_through_get_fs_storage_options(scoped: tuple[Store, 
         with pytest.raises(KeyExistsError):
             fs.pipe_file(f"{bucket}/team/once.txt", b"second")
         assert fs.cat_file(f"{bucket}/team/once.txt") == b"first"
-    with pytest.raises(ValueError, match="takes only 'overwrite'"):
-        get_fs(conn_id, {"anon": True})
+    with pytest.raises(ValueError, match="takes 'conn_id' and 'overwrite'"):
+        get_fs(conn_id, {"key": "AKIA…"})

@@ -1,0 +1,198 @@
+"""``s3connect://`` as fsspec users meet it: URLs that name the connection (fsspec.open,
+pandas, pyarrow, polars, DuckDB), and the cases fsspec's own suite does not cover: reads past
+the end, transactions, folders and their markers, the scope's root, create-only opens,
+out-of-scope walks, missing buckets and batched deletes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.client import RequestCounter
+from airflow_s3connect.errors import ScopeError
+from airflow_s3connect.hooks.fs import S3ConnectConnectionFileSystem
+from tests.conftest import BUCKET, REGION
+from tests.support.moto_server import MotoServer
+
+ROWS = 50_000
+
+
+@pytest.fixture
+def conn(moto: MotoServer, make_conn: Callable[..., str]) -> str:
+    """A connection scoped to ``team/`` of the tests' bucket."""
+    return make_conn("fsconn", "AKIAEXAMPLE", "secret", endpoint_url=moto.url, region_name=REGION, bucket=BUCKET,
+                     path_prefix="team")  # fmt: skip
+
+
+@pytest.fixture
+def fs(conn: str) -> S3ConnectConnectionFileSystem:
+    return S3ConnectConnectionFileSystem(conn)
+
+
+def _frame() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {"id": range(ROWS), "name": [f"row {i}" for i in range(ROWS)], "x": [i / 7 for i in range(ROWS)]}
+    )
+
+
+def test_readers_open_urls_that_name_the_connection(conn: str, moto: MotoServer) -> None:
+    import duckdb
+    import fsspec
+    import pandas as pd
+    import polars as pl
+    import pyarrow.parquet as pq
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    frame = _frame()
+    base = f"s3connect://{conn}@{BUCKET}/team/readers"
+    with fsspec.open(f"{base}/hello.txt", "wb") as f:
+        f.write(b"hello")
+    with fsspec.open(f"{base}/hello.txt", "rb") as f:
+        assert f.read() == b"hello"
+    frame.to_csv(f"{base}/rows.csv", index=False)
+    frame.to_parquet(f"{base}/rows.parquet", index=False)
+    admin = moto.admin_client("s3")
+    assert admin.head_object(Bucket=BUCKET, Key="team/readers/rows.parquet")["ContentLength"] > 0
+
+    pd.testing.assert_frame_equal(pd.read_csv(f"{base}/rows.csv"), frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{base}/rows.parquet"), frame)
+    arrow = PyFileSystem(FSSpecHandler(S3ConnectConnectionFileSystem(conn)))
+    assert pq.read_table(f"{BUCKET}/team/readers/rows.parquet", filesystem=arrow).to_pandas().equals(frame)
+    # polars' own readers know only their built-in schemes: through pyarrow it opens the URL
+    # with fsspec, or it reads a file fsspec opened.
+    polars = pl.read_parquet(f"{base}/rows.parquet", use_pyarrow=True)
+    assert polars["name"].to_list() == frame["name"].to_list()
+    with fsspec.open(f"{base}/rows.csv", "rb") as f:
+        assert pl.read_csv(f)["x"].to_list() == frame["x"].to_list()
+    db = duckdb.connect()
+    db.register_filesystem(S3ConnectConnectionFileSystem(conn))
+    total = db.sql(f"select count(*), sum(id) from read_parquet('s3connect://{BUCKET}/team/readers/rows.parquet')")
+    assert total.fetchall() == [(ROWS, sum(range(ROWS)))]
+    with pytest.raises(ScopeError):  # the URL's connection is scoped to team/
+        pd.read_csv(f"s3connect://{conn}@{BUCKET}/other/rows.csv")
+
+
+def test_a_partial_column_read_of_parquet_reads_ranges(conn: str, fs: S3ConnectConnectionFileSystem) -> None:
+    """One column of a 50,000-row file: a few ranged GETs of the footer and that column's
+    pages, not the whole object."""
+    import pandas as pd
+
+    path = f"{BUCKET}/team/cols/rows.parquet"
+    _frame().to_parquet(f"s3connect://{conn}@{path}", index=False, row_group_size=10_000)
+    with RequestCounter(fs.client) as counter:
+        names = pd.read_parquet(f"s3connect://{conn}@{path}", columns=["id"])
+    assert names["id"].tolist() == list(range(ROWS))
+    assert counter.requests <= 8, counter.requests
+
+
+@pytest.mark.parametrize("cache_type", ["none", "bytes", "readahead", "blockcache", "background", "all"])
+def test_a_read_past_the_end_ends_at_it(fs: S3ConnectConnectionFileSystem, cache_type: str) -> None:
+    fs.pipe_file(f"{BUCKET}/team/end.bin", b"0123456789")
+    with fs.open(f"{BUCKET}/team/end.bin", "rb", cache_type=cache_type, block_size=4) as f:
+        f.seek(6)
+        assert f.read(100) == b"6789"
+        assert f.read(1) == b""
+
+
+def test_transactions_upload_at_commit_and_nothing_when_discarded(fs: S3ConnectConnectionFileSystem) -> None:
+    with fs.transaction:
+        with fs.open(f"{BUCKET}/team/tx/kept.txt", "wb") as f:
+            f.write(b"kept")
+        assert not fs.exists(f"{BUCKET}/team/tx/kept.txt")  # not before the transaction completes
+    assert fs.cat_file(f"{BUCKET}/team/tx/kept.txt") == b"kept"
+
+    def abandoned() -> None:
+        with fs.transaction:
+            with fs.open(f"{BUCKET}/team/tx/dropped.txt", "wb") as f:
+                f.write(b"dropped")
+            raise RuntimeError("abandoned")
+
+    with pytest.raises(RuntimeError, match="abandoned"):
+        abandoned()
+    assert not fs.exists(f"{BUCKET}/team/tx/dropped.txt")
+
+
+def test_recursive_rm_removes_folder_markers_in_one_batch(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
+    """300 files and the ``dir/`` markers a console creates: one DeleteObjects, and the
+    folder is gone (its marker was the phantom that kept it)."""
+    admin = moto.admin_client("s3")
+    for name in ("team/batch/", "team/batch/sub/"):
+        admin.put_object(Bucket=BUCKET, Key=name, Body=b"")
+    for i in range(300):
+        admin.put_object(Bucket=BUCKET, Key=f"team/batch/{'sub/' if i % 2 else ''}{i:03d}.txt", Body=b"x")
+    operations: list[str] = []
+    fs.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+    fs.rm(f"{BUCKET}/team/batch", recursive=True)
+    assert [op for op in operations if op.startswith("Delete")] == ["DeleteObjects"]
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="team/batch").get("KeyCount", 0) == 0
+    assert not fs.exists(f"{BUCKET}/team/batch")
+
+
+def test_rm_of_the_scope_root_empties_it_without_leaving_the_scope(
+    fs: S3ConnectConnectionFileSystem, moto: MotoServer
+) -> None:
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="outside.txt", Body=b"not ours")
+    for key in ("team/a.txt", "team/sub/b.txt"):
+        admin.put_object(Bucket=BUCKET, Key=key, Body=b"ours")
+    fs.rm(f"{BUCKET}/team", recursive=True)
+    keys = [o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert keys == ["outside.txt"]
+
+
+def test_folders_have_no_times_and_rmdir_refuses_a_full_one(fs: S3ConnectConnectionFileSystem) -> None:
+    fs.pipe_file(f"{BUCKET}/team/d/f.txt", b"f")
+    with pytest.raises(IsADirectoryError, match="no modification time"):
+        fs.modified(f"{BUCKET}/team/d")
+    with pytest.raises(IsADirectoryError):
+        fs.created(f"{BUCKET}/team/d")
+    assert fs.modified(f"{BUCKET}/team/d/f.txt") is not None
+    with pytest.raises(OSError, match="not empty"):
+        fs.rmdir(f"{BUCKET}/team/d")
+
+
+def test_create_only_open(fs: S3ConnectConnectionFileSystem) -> None:
+    with fs.open(f"{BUCKET}/team/x/once.txt", "xb") as f:
+        f.write(b"first")
+    with pytest.raises(FileExistsError, match="creates only new objects"):
+        fs.open(f"{BUCKET}/team/x/once.txt", "xb")
+    assert fs.cat_file(f"{BUCKET}/team/x/once.txt") == b"first"
+
+
+def test_out_of_scope_is_an_error_for_walks_and_folders(fs: S3ConnectConnectionFileSystem) -> None:
+    """fsspec's walk reads any OSError as "no such folder": a refused path looked empty."""
+    for call in (
+        lambda: list(fs.walk(f"{BUCKET}/other")),
+        lambda: fs.find(f"{BUCKET}/other"),
+        lambda: fs.mkdir(f"{BUCKET}/other/new"),
+        lambda: fs.makedirs(f"{BUCKET}/other/new", exist_ok=True),
+        lambda: fs.ls("another-bucket/team"),
+    ):
+        with pytest.raises(ScopeError):
+            call()
+
+
+def test_exists_of_a_missing_bucket_is_false(moto: MotoServer, make_conn: Callable[..., str]) -> None:
+    conn_id = make_conn("anybucket", "AKIAEXAMPLE", "secret", endpoint_url=moto.url, region_name=REGION)
+    fs = S3ConnectConnectionFileSystem(conn_id)
+    assert fs.exists("no-such-bucket-s3c/key.txt") is False
+    assert fs.exists("no-such-bucket-s3c") is False
+
+
+def test_storage_options_other_than_ours_are_refused(conn: str) -> None:
+    import fsspec
+
+    with pytest.raises(ValueError, match="takes 'conn_id' and 'overwrite'"):
+        fsspec.filesystem("s3connect", conn_id=conn, key="AKIA…", secret="…")
+
+    def write(data: bytes) -> None:
+        with fsspec.open(f"s3connect://{conn}@{BUCKET}/team/o.txt", "wb", overwrite=False) as f:
+            f.write(data)
+
+    write(b"1")
+    with pytest.raises(FileExistsError):
+        write(b"2")
