@@ -155,6 +155,40 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         except FileNotFoundError:
             return False
 
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Any:  # fmt: skip
+        """Everything below ``path`` from one flat listing (a request per 1,000 keys, not one
+        per folder), so keys that are not tidy paths (``a//b``) are found as they are."""
+        if maxdepth is not None:
+            return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+        bucket, prefix = self._listing(path)
+        found: dict[str, dict[str, Any]] = {}
+        query = ListQuery(base=prefix, include_folder_markers=withdirs)
+        try:
+            listed = [e for e in Lister(self.client, bucket, query) if isinstance(e, ObjectInfo)]
+        except NoSuchBucketError:
+            listed = []
+        for info in listed:
+            if not info.key.endswith("/"):
+                found[f"{bucket}/{info.key}"] = _file_entry(bucket, info)
+            if withdirs:  # every folder between the path and the object (a marker's own too)
+                parts = info.key[len(prefix) :].split("/")[:-1]
+                for depth in range(1, len(parts) + 1):
+                    name = f"{bucket}/{prefix}{'/'.join(parts[:depth])}"
+                    found.setdefault(name, {"name": name, "size": 0, "type": "directory"})
+        if not found and prefix:
+            try:
+                single = self.info(path)
+            except FileNotFoundError:
+                single = None
+            if single is not None and single["type"] == "file":
+                found[single["name"]] = single
+        elif withdirs and found:
+            root = self._strip_protocol(path)
+            found.setdefault(root, {"name": root, "size": 0, "type": "directory"})
+        names = sorted(found)
+        return {name: found[name] for name in names} if detail else names
+
     # -- walking: out of scope is an error, not an empty folder ------------------------------
     # fsspec's walk (and so find, glob, du, expand_path) treats any OSError from ls as "no
     # such folder": a path refused by the scope would read as empty.

@@ -196,3 +196,24 @@ def test_storage_options_other_than_ours_are_refused(conn: str) -> None:
     write(b"1")
     with pytest.raises(FileExistsError):
         write(b"2")
+
+
+def test_find_lists_flat_and_keeps_keys_that_are_not_tidy_paths(
+    fs: S3ConnectConnectionFileSystem, moto: MotoServer
+) -> None:
+    """A key with ``//`` was a phantom folder entry in find, and the real key was missing."""
+    admin = moto.admin_client("s3")
+    for key in ("team/f/a.txt", "team/f//double.txt", "team/f/sub/b.txt", "team/f/empty/"):
+        admin.put_object(Bucket=BUCKET, Key=key, Body=b"" if key.endswith("/") else b"x")
+    operations: list[str] = []
+    fs.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+    assert fs.find(f"{BUCKET}/team/f") == [f"{BUCKET}/team/f//double.txt", f"{BUCKET}/team/f/a.txt",
+                                          f"{BUCKET}/team/f/sub/b.txt"]  # fmt: skip
+    assert operations == ["ListObjectsV2"]
+    assert fs.cat_file(f"{BUCKET}/team/f//double.txt") == b"x"
+    folders = [
+        n for n, e in fs.find(f"{BUCKET}/team/f", withdirs=True, detail=True).items() if e["type"] == "directory"
+    ]
+    assert folders == [f"{BUCKET}/team/f", f"{BUCKET}/team/f/", f"{BUCKET}/team/f/empty", f"{BUCKET}/team/f/sub"]
+    fs.rm(f"{BUCKET}/team/f", recursive=True)
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="team/f").get("KeyCount", 0) == 0
