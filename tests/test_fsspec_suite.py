@@ -1,6 +1,6 @@
 """fsspec's own suite for implementers (``fsspec/tests/abstract``: copy, get, put, pipe, open),
-run against ``s3connect://`` as s3fs runs it: on moto and Ceph RGW, with a connection
-scoped to a bucket and with one scoped to a prefix of it.
+run against ``s3connect://`` as s3fs runs it: on moto and Ceph RGW, with a connection to any
+bucket and with one scoped to a prefix of one bucket.
 
 Where fsspec's expectation contradicts a guarantee of ours the test is overridden below,
 with the reason, and asserts our behaviour instead.
@@ -18,13 +18,13 @@ import pytest
 
 from airflow_s3connect.filesystem import S3ConnectFileSystem
 from airflow_s3connect.scope import Scope
-from tests.support.stores import Store
+from tests.support.stores import Store, endpoint_client
 
 #: (store, scoped) pairs: every store of the suite's S3 servers that the filesystem serves.
 SETUPS = [("moto", False), ("moto", True), ("rgw-http", False), ("rgw-http", True)]
 
 
-@pytest.fixture(scope="module", params=SETUPS, ids=[f"{s}-{'prefix' if p else 'bucket'}" for s, p in SETUPS])
+@pytest.fixture(scope="module", params=SETUPS, ids=[f"{s}-{'scoped' if p else 'unscoped'}" for s, p in SETUPS])
 def setup(request: pytest.FixtureRequest, moto_plain: Any) -> tuple[S3ConnectFileSystem, str]:
     """A filesystem and the folder the suite works in (its own bucket; scoped: a prefix)."""
     from tests.conftest import running_store
@@ -34,7 +34,11 @@ def setup(request: pytest.FixtureRequest, moto_plain: Any) -> tuple[S3ConnectFil
     bucket = store.new_bucket("s3c-fsspec")
     prefix = "team/" if scoped else ""
     extra = {"path_prefix": "team"} if scoped else {}
-    client = store.client(bucket, **extra) if scoped else store.client(bucket)
+    if scoped:
+        client = store.client(bucket, **extra)
+    else:  # a connection without a bucket: any bucket of the store
+        client = endpoint_client(store.endpoint_url, key=store.key, secret=store.secret, region=store.region,
+                                 ca_bundle=store.ca_bundle)  # fmt: skip
     scope = Scope(bucket, prefix) if scoped else Scope()
     return S3ConnectFileSystem(client, scope), f"{bucket}/{prefix}suite"
 
