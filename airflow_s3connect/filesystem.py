@@ -51,6 +51,8 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     protocol = PROTOCOL
     root_marker = ""
+    #: the Airflow connection this filesystem is (set when built from one)
+    conn_id: str | None = None
     cachable = False  # the client carries credentials that refresh; never share instances by arguments
 
     def __init__(
@@ -80,9 +82,23 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
         head = str(path)[len(PROTOCOL) + 3 :].partition("/")[0] if str(path).startswith(f"{PROTOCOL}://") else ""
-        return {"conn_id": head.rpartition("@")[0]} if "@" in head else {}
+        if "@" not in head:
+            return {}
+        conn_id = head.rpartition("@")[0]
+        if ":" in conn_id:  # not echoed: what follows the colon may be a password
+            raise S3ConnectError(
+                "An s3connect:// URL names the connection only (s3connect://conn_id@bucket/key): credentials come "
+                "from the connection, remove ':' and what follows it."
+            )
+        return {"conn_id": conn_id}
 
     def _split(self, path: str) -> tuple[str, str]:
+        named = self._get_kwargs_from_urls(str(path)).get("conn_id")
+        if named and self.conn_id and named.lower() != self.conn_id.lower():
+            raise ScopeError(
+                f"The URL names connection {named!r}, but this filesystem is connection {self.conn_id!r}: open it "
+                "with fsspec.open(url) or fsspec.filesystem('s3connect', conn_id=...)."
+            )
         bucket, _, key = self._strip_protocol(path).partition("/")
         if not bucket:
             raise S3ConnectError(f"{path!r}: give s3connect://bucket/key.")
@@ -102,11 +118,16 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         bucket, prefix = self._listing(path)
         entries: list[dict[str, Any]] = []
         for entry in Lister(self.client, bucket, ListQuery(base=prefix, delimiter="/")):
+            name = (entry.key if isinstance(entry, ObjectInfo) else entry.prefix[:-1])[len(prefix) :]
+            if name in ("", ".", ".."):
+                # The folder's own marker (``dir/``), or a key that is no path (``dir//x``,
+                # ``dir/../x``): a folder cannot list it as a child. ``find`` (one flat
+                # listing) still finds such keys.
+                continue
             if isinstance(entry, ObjectInfo):
-                if entry.key != prefix:  # the folder's own marker object (``dir/``) is not a file in it
-                    entries.append(_file_entry(bucket, entry))
+                entries.append(_file_entry(bucket, entry))
             else:
-                entries.append({"name": f"{bucket}/{entry.prefix.rstrip('/')}", "size": 0, "type": "directory"})
+                entries.append({"name": f"{bucket}/{entry.prefix[:-1]}", "size": 0, "type": "directory"})
         if not entries and prefix:
             info = self.info(path)
             if info["type"] == "file":
@@ -130,7 +151,7 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         except NoSuchBucketError:
             raise FileNotFoundError(path) from None
-        if page.get("KeyCount", 0) or not key:
+        if page.get("KeyCount", 0) or not key or prefix == self.scope.prefix:  # the scope's root always is
             return {"name": f"{bucket}/{prefix.rstrip('/')}".rstrip("/"), "size": 0, "type": "directory"}
         raise FileNotFoundError(path)
 
@@ -169,6 +190,8 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         except NoSuchBucketError:
             listed = []
         for info in listed:
+            if {".", ".."} & set(info.key.split("/")):
+                continue  # not addressable: every call on one key refuses "." and ".." segments
             if not info.key.endswith("/"):
                 found[f"{bucket}/{info.key}"] = _file_entry(bucket, info)
             if withdirs:  # every folder between the path and the object (a marker's own too)
@@ -195,7 +218,14 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def walk(self, path: str, maxdepth: int | None = None, topdown: bool = True, on_error: str = "omit",
              **kwargs: Any) -> Any:  # fmt: skip
         self._listing(path)
-        return super().walk(path, maxdepth=maxdepth, topdown=topdown, on_error=on_error, **kwargs)
+
+        def refused(error: Exception) -> None:
+            if isinstance(error, ScopeError) or on_error == "raise":
+                raise error
+            if callable(on_error):
+                on_error(error)
+
+        return super().walk(path, maxdepth=maxdepth, topdown=topdown, on_error=refused, **kwargs)
 
     # -- reading and writing ---------------------------------------------------------------------
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
@@ -221,8 +251,27 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         A folder's own marker object (``dir/``, as consoles and s3fs create) goes with it, so
         the folder is gone; the scope's root and the folders above it have none of ours to
         delete and are left (their objects inside the scope are deleted)."""
+        self._delete(self.expand_path(path, recursive=recursive, maxdepth=maxdepth))
+
+    def mv(self, path1: Any, path2: str, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any) -> None:
+        """Copy, then delete exactly what was copied (with ``maxdepth`` too, what lies deeper
+        stays). A folder into itself, or a folder without ``recursive``, is refused before
+        anything is copied."""
+        if path1 == path2:
+            return
+        for source in [path1] if isinstance(path1, str) else list(path1):
+            inner = self._strip_protocol(source)
+            if self._strip_protocol(path2).startswith(f"{inner}/") and self.isdir(source):
+                raise S3ConnectError(f"Cannot move {source!r} into itself ({path2!r}): nothing was moved.")
+            if not recursive and self.isdir(source):
+                raise IsADirectoryError(f"{source!r} is a folder: move it with recursive=True.")
+        sources = self.expand_path(path1, recursive=recursive, maxdepth=maxdepth)
+        self.copy(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
+        self._delete(sources)
+
+    def _delete(self, paths: list[str]) -> None:
         by_bucket: dict[str, list[str]] = {}
-        for found in self.expand_path(path, recursive=recursive, maxdepth=maxdepth):
+        for found in paths:
             bucket, key = self._split(found)
             if self.isdir(found):
                 key = f"{key}/" if key else ""
@@ -251,8 +300,9 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         keys = [o["Key"] for o in page.get("Contents", [])]
         if any(key != prefix for key in keys):
             raise OSError(39, f"Directory not empty: {path}")
-        if keys:
-            self.rm_file(f"{bucket}/{prefix}")
+        if keys:  # the marker itself (rm_file would strip its "/")
+            with translated("DeleteObject", bucket, prefix):
+                self.client.delete_object(Bucket=bucket, Key=prefix)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Server-side, pinned to the source's ETag, verified (as the Copy operator). A
@@ -268,7 +318,8 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         source_bucket, source_key = self._object(path1)
         source = ObjectInfo(source_key, found["size"], found["ETag"], found["LastModified"])
         options = WriteOptions(overwrite=self.overwrite)
-        copier = Copier(self.client, source_bucket, self.client, target_bucket, self.config, options, server_side=True)
+        copier = Copier(self.client, source_bucket, self.client, target_bucket, self.config, options,
+                        server_side=True, prefix=self.scope.prefix)  # fmt: skip
         list(copier.run([CopyTask(source, target_key)]))
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:

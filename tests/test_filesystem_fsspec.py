@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.errors import ScopeError
+from airflow_s3connect.errors import S3ConnectError, ScopeError
 from airflow_s3connect.hooks.fs import S3ConnectConnectionFileSystem
 from tests.conftest import BUCKET, REGION
 from tests.support.moto_server import MotoServer
@@ -219,3 +219,80 @@ def test_find_lists_flat_and_keeps_keys_that_are_not_tidy_paths(
     assert folders == [f"{BUCKET}/team/f", f"{BUCKET}/team/f/", f"{BUCKET}/team/f/empty", f"{BUCKET}/team/f/sub"]
     fs.rm(f"{BUCKET}/team/f", recursive=True)
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="team/f").get("KeyCount", 0) == 0
+
+
+def test_mv_moves_exactly_what_it_copied(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
+    """fsspec's mv deleted the whole source after copying it: into its own subfolder that
+    lost everything, and with maxdepth it lost what lay deeper."""
+    admin = moto.admin_client("s3")
+    for key in ("team/mv/b.txt", "team/mv/deep/c.txt"):
+        admin.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    with pytest.raises(S3ConnectError, match="into itself"):
+        fs.mv(f"{BUCKET}/team/mv", f"{BUCKET}/team/mv/inner", recursive=True)
+    with pytest.raises(IsADirectoryError, match="recursive=True"):
+        fs.mv(f"{BUCKET}/team/mv", f"{BUCKET}/team/moved")
+    fs.mv(f"{BUCKET}/team/mv", f"{BUCKET}/team/moved", recursive=True, maxdepth=1)
+    left = {o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="team/").get("Contents", [])}
+    assert "team/mv/deep/c.txt" in left  # deeper than maxdepth: not copied, so not deleted
+    assert "team/mv/b.txt" not in left
+    bodies = {admin.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in left}
+    assert bodies == {b"team/mv/b.txt", b"team/mv/deep/c.txt"}  # nothing lost
+
+
+def test_keys_that_are_not_paths_never_break_a_folder(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
+    """``team//x`` listed the folder as its own child; ``team/../y`` made walk, du and get
+    of the whole scope fail. They are skipped by folder listings and found by find."""
+    admin = moto.admin_client("s3")
+    for key in ("team/w/a.txt", "team/w//dbl", "team/w/../y"):
+        admin.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    assert fs.ls(f"{BUCKET}/team/w", detail=False) == [f"{BUCKET}/team/w/a.txt"]
+    assert [files for _, _, files in fs.walk(f"{BUCKET}/team/w")] == [["a.txt"]]
+    assert fs.du(f"{BUCKET}/team/w") == 2  # a.txt and //dbl (one flat listing)
+    assert f"{BUCKET}/team/w//dbl" in fs.find(f"{BUCKET}/team/w")
+
+
+def test_walk_of_the_bucket_above_the_scope_is_refused(fs: S3ConnectConnectionFileSystem) -> None:
+    fs.pipe_file(f"{BUCKET}/team/k.txt", b"k")
+    for path in (BUCKET, f"{BUCKET}/"):
+        with pytest.raises(ScopeError):
+            list(fs.walk(path))
+
+
+def test_create_only_copies_probe_inside_the_scope(conn: str, moto: MotoServer) -> None:
+    from airflow_s3connect import conditional
+
+    conditional._cache.clear()
+    fs = S3ConnectConnectionFileSystem(conn, overwrite=False)
+    fs.pipe_file(f"{BUCKET}/team/c/a.txt", b"a")
+    conditional._cache.clear()  # the copy probes again, under the connection's prefix
+    fs.cp(f"{BUCKET}/team/c/a.txt", f"{BUCKET}/team/c/copy.txt")
+    assert fs.cat_file(f"{BUCKET}/team/c/copy.txt") == b"a"
+    with pytest.raises(FileExistsError):
+        fs.cp(f"{BUCKET}/team/c/a.txt", f"{BUCKET}/team/c/copy.txt")
+
+
+def test_rmdir_removes_an_empty_folders_marker(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="team/empty/", Body=b"")
+    assert fs.isdir(f"{BUCKET}/team/empty")
+    fs.rmdir(f"{BUCKET}/team/empty")
+    assert moto.admin_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="team/empty").get("KeyCount", 0) == 0
+
+
+def test_a_url_naming_another_connection_or_a_password_is_refused(
+    fs: S3ConnectConnectionFileSystem, make_conn: Callable[..., str], moto: MotoServer
+) -> None:
+    import fsspec
+
+    fs.pipe_file(f"{BUCKET}/team/u.txt", b"u")
+    make_conn("other_conn", "AKIAEXAMPLE", "secret", endpoint_url=moto.url, region_name=REGION, bucket=BUCKET)
+    with pytest.raises(ScopeError, match="names connection 'other_conn'"):
+        fs.info(f"s3connect://other_conn@{BUCKET}/team/u.txt")
+    assert fs.cat_file(f"s3connect://fsconn@{BUCKET}/team/u.txt") == b"u"
+    with pytest.raises(S3ConnectError, match="names the connection only") as refused:
+        fsspec.open(f"s3connect://fsconn:hunter2@{BUCKET}/team/u.txt").open()
+    assert "hunter2" not in str(refused.value)
+
+
+def test_an_empty_scope_is_an_empty_folder(fs: S3ConnectConnectionFileSystem) -> None:
+    assert fs.ls(f"{BUCKET}/team") == []
+    assert fs.isdir(f"{BUCKET}/team")

@@ -44,6 +44,7 @@ class S3ConnectConnectionFileSystem(S3ConnectFileSystem):
         hook = S3ConnectHook(s3connect_conn_id=conn_id or DEFAULT_CONN_ID)
         super().__init__(hook.get_conn(), hook.scope_settings.scope, config=hook.transfer_config(),
                          overwrite=bool(overwrite))  # fmt: skip
+        self.conn_id = conn_id or DEFAULT_CONN_ID
 
 
 def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -> S3ConnectFileSystem:
