@@ -85,6 +85,16 @@ class RgwServer:
             raise RuntimeError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
         return done.stdout
 
+    def _ceph_until(self, deadline: float, *args: str) -> str:
+        """``_ceph(*args)``, asked again each second while it fails, until ``deadline``."""
+        while True:
+            try:
+                return self._ceph(*args, timeout=30)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
     def _daemon(self, *args: str) -> None:
         command = [args[0], "--conf", str(self.workdir / "ceph.conf"), "--foreground", *args[1:]]
         self.processes.append(spawn(command, self.workdir / "log" / f"{args[0]}.out"))
@@ -103,23 +113,18 @@ class RgwServer:
         self._ceph("ceph", "status", timeout=max(5.0, deadline - time.monotonic()))
         self._daemon("ceph-mgr", "-i", "x")
         osd_uuid = str(uuid.uuid4())
-        osd_id = self._ceph("ceph", "osd", "new", osd_uuid).strip()
+        osd_id = self._ceph_until(deadline, "ceph", "osd", "new", osd_uuid).strip()
         self._ceph("ceph-osd", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid)
-        self._ceph("ceph", "osd", "crush", "add", f"osd.{osd_id}", "1", "root=default", "host=localhost")
+        # Under load the monitor may answer "problem getting command descriptions" (EPERM)
+        # while the manager registers: asked again until the deadline.
+        self._ceph_until(deadline, "ceph", "osd", "crush", "add", f"osd.{osd_id}", "1", "root=default",
+                         "host=localhost")  # fmt: skip
         self._daemon("ceph-osd", "-i", osd_id)
         self._daemon("radosgw", "-n", "client.rgw")
-        user = [
-            "radosgw-admin", "user", "create", "--uid", "s3connect", "--display-name", "s3connect",
+        self._ceph_until(
+            deadline, "radosgw-admin", "user", "create", "--uid", "s3connect", "--display-name", "s3connect",
             "--access-key", self.access_key, "--secret-key", self.secret_key,
-        ]  # fmt: skip
-        while True:
-            try:
-                self._ceph(*user, timeout=30)
-                break
-            except (RuntimeError, subprocess.TimeoutExpired):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+        )  # fmt: skip
         wait_for_s3(self.client(), self.processes, deadline, "radosgw", self.workdir / "log")
 
     def client(self, https: bool = False, **config: Any) -> Any:
