@@ -75,6 +75,39 @@ def test_readers_open_urls_that_name_the_connection(conn: str, moto: MotoServer)
         pd.read_csv(f"s3connect://{conn}@{BUCKET}/other/rows.csv")
 
 
+def test_writers_write_through_the_filesystem(conn: str) -> None:
+    """pyarrow, polars and DuckDB write parquet and CSV through ``s3connect://``; pandas
+    reads each back."""
+    import duckdb
+    import fsspec
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    frame = _frame()
+    fs = S3ConnectConnectionFileSystem(conn)
+    base = f"s3connect://{conn}@{BUCKET}/team/writers"
+    arrow = PyFileSystem(FSSpecHandler(fs))
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{BUCKET}/team/writers/arrow.parquet",
+                   filesystem=arrow)  # fmt: skip
+    polars = pl.from_pandas(frame)
+    with fsspec.open(f"{base}/polars.parquet", "wb") as f:
+        polars.write_parquet(f)
+    with fsspec.open(f"{base}/polars.csv", "wb") as f:
+        polars.write_csv(f)
+    db = duckdb.connect()
+    db.register_filesystem(fs)
+    db.register("frame", frame)
+    db.sql(f"copy frame to 's3connect://{BUCKET}/team/writers/duck.parquet' (format parquet)")
+    db.sql(f"copy frame to 's3connect://{BUCKET}/team/writers/duck.csv' (format csv, header)")
+    for name in ("arrow.parquet", "polars.parquet", "duck.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(f"{base}/{name}"), frame, check_dtype=False)
+    for name in ("polars.csv", "duck.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(f"{base}/{name}"), frame, check_dtype=False)
+
+
 def test_a_partial_column_read_of_parquet_reads_ranges(conn: str, moto: MotoServer) -> None:
     """One column of a 50,000-row file (6 row groups): ranged GETs of the footer and that
     column's pages, counted at the server (pandas builds its own filesystem from the URL)."""
