@@ -12,6 +12,8 @@ Paths are ``bucket/key`` with the full key, as fsspec's S3 filesystems have them
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
+from glob import has_magic
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,7 +253,7 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         A folder's own marker object (``dir/``, as consoles and s3fs create) goes with it, so
         the folder is gone; the scope's root and the folders above it have none of ours to
         delete and are left (their objects inside the scope are deleted)."""
-        self._delete(self.expand_path(path, recursive=recursive, maxdepth=maxdepth))
+        self._delete(self._typed(path, recursive, maxdepth))
 
     def mv(self, path1: Any, path2: str, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any) -> None:
         """Copy, then delete exactly what was copied (with ``maxdepth`` too, what lies deeper
@@ -265,15 +267,36 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise S3ConnectError(f"Cannot move {source!r} into itself ({path2!r}): nothing was moved.")
             if not recursive and self.isdir(source):
                 raise IsADirectoryError(f"{source!r} is a folder: move it with recursive=True.")
-        sources = self.expand_path(path1, recursive=recursive, maxdepth=maxdepth)
+        sources = self._typed(path1, recursive, maxdepth)
         self.copy(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
         self._delete(sources)
 
-    def _delete(self, paths: list[str]) -> None:
+    def _typed(self, path: Any, recursive: bool, maxdepth: int | None) -> dict[str, str]:
+        """What :meth:`expand_path` finds, with each path's type taken from the same
+        listing: deciding file or folder afterwards cost a HEAD per path."""
+        types: dict[str, str] = {}
+        for given in [path] if isinstance(path, str) else list(path):
+            inner = self._strip_protocol(given)
+            if has_magic(inner):
+                matched = self.glob(inner, maxdepth=maxdepth, detail=True)
+                types.update((name, entry["type"]) for name, entry in matched.items())
+                deeper = None if maxdepth is None else maxdepth - 1
+                if recursive and deeper != 0:
+                    folders = [name for name, entry in matched.items() if entry["type"] == "directory"]
+                    types.update(self._typed(folders, recursive, deeper) if folders else {})
+                continue
+            if recursive:
+                found = self.find(inner, maxdepth=maxdepth, withdirs=True, detail=True)
+                types.update((name, entry["type"]) for name, entry in found.items())
+            if inner not in types:
+                types[inner] = self.info(inner)["type"]  # FileNotFoundError names what is missing
+        return types
+
+    def _delete(self, paths: Mapping[str, str]) -> None:
         by_bucket: dict[str, list[str]] = {}
-        for found in paths:
+        for found, kind in paths.items():
             bucket, key = self._split(found)
-            if self.isdir(found):
+            if kind == "directory":
                 key = f"{key}/" if key else ""
                 try:
                     self.scope.check(bucket, key)

@@ -152,8 +152,9 @@ def test_transactions_upload_at_commit_and_nothing_when_discarded(fs: S3ConnectC
 
 
 def test_recursive_rm_removes_folder_markers_in_one_batch(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
-    """300 files and the ``dir/`` markers a console creates: one DeleteObjects, and the
-    folder is gone (its marker was the phantom that kept it)."""
+    """300 files and the ``dir/`` markers a console creates: one listing and one
+    DeleteObjects, no request per path, and the folder is gone (its marker was the phantom
+    that kept it)."""
     admin = moto.admin_client("s3")
     for name in ("team/batch/", "team/batch/sub/"):
         admin.put_object(Bucket=BUCKET, Key=name, Body=b"")
@@ -162,7 +163,7 @@ def test_recursive_rm_removes_folder_markers_in_one_batch(fs: S3ConnectConnectio
     operations: list[str] = []
     fs.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
     fs.rm(f"{BUCKET}/team/batch", recursive=True)
-    assert [op for op in operations if op.startswith("Delete")] == ["DeleteObjects"]
+    assert operations == ["ListObjectsV2", "DeleteObjects"]
     assert admin.list_objects_v2(Bucket=BUCKET, Prefix="team/batch").get("KeyCount", 0) == 0
     assert not fs.exists(f"{BUCKET}/team/batch")
 
@@ -270,6 +271,27 @@ def test_mv_moves_exactly_what_it_copied(fs: S3ConnectConnectionFileSystem, moto
     assert "team/mv/b.txt" not in left
     bodies = {admin.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in left}
     assert bodies == {b"team/mv/b.txt", b"team/mv/deep/c.txt"}  # nothing lost
+
+
+def test_rm_of_a_glob_and_of_single_files_asks_nothing_per_match(
+    fs: S3ConnectConnectionFileSystem, moto: MotoServer
+) -> None:
+    admin = moto.admin_client("s3")
+    for i in range(20):
+        admin.put_object(Bucket=BUCKET, Key=f"team/glob/{i:02d}.{'csv' if i % 2 else 'txt'}", Body=b"x")
+    admin.put_object(Bucket=BUCKET, Key="team/glob/sub/deep.csv", Body=b"x")
+    operations: list[str] = []
+    fs.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+    fs.rm(f"{BUCKET}/team/glob/*.csv")
+    # fsspec's glob looks at its root (a HEAD and a listing, twice); nothing per match of ten
+    assert len(operations) <= 6 and operations.count("DeleteObjects") == 1
+    left = {o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET, Prefix="team/glob/")["Contents"]}
+    assert left == {f"team/glob/{i:02d}.txt" for i in range(0, 20, 2)} | {"team/glob/sub/deep.csv"}
+    operations.clear()
+    fs.rm([f"{BUCKET}/team/glob/00.txt", f"{BUCKET}/team/glob/02.txt"])
+    assert operations.count("DeleteObjects") == 1 and operations.count("HeadObject") == 2
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fs.rm(f"{BUCKET}/team/glob/missing.txt")
 
 
 def test_keys_that_are_not_paths_never_break_a_folder(fs: S3ConnectConnectionFileSystem, moto: MotoServer) -> None:
