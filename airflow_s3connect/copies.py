@@ -45,7 +45,7 @@ from airflow_s3connect.errors import (
     error_code,
     translated,
 )
-from airflow_s3connect.objects import MAX_COPY_BYTES, MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.objects import MAX_COPY_BYTES, MiB, ObjectInfo, TransferConfig, version_args
 from airflow_s3connect.uploads import ChunkStream, Uploader
 from airflow_s3connect.writes import WriteOptions, with_source_attributes
 
@@ -204,14 +204,18 @@ class Copier:
                       "unchanged")  # fmt: skip
 
     def _source_uri(self, source: ObjectInfo) -> str:
-        return f"s3://{self.source_bucket}/{source.key}"
+        version = f"?versionId={source.version_id}" if source.version_id else ""
+        return f"s3://{self.source_bucket}/{source.key}{version}"
 
     # -- server-side -----------------------------------------------------------------------
     def _server_copy(self, task: CopyTask) -> Copied:
         self._check_cancelled()
         source, key = task.source, task.target_key
         copy_source: CopySourceTypeDef = {"Bucket": self.source_bucket, "Key": source.key}
-        pin = etag_condition(self.target_client, "CopySourceIfMatch", source.etag)
+        if source.version_id:
+            copy_source["VersionId"] = source.version_id
+        # A version never changes: naming it pins the source better than its ETag.
+        pin = {} if source.version_id else etag_condition(self.target_client, "CopySourceIfMatch", source.etag)
         args = self.options.args("CopyObject")
         if not self.options.overwrite:
             args["IfNoneMatch"] = "*"
@@ -251,7 +255,9 @@ class Copier:
                 etag = str(copied["ETag"])
                 same = copied["ContentLength"] == source.size
                 if same and ("-" not in source.etag or not pin):
-                    now = self.source_client.head_object(Bucket=self.source_bucket, Key=source.key)
+                    now = self.source_client.head_object(
+                        Bucket=self.source_bucket, Key=source.key, **version_args(source.version_id)
+                    )
                     same = now["ETag"] == source.etag
                     self.requests += 1
                 self.requests += 1
@@ -264,7 +270,9 @@ class Copier:
         self, task: CopyTask, copy_source: CopySourceTypeDef, pin: dict[str, Any], args: dict[str, Any]
     ) -> None:
         source, key = task.source, task.target_key
-        head = self.source_client.head_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)
+        head = self.source_client.head_object(
+            Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag, **version_args(source.version_id)
+        )
         create = self.options.args("CreateMultipartUpload")
         create["Metadata"] = {**create.get("Metadata", {}), SOURCE_ETAG: source.etag}
         if not self.options.replaces_source_attributes:
@@ -303,7 +311,7 @@ class Copier:
     def _readable(self, source: ObjectInfo) -> None:
         """Raise AccessDeniedError naming s3:GetObject if the source cannot be read."""
         with translated("HeadObject", self.source_bucket, source.key):
-            self.source_client.head_object(Bucket=self.source_bucket, Key=source.key)
+            self.source_client.head_object(Bucket=self.source_bucket, Key=source.key, **version_args(source.version_id))
 
     def _changed(self, source: ObjectInfo) -> ObjectChangedError:
         return ObjectChangedError(
@@ -335,7 +343,9 @@ class Copier:
         the first byte is read, so before the upload's first request is made)."""
         with translated("GetObject", self.source_bucket, source.key):
             try:
-                response = self.source_client.get_object(Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag)
+                response = self.source_client.get_object(
+                    Bucket=self.source_bucket, Key=source.key, IfMatch=source.etag, **version_args(source.version_id)
+                )
                 body = response["Body"]
                 answered.update(with_source_attributes({}, response))
             except ClientError as exc:

@@ -23,7 +23,7 @@ from airflow_s3connect.errors import (
     resource_arn,
     translated,
 )
-from airflow_s3connect.objects import MAX_COPY_BYTES, ObjectInfo
+from airflow_s3connect.objects import MAX_COPY_BYTES, ObjectInfo, version_args
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -114,6 +114,8 @@ class BatchDelete:
         self.requests = 0
         #: (key, code, message) of every key S3 did not delete
         self.failed: list[tuple[str, str, str]] = []
+        #: whether a refused key named a version (deleting one needs s3:DeleteObjectVersion)
+        self.versioned = False
 
     def run(self, objects: Iterable[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
         """Delete ``objects`` (listed, with their ETag, or keys); yield each one deleted."""
@@ -122,7 +124,9 @@ class BatchDelete:
             entries: list[dict[str, Any]] = []
             for item in batch:
                 entry: dict[str, Any] = {"Key": item.key if isinstance(item, ObjectInfo) else item}
-                if self.if_match and isinstance(item, ObjectInfo) and item.etag:
+                if isinstance(item, ObjectInfo):
+                    entry.update(version_args(item.version_id))  # that version, for good
+                if self.if_match and isinstance(item, ObjectInfo) and item.etag and "VersionId" not in entry:
                     entry["ETag"] = item.etag
                 entries.append(entry)
             with translated("DeleteObjects", self.bucket, entries[0]["Key"]):
@@ -135,6 +139,7 @@ class BatchDelete:
             for item, entry in zip(batch, entries, strict=True):
                 if (error := errors.get(entry["Key"])) is not None:
                     self.failed.append((entry["Key"], str(error.get("Code", "")), str(error.get("Message", ""))))
+                    self.versioned = self.versioned or "VersionId" in entry
                 else:
                     yield item
 
@@ -144,7 +149,8 @@ class BatchDelete:
             return
         key, code, _ = self.failed[0]
         if code == "AccessDenied":
-            raise AccessDeniedError("s3:DeleteObject", resource_arn(self.bucket, key))
+            action = "s3:DeleteObjectVersion" if self.versioned else "s3:DeleteObject"
+            raise AccessDeniedError(action, resource_arn(self.bucket, key))
         first = "; ".join(f"{key}: {code} ({message})" for key, code, message in self.failed[:5])
         raise S3ConnectError(f"{len(self.failed)} objects were not deleted ({deleted} were): {first}")
 

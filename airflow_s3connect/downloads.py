@@ -47,7 +47,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.local import record_etag, stored_etag
-from airflow_s3connect.objects import Downloaded, TransferConfig
+from airflow_s3connect.objects import Downloaded, ObjectInfo, TransferConfig, version_args
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,6 +62,14 @@ class DownloadTask:
     size: int | None = None
     etag: str | None = None
     last_modified: datetime.datetime | None = None
+    version_id: str | None = None
+
+    @classmethod
+    def of(cls, item: ObjectInfo | str, path: Path) -> DownloadTask:
+        """A listed object (its size, ETag, time and version known) or a bare key."""
+        if isinstance(item, str):
+            return cls(item, path)
+        return cls(item.key, path, item.size, item.etag, item.last_modified, item.version_id)
 
 
 def _unchanged(task: DownloadTask) -> bool:
@@ -109,6 +117,7 @@ class _Job:
         self.size = task.size
         self.etag = task.etag
         self.last_modified = task.last_modified
+        self.version_id = task.version_id
         self.outstanding = 0
         self.error: BaseException | None = None
         self.lock = threading.Lock()
@@ -260,7 +269,7 @@ class Downloader:
                     int(task.path.stat().st_mtime), datetime.timezone.utc
                 )
         try:
-            response = self._get(task.key, **params)
+            response = self._get(task, **params)
         except ClientError as exc:
             code = error_code(exc)
             if code == "304":
@@ -284,9 +293,10 @@ class Downloader:
         self._drain(job, response, 0, min(self.config.chunk_size, job.size) - 1)
         return True
 
-    def _get(self, key: str, **params: Any) -> Any:
+    def _get(self, task: DownloadTask, **params: Any) -> Any:
+        key = task.key
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key, **params)
+            return self.client.get_object(Bucket=self.bucket, Key=key, **version_args(task.version_id), **params)
         except ClientError as exc:
             code = error_code(exc)
             if code in PRECONDITION_CODES:
@@ -295,9 +305,9 @@ class Downloader:
                 ) from None
             if code in ("304", "InvalidRange"):
                 raise
-            raise translate(exc, "GetObject", self.bucket, key) from None
+            raise translate(exc, "GetObject", self.bucket, key, version_id=task.version_id) from None
         except BotoCoreError as exc:
-            raise translate(exc, "GetObject", self.bucket, key) from None
+            raise translate(exc, "GetObject", self.bucket, key, version_id=task.version_id) from None
 
     def _remember(self, job: _Job, response: Mapping[str, Any]) -> None:
         """Pin the object's version on the first answer; every later one must be the same
@@ -311,6 +321,7 @@ class Downloader:
             )
         job.etag = job.etag or etag
         job.last_modified = job.last_modified or response.get("LastModified")
+        job.version_id = job.version_id or response.get("VersionId")
 
     def _fetch(self, job: _Job, start: int, end: int | None) -> None:
         """GET bytes start..end (None: to the object's end) into the job's file, resuming breaks."""
@@ -319,7 +330,7 @@ class Downloader:
             extra["Range"] = f"bytes={start}-{'' if end is None else end}"
         if job.etag:
             extra["IfMatch"] = job.etag
-        response = self._get(job.task.key, **extra)
+        response = self._get(job.task, **extra)
         self._remember(job, response)
         if end is None:
             end = start + int(response["ContentLength"]) - 1
@@ -363,7 +374,7 @@ class Downloader:
             extra: dict[str, Any] = {"Range": f"bytes={position}-{end}"}
             if job.etag:
                 extra["IfMatch"] = job.etag
-            again = self._get(job.task.key, **extra)
+            again = self._get(job.task, **extra)
             self._remember(job, again)
             body = again["Body"]
 
@@ -406,7 +417,8 @@ class Downloader:
             os.utime(task.path, (stamp, stamp))
         if job.etag:
             record_etag(task.path, job.etag)
-        done = Downloaded(task.key, task.path, job.size or 0, job.etag or "", job.last_modified)
+        done = Downloaded(task.key, task.path, job.size or 0, job.etag or "", job.last_modified,
+                          version_id=job.version_id)  # fmt: skip
         if self.after is not None:
             self.after(done)
         self._results.put((done, None))
@@ -425,7 +437,7 @@ class Downloader:
             self._close(job, remove=True)
         finally:
             if isinstance(exc, (BotoCoreError, ClientError)):
-                exc = translate(exc, "GetObject", self.bucket, job.task.key)
+                exc = translate(exc, "GetObject", self.bucket, job.task.key, version_id=job.task.version_id)
             self._results.put((None, exc))
 
 
@@ -436,17 +448,21 @@ def object_size(response: Mapping[str, Any]) -> int:
     return int(response["ContentLength"])
 
 
-def read_object(client: S3Client, bucket: str, key: str, max_bytes: int) -> tuple[bytes, str]:
-    """The content and ETag of one small object, in one request; refuses objects over ``max_bytes``."""
-    with translated("GetObject", bucket, key):
+def read_object(
+    client: S3Client, bucket: str, key: str, max_bytes: int, version_id: str | None = None
+) -> tuple[bytes, str]:
+    """The content and ETag of one small object (or one version of it), in one request;
+    refuses objects over ``max_bytes``."""
+    version = version_args(version_id)
+    with translated("GetObject", bucket, key, version_id=version_id):
         try:
-            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}", **version)
         except ClientError as exc:
             if error_code(exc) != "InvalidRange":
                 raise
             # An empty object has no byte 0 to range over; its ETag is still needed
             # (a delete or archive afterwards is conditional on it).
-            return b"", client.head_object(Bucket=bucket, Key=key)["ETag"]
+            return b"", client.head_object(Bucket=bucket, Key=key, **version)["ETag"]
         etag = str(response.get("ETag", ""))
         total = object_size(response)
         if total == 0:

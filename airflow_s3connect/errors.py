@@ -143,6 +143,17 @@ class NoSuchKeyError(S3ConnectError, LookupError):
     """The object does not exist."""
 
 
+class ArchivedObjectError(S3ConnectError):
+    """An object in an archive storage class (GLACIER, DEEP_ARCHIVE) read before it was restored."""
+
+
+#: How to get an archived object back, named wherever one is refused.
+RESTORE_HINT = (
+    "give restore={'days': 1, 'tier': 'Standard'} to the Get or Copy operator: it requests the restore "
+    "(s3:RestoreObject) and waits for it in the triggerer"
+)
+
+
 class KeyExistsError(S3ConnectError, FileExistsError):
     """A conditional write (overwrite=False) found the key already taken."""
 
@@ -175,6 +186,7 @@ _ACTION_OF_OPERATION = {
     "UploadPart": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "RestoreObject": "s3:RestoreObject",
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
     "ListObjectsV2": "s3:ListBucket",
@@ -215,6 +227,7 @@ def translate(
     bucket: str | None = None,
     key: str | None = None,
     role_arn: str | None = None,
+    version_id: str | None = None,
 ) -> S3ConnectError:
     """Map a botocore failure of ``operation`` on ``bucket``/``key`` to our error type.
 
@@ -225,6 +238,8 @@ def translate(
     # Credentials are fetched lazily, so an S3 call can fail inside its AssumeRole.
     operation = getattr(exc, "operation_name", None) or operation
     action = _ACTION_OF_OPERATION.get(operation, operation)
+    if version_id and action in ("s3:GetObject", "s3:DeleteObject"):
+        action += "Version"  # one version of an object is its own permission
     if isinstance(exc, NoCredentialsError):
         return CredentialsNotFoundError(
             "No AWS credentials: fill the connection's AWS Access Key ID and Secret Access Key, "
@@ -273,8 +288,25 @@ def translate(
         return NoSuchBucketError(
             f"Bucket {bucket!r} does not exist on this endpoint: check the bucket name and endpoint_url."
         )
+    if version_id and code in ("NotImplemented", "501"):
+        return S3ConnectError(
+            f"{operation} of version {version_id!r} of s3://{bucket}/{key}: this store keeps no object versions. "
+            "Drop version_id (the current object is read), or use a store with versioning."
+        )
+    if version_id and code in ("NoSuchVersion", "NoSuchKey", "404", "NotFound", "InvalidArgument", "400"):
+        return NoSuchKeyError(
+            f"No version {version_id!r} of s3://{bucket}/{key}: check version_id (ListObjectVersions lists them)."
+        )
     if code in ("NoSuchKey", "404", "NotFound"):
         return NoSuchKeyError(f"No object s3://{bucket}/{key}: check the key and the connection's path_prefix.")
+    if code in ("InvalidObjectState", "ObjectNotInActiveTierError"):
+        what = (
+            f"s3://{bucket}/{key}" if code == "InvalidObjectState" else f"The source of the copy to s3://{bucket}/{key}"
+        )
+        return ArchivedObjectError(
+            f"{what} is archived (GLACIER or DEEP_ARCHIVE) and not restored: nothing was read. "
+            f"To read it, {RESTORE_HINT}."
+        )
     if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
         if exc.response.get("ResponseMetadata", {}).get("RetryAttempts"):
             # The first attempt's answer was lost: it may have been the write that now exists.
@@ -313,7 +345,12 @@ def store_message(message: object) -> str:
 
 @contextmanager
 def translated(
-    operation: str, bucket: str | None = None, key: str | None = None, role_arn: str | None = None
+    operation: str,
+    bucket: str | None = None,
+    key: str | None = None,
+    role_arn: str | None = None,
+    *,
+    version_id: str | None = None,
 ) -> Iterator[None]:
     """Run a block of S3/STS calls, re-raising botocore failures as our errors (without their
     text). Python keeps the botocore error as the new one's suppressed ``__context__``
@@ -322,7 +359,7 @@ def translated(
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
-        raise translate(exc, operation, bucket, key, role_arn) from None
+        raise translate(exc, operation, bucket, key, role_arn, version_id) from None
 
 
 _E = TypeVar("_E", bound=BaseException)

@@ -54,6 +54,8 @@ class ObjectInfo:
     etag: str
     last_modified: datetime.datetime
     storage_class: str | None = None
+    #: set when one version was asked for (``version_id=``): every request about the object names it
+    version_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class ObjectInfo:
             "etag": self.etag,
             "last_modified": self.last_modified.isoformat(),
             "storage_class": self.storage_class,
+            "version_id": self.version_id,
         }
 
     @classmethod
@@ -73,7 +76,13 @@ class ObjectInfo:
             value["etag"],
             datetime.datetime.fromisoformat(value["last_modified"]),
             value.get("storage_class"),
+            value.get("version_id"),
         )
+
+
+def version_args(version_id: str | None) -> dict[str, Any]:
+    """``VersionId`` for a request about one version of an object; nothing for its current one."""
+    return {"VersionId": version_id} if version_id else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,8 @@ class Downloaded:
     etag: str
     last_modified: datetime.datetime | None
     skipped: bool = False
+    #: the version read, where the store keeps versions
+    version_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +111,7 @@ class Downloaded:
             "etag": self.etag,
             "last_modified": self.last_modified.isoformat() if self.last_modified else None,
             "skipped": self.skipped,
+            "version_id": self.version_id,
         }
 
 

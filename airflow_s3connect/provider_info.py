@@ -49,7 +49,11 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "S3 Connect",
-                "python-modules": ["airflow_s3connect.triggers.s3object", "airflow_s3connect.triggers.object_events"],
+                "python-modules": [
+                    "airflow_s3connect.triggers.s3object",
+                    "airflow_s3connect.triggers.object_events",
+                    "airflow_s3connect.triggers.restore",
+                ],
             }
         ],
         "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_s3connect.errors import ArgumentError, S3ConnectError, translated
 from airflow_s3connect.listing import Lister, ListQuery, listing_query
-from airflow_s3connect.objects import ObjectInfo
+from airflow_s3connect.objects import ObjectInfo, version_args
 from airflow_s3connect.scope import Scope
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class Selection:
     keys: Sequence[str] = ()
     query: ListQuery | None = None
     entries: Iterable[ObjectInfo | str] | None = None
+    #: one version of ``key`` (looked up even when ``lookup`` is off: its size and ETag are that version's)
+    version_id: str | None = None
     #: the listing, once :meth:`objects` ran one (its request and scan counts)
     lister: Lister | None = None
 
@@ -56,10 +58,14 @@ class Selection:
         manifest: tuple[str, Iterable[ObjectInfo | str]] | None = None,
         bucket: str | None = None,
         window: Mapping[str, Any] | None = None,
+        version_id: str | None = None,
     ) -> Selection:
-        """Exactly one of ``key``, ``keys``, ``prefix``/``pattern`` (with a ``window``:
-        modified_since / modified_until / min_size…), or ``manifest`` (its bucket and entries,
-        already checked against the scope)."""
+        """Exactly one of ``key`` (with ``version_id``: that version of it), ``keys``,
+        ``prefix``/``pattern`` (with a ``window``: modified_since / modified_until /
+        min_size…), or ``manifest`` (its bucket and entries, already checked against the
+        scope)."""
+        if version_id is not None and key is None:
+            raise ArgumentError(f"version_id={version_id!r} names a version of one object: give it with key=... .")
         given = (
             (key is not None)
             + (keys is not None)
@@ -74,7 +80,7 @@ class Selection:
         if key is not None:
             ref = scope.resolve(key, bucket)
             folder = posixpath.dirname(ref.key)
-            return cls(ref.bucket, folder + "/" if folder else "", ref.uri, key=ref.key)
+            return cls(ref.bucket, folder + "/" if folder else "", ref.uri, key=ref.key, version_id=version_id or None)
         if keys is not None:
             found_bucket, full = scope.resolve_keys([str(name) for name in keys], bucket)
             return cls(found_bucket, scope.prefix, f"s3://{found_bucket}/", keys=tuple(full))
@@ -86,7 +92,8 @@ class Selection:
         key looked up with a HeadObject when ``lookup`` (else its key); named keys and bare
         manifest entries as keys."""
         if self.key is not None:
-            yield head(client, self.bucket, self.key) if lookup else self.key
+            looked_up = lookup or self.version_id is not None
+            yield head(client, self.bucket, self.key, self.version_id) if looked_up else self.key
         elif self.query is not None:
             self.lister = Lister(client, self.bucket, self.query)
             yield from (entry for entry in self.lister if isinstance(entry, ObjectInfo))
@@ -127,10 +134,10 @@ def at_most(found: Iterable[T], max_objects: int, where: str, verb: str, done: s
     return taken
 
 
-def head(client: S3Client, bucket: str, key: str) -> ObjectInfo:
-    """One object as a listing would describe it, from a HeadObject (s3:GetObject)."""
-    with translated("HeadObject", bucket, key):
-        answer = client.head_object(Bucket=bucket, Key=key)
-    return ObjectInfo(
-        key, int(answer["ContentLength"]), str(answer["ETag"]), answer["LastModified"], answer.get("StorageClass")
-    )
+def head(client: S3Client, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+    """One object (or one version of it) as a listing would describe it, from a HeadObject
+    (s3:GetObject; s3:GetObjectVersion for a version)."""
+    with translated("HeadObject", bucket, key, version_id=version_id):
+        answer = client.head_object(Bucket=bucket, Key=key, **version_args(version_id))
+    return ObjectInfo(key, int(answer["ContentLength"]), str(answer["ETag"]), answer["LastModified"],
+                      answer.get("StorageClass"), version_id)  # fmt: skip

@@ -14,7 +14,13 @@ from botocore.exceptions import ClientError
 from airflow_s3connect.errors import ArgumentError, MacroError, S3ConnectError, WrongRegionError, translate
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.operators import (
+    S3CopyObjectsOperator,
+    S3DeleteObjectsOperator,
+    S3GetObjectOperator,
+    S3ListObjectsOperator,
+    S3PutObjectOperator,
+)
 from airflow_s3connect.operators.put_object import expand_source, file_extension
 from airflow_s3connect.sensors import S3ObjectSensor
 
@@ -42,6 +48,14 @@ BAD_ARGUMENTS: list[tuple[type, dict[str, Any], str]] = [
     (S3GetObjectOperator, {"prefix": "b/", "read_into_xcom": True}, "read_into_xcom=True reads one object"),
     (S3GetObjectOperator, {"key": "a"}, "Give local_dir=..."),
     (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "on_invalid_key": "ignore"}, "use 'fail' or 'skip'"),
+    (S3GetObjectOperator, {"prefix": "b/", "local_dir": "/tmp", "version_id": "v1"}, "give it with key=..."),
+    (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "version_id": "v1", "after": "delete"}, "use after='keep'"),
+    (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "restore": {"days": 0}}, "at least 1"),
+    (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "restore": {"days": 1, "tier": "Fast"}}, "use one of Bulk"),
+    (S3GetObjectOperator, {"key": "a", "local_dir": "/tmp", "restore": {"tier": "Bulk"}}, "give restore={'days': N"),
+    (S3CopyObjectsOperator, {"source_prefix": "a/", "version_id": "v1"}, "give it with source_key=..."),
+    (S3CopyObjectsOperator, {"source_key": "a", "restore": {"days": "2"}}, "whole number of days"),
+    (S3DeleteObjectsOperator, {"prefix": "a/", "version_id": "v1"}, "give it with key=..."),
 ]
 
 

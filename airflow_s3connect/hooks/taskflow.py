@@ -52,22 +52,28 @@ class TaskFlowMixin:
         return TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts, **sizes)
 
     # -- reading ---------------------------------------------------------------------------
-    def read(self, key: str, *, bucket: str | None = None, max_bytes: int = READ_LIMIT) -> bytes:
-        """The content of one object, in one request; refused above ``max_bytes``."""
+    def read(
+        self, key: str, *, bucket: str | None = None, max_bytes: int = READ_LIMIT, version_id: str | None = None
+    ) -> bytes:
+        """The content of one object (or one version of it), in one request; refused above ``max_bytes``."""
         from airflow_s3connect.downloads import read_object
 
         ref = self.resolve(key, bucket)
-        return read_object(self.get_conn(), ref.bucket, ref.key, max_bytes)[0]
+        return read_object(self.get_conn(), ref.bucket, ref.key, max_bytes, version_id)[0]
 
-    def open(self, key: str, *, bucket: str | None = None) -> IO[bytes]:
-        """A streaming reader of one object (use it in a ``with``): nothing is held in memory
-        but what you read. A body that ends early raises instead of looking complete."""
+    def open(self, key: str, *, bucket: str | None = None, version_id: str | None = None) -> IO[bytes]:
+        """A streaming reader of one object (or one version of it; use it in a ``with``):
+        nothing is held in memory but what you read. A body that ends early raises instead
+        of looking complete."""
         ref = self.resolve(key, bucket)
-        return self._body(ref.bucket, ref.key)
+        return self._body(ref.bucket, ref.key, version_id)
 
-    def _body(self, bucket: str, key: str) -> IO[bytes]:
-        with translated("GetObject", bucket, key):
-            return self.get_conn().get_object(Bucket=bucket, Key=key)["Body"]  # type: ignore[return-value]
+    def _body(self, bucket: str, key: str, version_id: str | None = None) -> IO[bytes]:
+        from airflow_s3connect.objects import version_args
+
+        with translated("GetObject", bucket, key, version_id=version_id):
+            answer = self.get_conn().get_object(Bucket=bucket, Key=key, **version_args(version_id))
+            return answer["Body"]  # type: ignore[return-value]
 
     def iter_objects(
         self,
@@ -131,9 +137,11 @@ class TaskFlowMixin:
         prefix: str | None = None,
         pattern: str | None = None,
         bucket: str | None = None,
+        version_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Download one object or every match into ``local_dir`` (paths kept below the
-        prefix), in parallel ranged GETs, each file complete or absent. Returns Get's shape."""
+        """Download one object (with ``version_id``, that version of it) or every match into
+        ``local_dir`` (paths kept below the prefix), in parallel ranged GETs, each file
+        complete or absent. Returns Get's shape."""
         from airflow_s3connect.downloads import Downloader, DownloadTask
         from airflow_s3connect.local import LocalTree
         from airflow_s3connect.selection import Selection
@@ -142,15 +150,14 @@ class TaskFlowMixin:
             raise S3ConnectError("Give either key=... or prefix=... / pattern=... .")
         scope = self.scope_settings.scope
         tree = LocalTree(Path(local_dir).expanduser())
-        selection = Selection.of(scope, key=key, prefix=prefix, pattern=pattern, bucket=bucket)
+        selection = Selection.of(scope, key=key, prefix=prefix, pattern=pattern, bucket=bucket, version_id=version_id)
         target = selection.bucket
         # One key keeps its path below the connection's prefix; a listing's, below its base.
         under = scope.prefix if key is not None else selection.base
         tasks = [
-            DownloadTask(item, tree.path_for(item, under)) if isinstance(item, str)
-            else DownloadTask(item.key, tree.path_for(item.key, under), item.size, item.etag, item.last_modified)
+            DownloadTask.of(item, tree.path_for(item if isinstance(item, str) else item.key, under))
             for item in selection.objects(self.get_conn(), lookup=False)
-        ]  # fmt: skip
+        ]
         downloader = Downloader(self.get_conn(), target, self.transfer_config())
         return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 
@@ -211,9 +218,11 @@ class TaskFlowMixin:
         pattern: str | None = None,
         bucket: str | None = None,
         max_objects: int = 10_000,
+        version_id: str | None = None,
     ) -> list[str]:
         """Delete ``keys``, or every match of ``prefix``/``pattern`` (refused, before any
-        delete, above ``max_objects``), 1,000 per request. Returns the deleted keys."""
+        delete, above ``max_objects``), 1,000 per request; with ``version_id``, that version
+        of the one key given, for good. Returns the deleted keys."""
         from airflow_s3connect.connection import is_aws_endpoint
         from airflow_s3connect.deletes import BatchDelete
         from airflow_s3connect.objects import ObjectInfo
@@ -221,7 +230,15 @@ class TaskFlowMixin:
 
         if (keys is None) == (prefix is None and pattern is None):
             raise S3ConnectError("Give either keys=[...] or prefix=... / pattern=... .")
-        selection = Selection.of(self.scope_settings.scope, keys=keys, prefix=prefix, pattern=pattern, bucket=bucket)
+        if version_id is not None:
+            named = [keys] if isinstance(keys, str) else list(keys or [])
+            if len(named) != 1:
+                raise S3ConnectError("version_id names a version of one object: give keys=[that key].")
+            selection = Selection.of(self.scope_settings.scope, key=named[0], bucket=bucket, version_id=version_id)
+        else:
+            selection = Selection.of(
+                self.scope_settings.scope, keys=keys, prefix=prefix, pattern=pattern, bucket=bucket
+            )
         target = selection.bucket
         found = selection.at_most(self.get_conn(), max_objects, "delete", "deleted", lookup=False)
         delete = BatchDelete(self.get_conn(), target, if_match=is_aws_endpoint(self.settings.endpoint_url))
@@ -241,6 +258,7 @@ class TaskFlowMixin:
         bucket: str | None = None,
         overwrite: bool = True,
         skip_unchanged: bool = False,
+        version_id: str | None = None,
         **write_options: Any,
     ) -> list[dict[str, Any]]:
         """Copy from ``source`` (another S3ConnectHook; default this one) into this
@@ -257,7 +275,7 @@ class TaskFlowMixin:
         if (source_key is None) == (source_prefix is None and source_pattern is None):
             raise S3ConnectError("Give either source_key=... or source_prefix=... / source_pattern=... .")
         selection = Selection.of(origin.scope_settings.scope, key=source_key, prefix=source_prefix,
-                                 pattern=source_pattern, bucket=source_bucket)  # fmt: skip
+                                 pattern=source_pattern, bucket=source_bucket, version_id=version_id)  # fmt: skip
         origin_bucket, base = selection.bucket, selection.base
         listed = [item for item in selection.objects(origin.get_conn()) if isinstance(item, ObjectInfo)]
         scope = self.scope_settings.scope

@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -18,7 +18,13 @@ from airflow.sdk import BaseOperator
 
 from airflow_s3connect.cleanup import OpenResources
 from airflow_s3connect.connection import DEFAULT_CONN_ID
-from airflow_s3connect.errors import ArgumentError, S3ConnectError, SourceNotFoundError, translated
+from airflow_s3connect.errors import (
+    ArchivedObjectError,
+    ArgumentError,
+    S3ConnectError,
+    SourceNotFoundError,
+    translated,
+)
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE
 from airflow_s3connect.manifests import (
@@ -33,6 +39,7 @@ from airflow_s3connect.manifests import (
 )
 from airflow_s3connect.mixins import MacroFieldsMixin
 from airflow_s3connect.objects import ObjectInfo, TransferConfig
+from airflow_s3connect.restores import Restore, unrestored
 from airflow_s3connect.scope import ObjectRef
 from airflow_s3connect.uploads import abort_uploads, release_reservations
 from airflow_s3connect.writes import WriteOptions, parse_json_object, parse_tags
@@ -303,6 +310,53 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         summary = {"count": sink.count, "bytes": sink.bytes, "truncated": truncated, "requests": self._counter.requests}
         context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
         return sink.result()
+
+    # -- archived objects ---------------------------------------------------------------------
+    def readable(
+        self, hook: S3ConnectHook, bucket: str, objects: Iterable[T], restore: Mapping[str, Any] | None,
+        poll_interval: float,
+    ) -> Iterable[T]:  # fmt: skip
+        """``objects`` once every archived one (GLACIER, DEEP_ARCHIVE) among them can be read.
+
+        Without ``restore``: streamed, and the first archived object not restored fails the
+        task (naming the option) before it is read. With it: read in full first; those not
+        restored are asked to be, and the task defers until they are
+        (:class:`~airflow_s3connect.triggers.restore.S3RestoreTrigger`), then runs again."""
+        plan = Restore.of(restore)
+        client = hook.get_conn()
+        if plan is None:
+            return (
+                item
+                for item in objects
+                if not isinstance(item, ObjectInfo) or not unrestored(client, bucket, [item], None)
+            )
+        found = list(objects)
+        waiting = unrestored(client, bucket, [item for item in found if isinstance(item, ObjectInfo)], plan)
+        if not waiting:
+            return found
+        from airflow_s3connect.triggers.restore import S3RestoreTrigger
+
+        self.log.info("Restoring %d archived objects (%s, %d days); waiting in the triggerer", len(waiting),
+                      plan.tier, plan.days)  # fmt: skip
+        self.defer(
+            trigger=S3RestoreTrigger(
+                s3connect_conn_id=hook.s3connect_conn_id,
+                prefix_values=hook.prefix_values,
+                bucket=bucket,
+                objects=[{"key": info.key, "version_id": info.version_id} for info in waiting],
+                poll_interval=poll_interval,
+            ),
+            method_name="resume_after_restore",
+        )
+        raise AssertionError("defer() raises")  # pragma: no cover
+
+    def resume_after_restore(self, context: Any, event: dict[str, Any]) -> Any:
+        """The archived objects are readable now: run the whole task again (a restored
+        object stays readable for the restore's days)."""
+        if event.get("status") != "success":
+            raise ArchivedObjectError(f"Waiting for the restore failed: {event.get('message', event)}")
+        self.log.info("Archived objects restored (polled %d times)", event.get("polls", 0))
+        return self.execute(context)
 
     def manifest_entries(
         self, reference: str | Mapping[str, Any], hook: S3ConnectHook, bucket: str | None

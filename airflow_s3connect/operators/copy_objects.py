@@ -8,12 +8,13 @@ from functools import cached_property
 from typing import Any
 
 from airflow_s3connect.copies import Copier, CopyTask
-from airflow_s3connect.errors import ArgumentError, translated
+from airflow_s3connect.errors import ArgumentError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.macros import MacroValues
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
-from airflow_s3connect.objects import ObjectInfo, result_entry
+from airflow_s3connect.objects import result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
+from airflow_s3connect.restores import Restore
 from airflow_s3connect.selection import Selection, head
 
 #: Default cap on how many objects one task copies.
@@ -54,6 +55,10 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         the source ETag the copy recorded in its metadata).
     :param overwrite: False: never replace an existing object (create-only writes).
     :param max_objects: refuse, before copying anything, more than this many (10,000).
+    :param version_id: with ``source_key``: copy that version of it (s3:GetObjectVersion).
+    :param restore: ``{"days": N, "tier": ...}``: restore sources in GLACIER or DEEP_ARCHIVE
+        first, waiting in the triggerer (see :class:`S3GetObjectOperator`); without it such a
+        source fails the task before anything is copied, naming this option.
 
     Returns (``results="list"``) ``[{source_uri, uri, key, size, etag, method}]`` with ``key``
     relative to the target's path_prefix and ``method`` ``"server"``, ``"stream"`` or
@@ -65,6 +70,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
 
     template_fields: Sequence[str] = (
         "source_key",
+        "version_id",
         "source_prefix",
         "source_pattern",
         "source_bucket",
@@ -90,10 +96,17 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         overwrite: bool = True,
         max_objects: int = MAX_COPY,
         manifest: str | Mapping[str, Any] | None = None,
+        version_id: str | None = None,
+        restore: Mapping[str, Any] | None = None,
+        restore_poll_interval: float = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         require_one_target(source_key, source_prefix, source_pattern, manifest, names="source_key")
+        if version_id is not None and source_key is None:
+            raise ArgumentError("version_id names a version of one object: give it with source_key=... .")
+        Restore.of(restore)  # a wrong restore= is refused when the DAG is parsed
+        self.version_id, self.restore, self.restore_poll_interval = version_id, restore, restore_poll_interval
         if max_objects < 1:
             raise ArgumentError(f"max_objects={max_objects}: give at least 1.")
         self.source_key = source_key
@@ -129,12 +142,14 @@ class S3CopyObjectsOperator(S3ConnectOperator):
             selection = Selection.of(source_scope, manifest=manifest)
         else:
             selection = Selection.of(source_scope, key=self.source_key, prefix=self.source_prefix,
-                                     pattern=self.source_pattern, bucket=self.source_bucket)  # fmt: skip
+                                     pattern=self.source_pattern, bucket=self.source_bucket,
+                                     version_id=self.version_id)  # fmt: skip
         source_bucket, base, where = selection.bucket, selection.base, selection.where
         self.persist_console_link(context, target_scope.bucket_for(self.bucket), target_scope.prefix)
         listed = selection.at_most(source_client, self.max_objects, "copy", "copied")
         # Every copy request pins the source's ETag: a named source is looked up once.
         found = [head(source_client, source_bucket, item) if isinstance(item, str) else item for item in listed]
+        found = list(self.readable(self.source_hook, source_bucket, found, self.restore, self.restore_poll_interval))
         sink.check_count(len(found), "objects to copy")
         target_bucket = target_scope.bucket_for(self.bucket)
         tasks = []
@@ -166,9 +181,3 @@ class S3CopyObjectsOperator(S3ConnectOperator):
         )
         self.record_lineage(inputs=[where], outputs=lineage_uris(uris, f"s3://{target_bucket}/{target_scope.prefix}"))
         return self.sink_result(context, sink)
-
-    def _head(self, bucket: str, key: str) -> ObjectInfo:
-        """A named (not listed) source object's size and ETag, which every copy request pins."""
-        with translated("HeadObject", bucket, key):
-            head = self.source_hook.get_conn().head_object(Bucket=bucket, Key=key)
-        return ObjectInfo(key, head["ContentLength"], head["ETag"], head["LastModified"])

@@ -37,6 +37,9 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         (datetime or ISO string, e.g. ``"{{ data_interval_start }}"``).
     :param dry_run: list and report what would be deleted; delete nothing.
     :param max_objects: refuse to delete more than this many (default 10,000).
+    :param version_id: with ``key``: delete that version of it, for good
+        (s3:DeleteObjectVersion); without it a versioned bucket keeps the old versions
+        behind a delete marker.
 
     Returns (``results="list"``) the deleted objects, each ``{key, uri, size, etag,
     last_modified, storage_class}`` (``size`` and the rest are None for ``key``/``keys``/
@@ -46,7 +49,8 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
     """
 
     template_fields: Sequence[str] = (
-        "key", "keys", "prefix", "pattern", "modified_before", "manifest", *RESULT_FIELDS, *CONNECTION_FIELDS,
+        "key", "version_id", "keys", "prefix", "pattern", "modified_before", "manifest", *RESULT_FIELDS,
+        *CONNECTION_FIELDS,
     )  # fmt: skip
     macro_fields = ("key", "keys", "prefix", "manifest_key")
     pattern_fields = ("pattern",)
@@ -62,9 +66,13 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
         dry_run: bool = False,
         max_objects: int = MAX_DELETE,
         manifest: str | Mapping[str, Any] | None = None,
+        version_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if version_id is not None and key is None:
+            raise ArgumentError("version_id names a version of one object: give it with key=... .")
+        self.version_id = version_id
         named = (key is not None) + (keys is not None) + (manifest is not None)
         if named + (prefix is not None or pattern is not None) != 1:
             raise ArgumentError("Give exactly one of key=..., keys=[...], manifest=... or prefix=... / pattern=... .")
@@ -89,7 +97,8 @@ class S3DeleteObjectsOperator(S3ConnectOperator):
             {"modified_until": parse_moment(self.modified_before, "modified_before")} if self.modified_before else {}
         )
         selection = Selection.of(scope, key=self.key, keys=self.keys, prefix=self.prefix, pattern=self.pattern,
-                                 manifest=manifest, bucket=self.bucket, window=window)  # fmt: skip
+                                 manifest=manifest, bucket=self.bucket, window=window,
+                                 version_id=self.version_id)  # fmt: skip
         bucket, where = selection.bucket, selection.where
         self.persist_console_link(context, bucket, selection.base)
         found = selection.at_most(self.client, self.max_objects, "delete", "deleted", lookup=False)

@@ -15,8 +15,9 @@ from airflow_s3connect.local import LocalTree
 from airflow_s3connect.mixins import CONNECTION_FIELDS, require_one_target
 from airflow_s3connect.objects import Downloaded, ObjectInfo, result_entry
 from airflow_s3connect.operators.base import RESULT_FIELDS, S3ConnectOperator, lineage_uris
+from airflow_s3connect.restores import Restore
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.selection import Selection
+from airflow_s3connect.selection import Selection, head
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 from airflow_s3connect.writes import WriteOptions
 
@@ -72,6 +73,11 @@ class S3GetObjectOperator(S3ConnectOperator):
     :param on_invalid_key: with ``prefix``, what to do with a listed key that cannot be a local
         path (backslashes, ``.``/``..`` or empty segments): ``"fail"`` (default, before any
         download) or ``"skip"`` it with a warning and fetch the rest.
+    :param version_id: with ``key``: that version of it (s3:GetObjectVersion), not the current one.
+    :param restore: ``{"days": N, "tier": "Bulk" | "Standard" | "Expedited"}``: objects in
+        GLACIER or DEEP_ARCHIVE are restored first (s3:RestoreObject) while the task waits in
+        the triggerer, polling every ``restore_poll_interval`` seconds. Without it such an
+        object fails the task before it is read, with an error naming this option.
 
     Returns (``results="list"``) ``[{key, uri, local_path, size, etag, last_modified,
     skipped}]`` with keys relative to path_prefix (``read_into_xcom``: the text); a listing
@@ -81,6 +87,7 @@ class S3GetObjectOperator(S3ConnectOperator):
 
     template_fields: Sequence[str] = (
         "key",
+        "version_id",
         "prefix",
         "pattern",
         "local_dir",
@@ -110,10 +117,19 @@ class S3GetObjectOperator(S3ConnectOperator):
         fail_on_empty: bool = False,
         on_invalid_key: Literal["fail", "skip"] = "fail",
         manifest: str | Mapping[str, Any] | None = None,
+        version_id: str | None = None,
+        restore: Mapping[str, Any] | None = None,
+        restore_poll_interval: float = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         require_one_target(key, prefix, pattern, manifest)
+        if version_id is not None and key is None:
+            raise ArgumentError("version_id names a version of one object: give it with key=... .")
+        if version_id is not None and after != "keep":
+            raise ArgumentError(f"after={after!r} acts on the current object, not on version_id: use after='keep'.")
+        Restore.of(restore)  # a wrong restore= is refused when the DAG is parsed
+        self.version_id, self.restore, self.restore_poll_interval = version_id, restore, restore_poll_interval
         if incremental not in (None, "interval", "watermark"):
             raise ArgumentError(f"incremental={incremental!r}: use None, 'interval' or 'watermark'.")
         if incremental and key is not None:
@@ -151,7 +167,10 @@ class S3GetObjectOperator(S3ConnectOperator):
             ref = self.hook.resolve(self.key, self.bucket)
             after = self._after(scope, ref.bucket, ref.key.rpartition("/")[0])  # checked before the read
             self.persist_console_link(context, ref.bucket, ref.key.rpartition("/")[0])
-            content, etag = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes)
+            if self.restore is not None:
+                info = head(self.client, ref.bucket, ref.key, self.version_id)
+                list(self.readable(self.hook, ref.bucket, [info], self.restore, self.restore_poll_interval))
+            content, etag = read_object(self.client, ref.bucket, ref.key, self.max_xcom_bytes, self.version_id)
             try:
                 text = content.decode(self.encoding)
             except UnicodeDecodeError:
@@ -171,7 +190,7 @@ class S3GetObjectOperator(S3ConnectOperator):
         listing = self.key is None and manifest is None
         selection = Selection.of(
             scope, key=self.key, prefix=self.prefix or "" if listing else None, pattern=self.pattern,
-            manifest=manifest, bucket=self.bucket, window=window,
+            manifest=manifest, bucket=self.bucket, window=window, version_id=self.version_id,
         )  # fmt: skip
         bucket = selection.bucket
         if self.key is not None:
@@ -180,13 +199,20 @@ class S3GetObjectOperator(S3ConnectOperator):
             # The key's path below the connection's prefix, not its last segment: mapped Gets of
             # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
             local = LocalTree(local_dir).path_for(selection.key, scope.prefix)
-            tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local)])
+            if self.version_id is None and self.restore is None:
+                tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local)])  # no HEAD: the GET tells
+            else:
+                (info,) = self.readable(self.hook, bucket, [head(self.client, bucket, selection.key, self.version_id)],
+                                        self.restore,
+                                        self.restore_poll_interval)  # fmt: skip
+                tasks = iter([DownloadTask.of(info, local)])
         else:
             base = selection.base
             if self.incremental == "watermark":
                 watermark = self._previous_watermark(context)
-            objects = selection.objects(self.client, lookup=False)
-            tasks = self._plan(objects, base, LocalTree(local_dir), watermark)
+            objects = self.readable(self.hook, bucket, selection.objects(self.client, lookup=False), self.restore,
+                                    self.restore_poll_interval)  # fmt: skip
+            tasks = self._plan(iter(objects), base, LocalTree(local_dir), watermark)
         # For a list, the listing in full first: too many is refused before any download.
         tasks = iter(sink.bounded(tasks, "objects to download"))
 

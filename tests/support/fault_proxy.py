@@ -27,6 +27,10 @@ matches, gets that fault instead of (or on top of) moto's answer:
   newer objects and completed after them (visible late, dated early);
 - ``initiated``: a ListMultipartUploads answer whose uploads carry the time of the answer
   as ``Initiated``, as S3 reports it (moto answers a fixed date in 2010);
+- ``restoring``: a HeadObject answer whose ``x-amz-restore`` says a restore is done is made
+  to say it is still going on (``ongoing-request="true"``), as S3 answers for hours after a
+  RestoreObject (moto restores at once); an answer without the header (no restore asked
+  yet) is left alone and not counted;
 - ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
   as a store answers a ranged GET of an empty object.
 
@@ -72,6 +76,8 @@ def operation_of(method: str, path: str, query: dict[str, list[str]], headers: d
         return "CreateMultipartUpload"
     if method == "GET" and "uploads" in query:
         return "ListMultipartUploads"
+    if method == "POST" and "restore" in query:
+        return "RestoreObject"
     if method == "POST" and "delete" in query:
         return "DeleteObjects"
     if method == "POST" and "uploadId" in query:
@@ -159,6 +165,12 @@ class FaultProxy:
             self.faults = list(faults)
             self.injected.clear()
             self.operations.clear()
+
+    def unpick(self, fault: Fault) -> None:
+        """``fault`` did not apply after all (its condition is in the answer): not counted."""
+        with self._lock:
+            fault.seen -= 1
+            self.injected.pop(max(i for i, done in enumerate(self.injected) if done.kind == fault.kind))
 
     def _pick(self, operation: str, path: str, headers: dict[str, str]) -> Fault | None:
         with self._lock:
@@ -262,6 +274,12 @@ class _Handler(BaseHTTPRequestHandler):
             answer = _backdated(answer, fault.subject, fault.delay)
         if fault is not None and fault.kind == "noetag":
             answer = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", answer)
+        if fault is not None and fault.kind == "restoring":
+            if any(k.lower() == "x-amz-restore" for k, _ in upstream_headers):
+                upstream_headers = [(k, v) for k, v in upstream_headers if k.lower() != "x-amz-restore"]
+                upstream_headers.append(("x-amz-restore", 'ongoing-request="true"'))
+            else:
+                self.owner.unpick(fault)
         if operation == "ListObjectsV2":
             blocks = re.findall(rb"<Contents>.*?</Contents>", answer, re.S)
             if fault is not None and fault.kind == "repeat" and self.owner.last_listed:
