@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from airflow_s3connect.errors import ArgumentError
+from airflow_s3connect.errors import ArgumentError, MacroError
+from airflow_s3connect.macros import macro_names
 
 #: Requests that create an object and take its attributes.
 CREATE = frozenset({"PutObject", "CreateMultipartUpload", "CopyObject"})
@@ -176,6 +177,11 @@ class WriteOptions:
     def args(self, operation: str) -> dict[str, Any]:
         """The parameters of ``operation`` these options make (:data:`ROUTES`), with the
         writer's metadata; for a copy, the directives that make S3 apply them."""
+        if operation in CREATE and (pending := sorted({m for v in self.tags.values() for m in macro_names(v)})):
+            raise MacroError(
+                f"tags {dict(self.tags)!r} name {{{pending[0]}}}, which only a run can fill: write through an "
+                "s3connect operator (or call hook.render_path_prefix(...) first), or give the tag's value itself."
+            )
         params: dict[str, Any] = {}
         for route in ROUTES:
             value = getattr(self, route.option)

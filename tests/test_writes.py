@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,51 @@ def test_header_mode_sends_content_md5_with_delete_objects(moto: MotoServer) -> 
     (request,) = rec.s3()
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["content-md5"] == base64.b64encode(hashlib.md5(request.body).digest()).decode()
+
+
+TAGGED_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import S3PutObjectOperator
+
+with DAG("s3c_tag_macros", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+    S3PutObjectOperator(task_id="conns", s3connect_conn_id="tagged", key="t/conn.txt", data="x")
+    S3PutObjectOperator(task_id="own", s3connect_conn_id="tagged", key="t/{date}.txt", data="x",
+                        tags={"run": "{connection_run_id}", "day": "{date}"})
+"""
+
+
+def test_macros_in_tag_values_are_filled_from_the_run(moto: MotoServer, airflow_db: Path) -> None:
+    """The connection's tags and the operator's, each from the run's values; a hook used
+    outside a run refuses to write a tag it cannot fill instead of storing ``{tenant}``."""
+    import datetime
+    import os
+
+    from airflow_s3connect.errors import MacroError
+    from tests.support.dag_runner import run_dag, write_dag
+
+    conn = {"conn_type": "s3connect", "login": "AKIA1", "password": "s",
+            "extra": {"endpoint_url": moto.url, "region_name": REGION, "bucket": BUCKET, "tenant": "acme",
+                      "tags": "owner={tenant}&team=data"}}  # fmt: skip
+    os.environ["AIRFLOW_CONN_TAGGED"] = json.dumps(conn)
+    try:
+        with pytest.raises(MacroError, match=r"name \{tenant\}, which only a run can fill"):
+            S3ConnectHook(s3connect_conn_id="tagged").upload("t/direct.txt", data=b"x")
+        path = write_dag("s3c_tag_macros", TAGGED_DAG)
+        result = run_dag(path, "s3c_tag_macros", datetime.datetime(2025, 4, 2, tzinfo=datetime.timezone.utc))
+    finally:
+        del os.environ["AIRFLOW_CONN_TAGGED"]
+    admin = moto.admin_client("s3")
+    assert admin.list_objects_v2(Bucket=BUCKET, Prefix="t/direct").get("KeyCount", 0) == 0
+
+    def tags(task: str) -> dict[str, str]:
+        (written,) = result.value(task)
+        key = written["uri"].removeprefix(f"s3://{BUCKET}/")
+        return {t["Key"]: t["Value"] for t in admin.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+
+    assert tags("conns") == {"owner": "acme", "team": "data"}
+    own = tags("own")  # the operator's tags replace the connection's
+    assert re.fullmatch(r"\d{4}_\d{2}_\d{2}", own["day"])
+    assert sorted(own) == ["day", "run"]
+    assert own["run"]
+    assert "{" not in own["run"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from airflow_s3connect.macros import (
     render,
 )
 from airflow_s3connect.scope import ObjectRef
+from airflow_s3connect.writes import parse_tags
 
 if TYPE_CHECKING:
     import boto3
@@ -124,7 +126,21 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         """
         template = self._template
         scoped = values.for_scope(self.fixed_macros(), macro_names(template))
+        self._render_tags(values)
         return self.pin_path_prefix(render(template, scoped))
+
+    def _render_tags(self, values: MacroValues) -> None:
+        """The connection's tag values with this run's macros (``owner={tenant}``), filled
+        as its path_prefix is: the connection's fixed values win, run conf is not read."""
+        tags = parse_tags(self.settings.tags)
+        used = {name for value in tags.values() for name in macro_names(value)}
+        if not used:
+            return
+        scoped = values.for_scope(self.fixed_macros(), used)
+        rendered = {name: render(value, scoped) for name, value in tags.items()}
+        with self._lock:
+            self._settings = dataclasses.replace(self.settings, tags=json.dumps(rendered))
+            self._client = None  # its write options are bound when it is built
 
     def pin_path_prefix(self, rendered: str) -> str:
         """Work under ``rendered``, which must be an instance of the connection's path_prefix

@@ -26,7 +26,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
-from airflow_s3connect.macros import NAMESPACE
+from airflow_s3connect.macros import NAMESPACE, MacroValues, macro_names, render
 from airflow_s3connect.manifests import (
     SUMMARY_XCOM_KEY,
     Results,
@@ -179,6 +179,14 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         self._counter: RequestCounter | None = None
 
     # -- wiring -------------------------------------------------------------------------
+    def _render_macros(self, context: Any) -> None:
+        """Key macros, and in tag values too (``tags={"run": "{connection_run_id}"}``)."""
+        super()._render_macros(context)
+        tags = parse_tags(self.tags)
+        if any(macro_names(value) for value in tags.values()):
+            values = MacroValues(context, self.macro_overrides(), self.hook.macro_fallbacks())
+            self.tags = {name: render(value, values) for name, value in tags.items()}
+
     @property
     def client(self) -> S3Client:
         return self.hook.get_conn()
