@@ -15,7 +15,10 @@ The connection's ``checksum_mode`` chooses
   every store verifies Content-MD5, and where the answer's ETag is an MD5 (single-part
   objects and parts without SSE-KMS/SSE-C) we compare it with ours: a store that kept
   other bytes fails the write with :class:`IntegrityError` instead of a green task.
-  The default for any custom endpoint;
+  Under SSE-KMS or SSE-C the ETag is no MD5: the checksum the store answers is compared
+  instead, and a store that answers none has the object read back (each part of a
+  multipart upload by ``PartNumber`` once it completes) and its MD5 compared; never
+  skipped silently. The default for any custom endpoint;
 * ``off``: no checksum at all (only for a store that refuses even the headers).
 """
 
@@ -68,15 +71,18 @@ def _hasher(algorithm: str) -> Any:
     return classes[check_algorithm(algorithm)]()
 
 
-def _digest_body(body: Any, algorithm: str) -> tuple[str, str, str]:
-    """(checksum as base64, MD5 as base64, MD5 as hex) of a body, left where it was."""
+def _digest_body(body: Any, algorithm: str) -> tuple[str, str, str, int]:
+    """(checksum as base64, MD5 as base64, MD5 as hex, size) of a body, left where it was."""
     checksum, md5 = _hasher(algorithm), hashlib.md5(usedforsecurity=False)
+    size = 0
     if isinstance(body, bytes | bytearray | memoryview):
         checksum.update(bytes(body))
         md5.update(body)
+        size = len(body)
     elif isinstance(body, str):
         checksum.update(body.encode())
         md5.update(body.encode())
+        size = len(body.encode())
     else:
         seekable = getattr(body, "seekable", None)  # s3transfer's part chunks have seek/tell only
         if not (hasattr(body, "seek") and hasattr(body, "tell")) or (callable(seekable) and not seekable()):
@@ -88,9 +94,33 @@ def _digest_body(body: Any, algorithm: str) -> tuple[str, str, str]:
         while chunk := body.read(_CHUNK):
             checksum.update(chunk)
             md5.update(chunk)
+            size += len(chunk)
         body.seek(start)
     digest = md5.digest()
-    return checksum.b64digest(), base64.b64encode(digest).decode(), digest.hex()
+    return checksum.b64digest(), base64.b64encode(digest).decode(), digest.hex(), size
+
+
+#: Request parameters a read-back repeats: the object's SSE-C key (the store needs it to read).
+_SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5", "RequestPayer", "ExpectedBucketOwner")
+
+
+def _encrypted(parsed: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """Whether the answer's ETag is no MD5: SSE-KMS (asked or the bucket's default) or SSE-C."""
+    return str(parsed.get("ServerSideEncryption", "")).startswith("aws:kms") or bool(
+        parsed.get("SSECustomerAlgorithm") or sent.get("SSECustomerAlgorithm")
+    )
+
+
+def read_back_md5(client: Any, where: dict[str, Any], span: tuple[int, int] | None = None) -> str:
+    """The MD5 of what the store holds (bytes ``span`` = (first, size) of it), read back in
+    1 MiB reads: the check of last resort under encryption, when the store answers no checksum."""
+    extra = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
+    body = client.get_object(**where, **extra)["Body"]
+    md5 = hashlib.md5(usedforsecurity=False)
+    with body:
+        while chunk := body.read(_CHUNK):
+            md5.update(chunk)
+    return md5.hexdigest()
 
 
 def register(client: Any, mode: str) -> None:
@@ -98,19 +128,23 @@ def register(client: Any, mode: str) -> None:
     if mode not in ("header", "off"):
         return
     events = client.meta.events
+    #: Encrypted multipart uploads without a checksum answer: upload id → {part: MD5}, read back at completion.
+    unverified: dict[str, dict[int, tuple[str | None, int]]] = {}
 
     def before_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         algorithm = params.pop("ChecksumAlgorithm", None) or "CRC32"
         if mode == "off" or any(name.startswith("Checksum") for name in params) or "Body" not in params:
             return
-        checksum, md5_b64, md5_hex = _digest_body(params["Body"], algorithm)
+        checksum, md5_b64, md5_hex, size = _digest_body(params["Body"], algorithm)
+        context["s3connect_size"] = size
         params[f"Checksum{algorithm.upper()}"] = checksum
         params["ContentMD5"] = md5_b64
         context["s3connect_checksum"] = (f"Checksum{algorithm.upper()}", checksum)
-        if not params.get("SSECustomerAlgorithm") and not str(params.get("ServerSideEncryption", "")).startswith(
-            "aws:kms"
-        ):
-            context["s3connect_md5"] = md5_hex
+        context["s3connect_md5"] = md5_hex
+        context["s3connect_where"] = {
+            "Bucket": params.get("Bucket"), "Key": params.get("Key"), "UploadId": params.get("UploadId"),
+            "PartNumber": params.get("PartNumber"), **{n: params[n] for n in _SSE_C_PARAMS if n in params},
+        }  # fmt: skip
 
     def no_algorithm(params: dict[str, Any], **_: Any) -> None:
         # The store would then expect a composite checksum of the parts at completion.
@@ -125,6 +159,26 @@ def register(client: Any, mode: str) -> None:
         sent = context.get("s3connect_md5")
         if sent is None or "Error" in parsed or http_response.status_code >= 300:
             return
+        where = dict(context["s3connect_where"])
+        if _encrypted(parsed, where):
+            name, value = context["s3connect_checksum"]
+            upload, part = where.pop("UploadId"), where.pop("PartNumber")
+            if parsed.get(name) is not None:
+                if parsed[name] != value:
+                    raise IntegrityError(
+                        f"{model.name}: the store answered {name} {parsed[name]} for a body whose checksum is "
+                        f"{value}: it stored other bytes than were sent. Nothing is reported written."
+                    )
+                sent = None  # vouched for; its size still places the parts after it
+            if upload:  # a part cannot be read before its upload completes
+                unverified.setdefault(upload, {})[part] = (sent, context["s3connect_size"])
+            elif sent is None:
+                return
+            else:
+                version = {"VersionId": parsed["VersionId"]} if parsed.get("VersionId") else {}
+                _compare(model.name, read_back_md5(client, {**where, **version}), sent)
+            parsed.setdefault(name, value)
+            return
         found = _MD5_ETAG.match(str(parsed.get("ETag", "")))
         if not found or found.group(1) == sent:
             # Stores that ignore the checksum header answer none: report the one sent, whose
@@ -137,6 +191,23 @@ def register(client: Any, mode: str) -> None:
             "it stored other bytes than were sent. Nothing is reported written; check the store and "
             "the connection's checksum_mode."
         )
+
+    def before_complete(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["s3connect_where"] = {n: params[n] for n in ("Bucket", "Key", *_SSE_C_PARAMS) if n in params}
+        context["s3connect_upload"] = params.get("UploadId")
+
+    def after_complete(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        parts = unverified.pop(context.get("s3connect_upload") or "", None)
+        if not parts or "Error" in parsed or http_response.status_code >= 300:
+            return
+        where = dict(context["s3connect_where"])
+        if parsed.get("VersionId"):
+            where["VersionId"] = parsed["VersionId"]
+        first = 0
+        for number, (md5, size) in sorted(parts.items()):  # the parts in the object's order: their ranges
+            if size and md5 is not None:
+                _compare(f"UploadPart {number}", read_back_md5(client, where, (first, size)), md5)
+            first += size
 
     def delete_md5(params: dict[str, Any], **_: Any) -> None:
         # Some stores (OpenStack Swift) require Content-MD5 on DeleteObjects, whose body
@@ -151,3 +222,13 @@ def register(client: Any, mode: str) -> None:
         events.register(f"after-call.s3.{operation}", after_body)
     events.register("before-parameter-build.s3.CreateMultipartUpload", no_algorithm)
     events.register("before-parameter-build.s3.CompleteMultipartUpload", plain_parts)
+    events.register("before-parameter-build.s3.CompleteMultipartUpload", before_complete)
+    events.register("after-call.s3.CompleteMultipartUpload", after_complete)
+
+
+def _compare(what: str, stored: str, sent: str) -> None:
+    if stored != sent:
+        raise IntegrityError(
+            f"{what}: the store holds bytes whose MD5 is {stored}, read back, for a body whose MD5 is {sent}: "
+            "it stored other bytes than were sent. Nothing is reported written; check the store."
+        )

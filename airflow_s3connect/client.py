@@ -14,6 +14,7 @@ No Airflow here. botocore does the hard parts: SigV4, the default credential cha
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import datetime
 import email.utils
@@ -37,13 +38,14 @@ from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
 )
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_s3connect import __version__, checksums, redaction, wire
 from airflow_s3connect.allowlist import PRESIGN_REFUSED, check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
-from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, ScopeError
+from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, S3ConnectError, ScopeError
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.writes import WriteOptions
+from airflow_s3connect.writes import CREATE, WriteOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -426,6 +428,8 @@ def apply_write_defaults(client: Any, defaults: WriteOptions) -> None:
     them, whichever code path made it: an upload, a copy, an archive, a reservation, a probe,
     a manifest, a task log. Registered first: what a caller gave for one request stays."""
 
+    from botocore.handlers import copy_source_sse_md5, sse_md5
+
     def add(params: dict[str, Any], model: Any, **_: Any) -> None:
         members = model.input_shape.members if model.input_shape is not None else {}
         for name, value in defaults.args(model.name).items():
@@ -435,8 +439,43 @@ def apply_write_defaults(client: Any, defaults: WriteOptions) -> None:
                 params["Metadata"] = {**value, **params.get("Metadata", {})}
             else:
                 params.setdefault(name, value)
+        # botocore's own handlers (base64 of an SSE-C key, and its MD5) ran before this one,
+        # which is registered for every S3 operation: a key added here needs them again
+        # (each does nothing where the MD5 is already there).
+        sse_md5(params)
+        copy_source_sse_md5(params)
 
     client.meta.events.register_first("before-parameter-build.s3", add)
+
+
+def refuse_ignored_sse_c(client: Any) -> None:
+    """A write that carries an SSE-C key must come back saying it used it. A store that
+    ignores the key (OpenStack Swift's s3api answers 200 without it) stores the object
+    unencrypted, readable without the key: that object (or upload) is removed at once and
+    the write fails, instead of a green task whose data is not protected."""
+
+    def remember(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        if model.name in CREATE and params.get("SSECustomerAlgorithm"):
+            context["s3connect_sse_c"] = (params.get("Bucket"), params.get("Key"))
+
+    def check(http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        asked = context.get("s3connect_sse_c")
+        if asked is None or http_response.status_code >= 300 or parsed.get("SSECustomerAlgorithm"):
+            return
+        bucket, key = asked
+        with contextlib.suppress(BotoCoreError, ClientError):
+            if model.name == "CreateMultipartUpload":
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=parsed.get("UploadId", ""))
+            else:
+                client.delete_object(Bucket=bucket, Key=key)
+        raise S3ConnectError(
+            f"{model.name} of s3://{bucket}/{key}: the store ignored the SSE-C key (sse_customer_key) and would "
+            "have kept the object unencrypted: it was removed. Use a store that supports SSE-C, or another "
+            "server_side_encryption."
+        )
+
+    client.meta.events.register("before-parameter-build.s3", remember)
+    client.meta.events.register("after-call.s3", check)
 
 
 def configure(client: Any, settings: ConnectionSettings) -> Any:
@@ -449,6 +488,7 @@ def configure(client: Any, settings: ConnectionSettings) -> Any:
     if defaults != WriteOptions():
         apply_write_defaults(client, defaults)
     checksums.register(client, settings.upload_checksums)
+    refuse_ignored_sse_c(client)
     return client
 
 

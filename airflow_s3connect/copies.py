@@ -193,7 +193,9 @@ class Copier:
         source = task.source
         try:
             with translated("HeadObject", self.target_bucket, task.target_key):
-                head = self.target_client.head_object(Bucket=self.target_bucket, Key=task.target_key)
+                head = self.target_client.head_object(
+                    Bucket=self.target_bucket, Key=task.target_key, **self.options.args("HeadObject")
+                )
         except NoSuchKeyError:
             return None
         if head["ContentLength"] != source.size:
@@ -251,7 +253,9 @@ class Copier:
                 # A multipart source or copy, or encryption that makes ETags differ (and a
                 # store may ignore the pin): the size, and for a single-part or unpinned
                 # source its unchanged ETag, show which version was copied.
-                copied = self.target_client.head_object(Bucket=self.target_bucket, Key=key)
+                copied = self.target_client.head_object(
+                    Bucket=self.target_bucket, Key=key, **self.options.args("HeadObject")
+                )
                 etag = str(copied["ETag"])
                 same = copied["ContentLength"] == source.size
                 if same and ("-" not in source.etag or not pin):

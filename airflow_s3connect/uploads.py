@@ -378,7 +378,9 @@ class Uploader:
             if not response.get("ETag"):
                 # Ceph RGW 16 answers CompleteMultipartUpload with an empty ETag.
                 with translated("HeadObject", self.bucket, key):
-                    response = {**response, "ETag": self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]}
+                    # (with this upload's SSE-C key, if it has its own: the store needs it to answer)
+                    head = self.client.head_object(Bucket=self.bucket, Key=key, **self.options.args("HeadObject"))
+                    response = {**response, "ETag": head["ETag"]}
             checksum = next(
                 (str(v) for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"), None
             )
@@ -398,7 +400,7 @@ class Uploader:
         if not self.options.writer:
             return None
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key, **self.options.args("HeadObject"))
         except (BotoCoreError, ClientError):
             return None  # no s3:GetObject: the KeyExistsError stands, with its own advice
         metadata = head.get("Metadata", {})
