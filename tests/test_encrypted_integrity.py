@@ -42,7 +42,7 @@ def _put(client: Any, key: str, body: bytes, options: WriteOptions) -> None:
     [
         ("moto", WriteOptions(server_side_encryption="aws:kms", kms_key_id="alias/enterprise")),
         ("rgw-https", WriteOptions(sse_customer_key=SSE_C_KEY)),
-    ],  # fmt: skip
+    ],
     ids=["sse-kms-moto", "sse-c-rgw-https"],
 )
 def test_encrypted_uploads_are_read_back_where_no_checksum_is_answered(
