@@ -93,7 +93,14 @@ def _probes(client: Any, bucket: str, prefix: str, probe_key: str) -> list[tuple
         ("s3:GetObject", lambda: client.get_object(Bucket=bucket, Key=probe_key), missing),
         ("s3:PutObject", put, missing),
         ("s3:DeleteObject", delete, missing),
-    ]
+        # S3 authorizes before it looks: a missing key (or version) answers 404 when allowed.
+        ("s3:GetObjectVersion", lambda: client.get_object(Bucket=bucket, Key=probe_key, VersionId="null"),
+         missing | {"NoSuchVersion"}),
+        ("s3:DeleteObjectVersion", lambda: client.delete_object(Bucket=bucket, Key=probe_key, VersionId="null"),
+         missing | {"NoSuchVersion"}),
+        ("s3:RestoreObject", lambda: client.restore_object(Bucket=bucket, Key=probe_key, RestoreRequest={"Days": 1}),
+         missing),
+    ]  # fmt: skip
 
 
 def _works(results: list[str]) -> bool | None:

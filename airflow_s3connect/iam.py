@@ -50,6 +50,12 @@ OPERATIONS: dict[str, Operation] = {
     "delete": Operation(("s3:ListBucket", "s3:DeleteObject")),
     "archive": Operation(("s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
     "copy": Operation(("s3:ListBucket", "s3:GetObject", "s3:PutObject")),
+    # version_id on Get, Copy and the hook: the HEAD and GET of one version
+    "get-version": Operation(("s3:GetObject", "s3:GetObjectVersion")),
+    # version_id on Delete: that version removed for good
+    "delete-version": Operation(("s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion")),
+    # restore= on Get and Copy: the HEADs that follow the restore, the RestoreObject itself
+    "restore": Operation(("s3:GetObject", "s3:RestoreObject")),
 }
 
 _PRINCIPAL = re.compile(

@@ -178,6 +178,16 @@ def _copy(hook: S3ConnectHook, tmp: Path) -> None:
     assert (copied["key"], copied["method"]) == ("lp-copy/seed.txt", "server")
 
 
+def _read_version(hook: S3ConnectHook, tmp: Path) -> None:
+    (done,) = hook.download(tmp, "lp/seed.txt", version_id=SEEDED["version"])
+    assert done["version_id"] == SEEDED["version"]
+    assert Path(done["local_path"]).read_bytes() == b"seed"
+
+
+def _delete_version(hook: S3ConnectHook, tmp: Path) -> None:
+    assert hook.delete(["lp/seed.txt"], version_id=SEEDED["version"]) == ["lp/seed.txt"]
+
+
 def _event_watcher(hook: S3ConnectHook, tmp: Path) -> None:
     """What S3ObjectEventTrigger does each poll, through the same client."""
     (found,) = ObjectStream(hook.get_conn(), BUCKET, "lp/", start="all").poll()
@@ -199,6 +209,8 @@ GIVEN: dict[str, list[str]] = {
     "event_watcher": ["s3:ListBucket"],
     "delete": ["s3:ListBucket", "s3:DeleteObject"],
     "copy": ["s3:ListBucket", "s3:GetObject", "s3:PutObject"],
+    "read_version": ["s3:GetObject", "s3:GetObjectVersion"],
+    "delete_version": ["s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
 }
 NEEDED = {
     op: [a for a in actions if not (op in ("list", "sensor") and a == "s3:GetObject")] for op, actions in GIVEN.items()
@@ -215,6 +227,8 @@ OPERATIONS: dict[str, Callable[[S3ConnectHook, Path], None]] = {
     "event_watcher": _event_watcher,
     "delete": _delete,
     "copy": _copy,
+    "read_version": _read_version,
+    "delete_version": _delete_version,
 }
 IDENTITIES = ("user", "role")
 
@@ -232,9 +246,14 @@ def _hook(iam: IamFactory, make_conn: Callable[..., str], identity: str, actions
     return S3ConnectHook(s3connect_conn_id=conn_id)
 
 
+#: The seed object's version id (the bucket keeps versions: version_id has one to name).
+SEEDED: dict[str, str] = {}
+
+
 def _seed(iam: IamFactory) -> Any:
     admin = iam.server.admin_client("s3")
-    admin.put_object(Bucket=BUCKET, Key="lp/seed.txt", Body=b"seed")
+    admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    SEEDED["version"] = admin.put_object(Bucket=BUCKET, Key="lp/seed.txt", Body=b"seed")["VersionId"]
     return admin
 
 
@@ -257,6 +276,7 @@ def test_exactly_the_needed_permissions_suffice(
         "get_delete": set(),
         "get_archive": {"lp-archive/seed.txt"},
         "delete": set(),
+        "delete_version": set(),
         "copy": {"lp/seed.txt", "lp-copy/seed.txt"},
     }.get(operation, {"lp/seed.txt"})
     assert keys == expected
@@ -265,8 +285,12 @@ def test_exactly_the_needed_permissions_suffice(
 
 
 #: moto does not check s3:GetObject on a CopyObject's source (AWS does): the copy engine's
-#: naming of it is tested directly below.
-UNENFORCED = {("copy", "s3:GetObject")}
+#: naming of it is tested directly below. moto authorizes a HEAD of a version as s3:GetObject
+#: (AWS as s3:GetObjectVersion, the name we give its refusal), and DeleteObjects as
+#: s3:DeleteObject whatever versions it names (AWS also asks s3:DeleteObjectVersion, the name
+#: we give a refused version).
+UNENFORCED = {("copy", "s3:GetObject"), ("read_version", "s3:GetObject"), ("delete_version", "s3:GetObject"),
+              ("delete_version", "s3:DeleteObjectVersion"), ("delete_version", "s3:DeleteObject")}  # fmt: skip
 LESS = [
     (op, missing, identity)
     for op in OPERATIONS
@@ -313,3 +337,23 @@ def test_missing_bucket_is_named(iam: IamFactory, make_conn: Callable[..., str])
     conn_id = make_conn("nobucket", "AKIAEXAMPLE", "secret", region_name=REGION, endpoint_url=iam.server.url)
     with pytest.raises(NoSuchBucketError, match="Bucket 'no-such-bucket' does not exist on this endpoint"):
         list(Lister(S3ConnectHook(s3connect_conn_id=conn_id).get_conn(), "no-such-bucket", ListQuery(base="x/")))
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_restore_needs_restore_object_and_names_it(
+    iam: IamFactory, make_conn: Callable[..., str], granted: bool
+) -> None:
+    from airflow_s3connect.restores import Restore, unrestored
+    from airflow_s3connect.selection import head
+
+    iam.server.admin_client("s3").put_object(Bucket=BUCKET, Key="lp/cold.txt", Body=b"c", StorageClass="GLACIER")
+    hook = _hook(iam, make_conn, "user", ["s3:GetObject", *(["s3:RestoreObject"] if granted else [])])
+    iam.enforce()
+    client = hook.get_conn()
+    cold = head(client, BUCKET, "lp/cold.txt")
+    if granted:
+        assert [o.key for o in unrestored(client, BUCKET, [cold], Restore(1))] == ["lp/cold.txt"]
+    else:
+        with pytest.raises(AccessDeniedError) as info:
+            unrestored(client, BUCKET, [cold], Restore(1))
+        assert info.value.action == "s3:RestoreObject"

@@ -160,6 +160,9 @@ def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn
         "s3:GetObject": "allowed",
         "s3:PutObject": "denied",
         "s3:DeleteObject": "denied",
+        "s3:GetObjectVersion": "denied",
+        "s3:DeleteObjectVersion": "denied",
+        "s3:RestoreObject": "denied",
     }
     assert report["actions"]["s3:PutObject"]["detail"].startswith("Access denied: s3:PutObject on arn:aws:s3:::")
     assert report["operations"] == {
@@ -172,6 +175,9 @@ def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn
         "delete": False,
         "archive": False,
         "copy": False,
+        "get-version": False,
+        "delete-version": False,
+        "restore": False,
     }
     assert "s3:PutObject" in table
     assert "does not work" in table
