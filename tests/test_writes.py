@@ -280,3 +280,32 @@ def test_macros_in_tag_values_are_filled_from_the_run(moto: MotoServer, airflow_
     assert sorted(own) == ["day", "run"]
     assert own["run"]
     assert "{" not in own["run"]
+
+
+def test_requester_pays_is_said_by_every_read_list_and_copy(
+    moto: MotoServer, make_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    """moto does not charge nor refuse (AWS answers 403 without the header on a Requester
+    Pays bucket): every request of each door is asserted at the transport."""
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="in/paid/a.csv", Body=b"a")
+    make_conn("payer", "AKIA1", "s", bucket=BUCKET, path_prefix="in", region_name=REGION, endpoint_url=moto.url,
+              requester_pays="true")  # fmt: skip
+    hook = S3ConnectHook(s3connect_conn_id="payer")
+    from airflow_s3connect.filesystem import S3ConnectFileSystem
+
+    with moto.recording() as rec:
+        assert [o.key for o in hook.iter_objects("paid/")] == ["in/paid/a.csv"]
+        assert hook.read("paid/a.csv") == b"a"
+        hook.download(tmp_path, prefix="paid/")
+        hook.copy(source_key="paid/a.csv", target_prefix="copied/")
+        assert (
+            S3ConnectFileSystem(hook.get_conn(), hook.scope_settings.scope).cat_file(f"{BUCKET}/in/paid/a.csv") == b"a"
+        )
+        hook.delete(["copied/a.csv"])
+    requests = rec.s3()
+    methods = {r.method for r in requests}
+    assert {"GET", "HEAD", "PUT", "POST"} <= methods  # lists, reads, heads, the copy, the delete
+    for request in requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers.get("x-amz-request-payer") == "requester", (request.method, request.url)
