@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from botocore.exceptions import ClientError
 
 from airflow_s3connect.connection import parse_settings
 from airflow_s3connect.errors import ArgumentError, ConnectionSettingsError
@@ -309,3 +310,73 @@ def test_requester_pays_is_said_by_every_read_list_and_copy(
     for request in requests:
         headers = {k.lower(): v for k, v in request.headers.items()}
         assert headers.get("x-amz-request-payer") == "requester", (request.method, request.url)
+
+
+#: A bucket another company owns, as Ceph RGW enforces it: every PutObject (a copy too) must
+#: ask for SSE-KMS with its key and give the owner full control. (RGW 16 does not evaluate
+#: ``s3:RequestObjectTag/...`` on PutObject: the tag is asserted by reading each object's tags.)
+def _enterprise_policy(bucket: str) -> str:
+    objects = f"arn:aws:s3:::{bucket}/*"
+    denies = [
+        ("Encrypted", "StringNotEquals", "s3:x-amz-server-side-encryption", "aws:kms"),
+        ("TheirKey", "StringNotEquals", "s3:x-amz-server-side-encryption-aws-kms-key-id", "testkey-1"),
+        ("OwnerControl", "StringNotEquals", "s3:x-amz-acl", "bucket-owner-full-control"),
+    ]
+    statements = [
+        {"Sid": sid, "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": objects,
+         "Condition": {test: {key: value}}}
+        for sid, test, key, value in denies
+    ]  # fmt: skip
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_tag(
+    rgw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Ceph RGW over HTTPS (SSE-KMS with its test key backend), which evaluates these
+    conditions. RGW also evaluates them on UploadPart, which carries none of those headers
+    (AWS takes them from the upload's first request): there multipart writes are refused by
+    the store, and nothing is left behind (so is ``overwrite=False``, whose first use probes
+    the store with a multipart upload). Server-side copies with SSE-KMS it does not implement."""
+    from airflow_s3connect.deletes import archive_object
+    from airflow_s3connect.errors import AccessDeniedError, S3ConnectError
+    from airflow_s3connect.filesystem import S3ConnectFileSystem
+    from tests.support.stores import store_for
+
+    store = store_for("rgw-https", None, rgw, None)
+    bucket = store.new_bucket("s3c-policy")
+    fields = {"server_side_encryption": "aws:kms", "kms_key_id": "testkey-1", "acl": "bucket-owner-full-control",
+              "tags": "team=data", "path_prefix": "in"}  # fmt: skip
+    for name in ("policy", "policy_src"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(store.conn(bucket, **fields)))
+    hook, other = S3ConnectHook(s3connect_conn_id="policy"), S3ConnectHook(s3connect_conn_id="policy_src")
+    store.admin.put_bucket_policy(Bucket=bucket, Policy=_enterprise_policy(bucket))
+    kms = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "testkey-1"}
+    for missing in ({}, {"ServerSideEncryption": "aws:kms"}, {**kms}):  # each condition holds
+        with pytest.raises(ClientError, match="AccessDenied"):
+            store.admin.put_object(Bucket=bucket, Key="in/plain.txt", Body=b"x", **missing)
+    hook.upload("small.csv", data=b"a,b\n1,2\n")
+    hook.copy(source_key="small.csv", target_prefix="streamed/", source=other)  # streamed
+    files = S3ConnectFileSystem(hook.get_conn(), hook.scope_settings.scope)
+    with files.open(f"{bucket}/in/fs/file.txt", "wb") as handle:
+        handle.write(b"through fsspec")
+    keys = ("in/small.csv", "in/streamed/small.csv", "in/fs/file.txt")
+    for key in keys:
+        head = store.admin.head_object(Bucket=bucket, Key=key)
+        assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", "testkey-1"), key
+        stored = {t["Key"]: t["Value"] for t in store.admin.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+        assert stored == {"team": "data"}, key
+    assert hook.read("streamed/small.csv") == b"a,b\n1,2\n"
+    # RGW 16 copies no object server-side with SSE-KMS asked (CopyObject: NotImplemented): so
+    # are server-side copies and archives; the store's refusal names itself.
+    etag = store.admin.head_object(Bucket=bucket, Key="in/small.csv")["ETag"]
+    for copy in (
+        lambda: hook.copy(source_key="small.csv", target_prefix="copies/"),
+        lambda: archive_object(hook.get_conn(), bucket, "in/small.csv", "in/archive/small.csv", etag, 8),
+    ):
+        with pytest.raises(S3ConnectError, match=r"CopyObject on .* failed: NotImplemented"):
+            copy()
+    with pytest.raises(AccessDeniedError, match="s3:PutObject"):
+        hook.upload("big.bin", data=random.Random(7).randbytes(9 * 1024 * 1024))
+    assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert "in/big.bin" not in {o["Key"] for o in store.admin.list_objects_v2(Bucket=bucket)["Contents"]}

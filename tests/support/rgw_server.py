@@ -198,6 +198,10 @@ rgw enable usage log = false
 # Deleted objects' data is freed within seconds, not hours: memstore holds it in RAM.
 rgw gc obj min wait = 5
 rgw gc processor period = 10
+# SSE-KMS with RGW's test key backend: aws:kms with SSEKMSKeyId testkey-1 (HTTPS only, as
+# RGW requires for any encryption key on the wire).
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = testkey-1=YmluCmJvb3N0CmJvb3N0LWJ1aWxkCmNlcGguY29uZgo=
 """
 
 
