@@ -154,10 +154,13 @@ class TaskFlowMixin:
         target = selection.bucket
         # One key keeps its path below the connection's prefix; a listing's, below its base.
         under = scope.prefix if key is not None else selection.base
-        tasks = [
-            DownloadTask.of(item, tree.path_for(item if isinstance(item, str) else item.key, under))
-            for item in selection.objects(self.get_conn(), lookup=False)
-        ]
+        if selection.key is not None:  # no HEAD: the GET (of the version, if one is named) tells
+            tasks = [DownloadTask(selection.key, tree.path_for(selection.key, under), version_id=version_id)]
+        else:
+            tasks = [
+                DownloadTask.of(item, tree.path_for(item if isinstance(item, str) else item.key, under))
+                for item in selection.objects(self.get_conn(), lookup=False)
+            ]
         downloader = Downloader(self.get_conn(), target, self.transfer_config())
         return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 

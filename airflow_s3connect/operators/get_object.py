@@ -199,8 +199,8 @@ class S3GetObjectOperator(S3ConnectOperator):
             # The key's path below the connection's prefix, not its last segment: mapped Gets of
             # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
             local = LocalTree(local_dir).path_for(selection.key, scope.prefix)
-            if self.version_id is None and self.restore is None:
-                tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local)])  # no HEAD: the GET tells
+            if self.restore is None:  # no HEAD: the GET (of the version, if one is named) tells
+                tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local, version_id=self.version_id)])
             else:
                 (info,) = self.readable(self.hook, bucket, [head(self.client, bucket, selection.key, self.version_id)],
                                         self.restore,
