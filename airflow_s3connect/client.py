@@ -448,30 +448,51 @@ def apply_write_defaults(client: Any, defaults: WriteOptions) -> None:
     client.meta.events.register_first("before-parameter-build.s3", add)
 
 
-def refuse_ignored_sse_c(client: Any) -> None:
-    """A write that carries an SSE-C key must come back saying it used it. A store that
-    ignores the key (OpenStack Swift's s3api answers 200 without it) stores the object
-    unencrypted, readable without the key: that object (or upload) is removed at once and
-    the write fails, instead of a green task whose data is not protected."""
+#: The request parameter that asks a write for encryption, the answer that says it was
+#: applied, and the option the user set.
+_ENCRYPTION_ASKED = (
+    ("SSECustomerAlgorithm", "the SSE-C key (sse_customer_key)"),
+    ("ServerSideEncryption", "server_side_encryption"),
+)
+
+
+def refuse_ignored_encryption(client: Any) -> None:
+    """A write that asks for encryption must come back saying it applied it. A store that
+    ignores the request stores the object unencrypted (OpenStack Swift's s3api answers 200
+    without the SSE-C key; Ceph RGW 16 takes ``AES256`` over HTTPS without applying it):
+    that object (or upload) is removed at once and the write fails, instead of a green task
+    whose data is not protected. A store that refuses encryption over plain HTTP (RGW
+    answers a bare InvalidRequest) is named as such."""
 
     def remember(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-        if model.name in CREATE and params.get("SSECustomerAlgorithm"):
-            context["s3connect_sse_c"] = (params.get("Bucket"), params.get("Key"))
+        if model.name in CREATE and (asked := [(p, o) for p, o in _ENCRYPTION_ASKED if params.get(p)]):
+            context["s3connect_encryption"] = (params.get("Bucket"), params.get("Key"), asked)
 
     def check(http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-        asked = context.get("s3connect_sse_c")
-        if asked is None or http_response.status_code >= 300 or parsed.get("SSECustomerAlgorithm"):
+        asked = context.get("s3connect_encryption")
+        if asked is None:
             return
-        bucket, key = asked
+        bucket, key, options = asked
+        where = f"{model.name} of s3://{bucket}/{key}"
+        if http_response.status_code >= 300:
+            plain = str(client.meta.endpoint_url).startswith("http://")
+            if plain and parsed.get("Error", {}).get("Code") == "InvalidRequest":
+                raise S3ConnectError(
+                    f"{where}: the store refuses {options[0][1]} over plain HTTP (InvalidRequest); nothing was "
+                    "written. Use an https:// endpoint_url, or drop the encryption option for this store."
+                )
+            return
+        ignored = [option for parameter, option in options if not parsed.get(parameter)]
+        if not ignored:
+            return
         with contextlib.suppress(BotoCoreError, ClientError):
             if model.name == "CreateMultipartUpload":
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=parsed.get("UploadId", ""))
             else:
                 client.delete_object(Bucket=bucket, Key=key)
         raise S3ConnectError(
-            f"{model.name} of s3://{bucket}/{key}: the store ignored the SSE-C key (sse_customer_key) and would "
-            "have kept the object unencrypted: it was removed. Use a store that supports SSE-C, or another "
-            "server_side_encryption."
+            f"{where}: the store ignored {' and '.join(ignored)} and would have kept the object unencrypted: it "
+            "was removed. Use a store that supports this encryption, or another server_side_encryption."
         )
 
     client.meta.events.register("before-parameter-build.s3", remember)
@@ -488,7 +509,7 @@ def configure(client: Any, settings: ConnectionSettings) -> Any:
     if defaults != WriteOptions():
         apply_write_defaults(client, defaults)
     checksums.register(client, settings.upload_checksums)
-    refuse_ignored_sse_c(client)
+    refuse_ignored_encryption(client)
     return client
 
 

@@ -91,19 +91,7 @@ def _probe(client: S3Client, bucket: str, key: str) -> ConditionalSupport:
     try:
         client.put_object(Bucket=bucket, Key=key, Body=b"")
         put = _outcome(lambda: client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*"))
-        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x")
-        complete = _outcome(
-            lambda: client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload,
-                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
-                IfNoneMatch="*",
-            )
-        )
-        if complete != IGNORED:
-            _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
+        complete = _probe_complete(client, bucket, key)
     except ClientError as exc:
         raise translate(exc, "PutObject", bucket, key) from None
     finally:
@@ -111,6 +99,40 @@ def _probe(client: S3Client, bucket: str, key: str) -> ConditionalSupport:
     log.info("Conditional writes at %s: PutObject %s, CompleteMultipartUpload %s.", client.meta.endpoint_url, put,
              complete)  # fmt: skip
     return ConditionalSupport(put, complete)
+
+
+def _probe_complete(client: S3Client, bucket: str, key: str) -> str:
+    """How CompleteMultipartUpload answers ``If-None-Match: *`` on the probe's existing key.
+
+    Where the multipart upload itself is denied (Ceph RGW evaluates a bucket policy's write
+    conditions on UploadPart, whose request carries none of the headers), the answer is
+    unknown and taken as "rejected": multipart uploads then reserve their key with a
+    conditional PutObject first, which is right whatever the store does, and single-part
+    writes, which the policy allows, keep their guarantee."""
+    upload = ""
+    try:
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x")
+    except ClientError as exc:
+        if error_code(exc) not in ("AccessDenied", "403"):
+            raise
+        if upload:
+            _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
+        log.info("The store at %s denies the probe's multipart upload: multipart uploads reserve their key first.",
+                 client.meta.endpoint_url)  # fmt: skip
+        return REJECTED
+    complete = _outcome(
+        lambda: client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+            IfNoneMatch="*",
+        )
+    )
+    if complete != IGNORED:
+        _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
+    return complete
 
 
 def _quietly(call: Any) -> None:

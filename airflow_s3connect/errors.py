@@ -179,6 +179,12 @@ PRECONDITION_CODES = ("PreconditionFailed", "412")
 
 #: What a copy also needs, besides the target's s3:PutObject: a denied copy may lack either.
 _COPY_SOURCE_NEEDS = "and s3:GetObject on the source object"
+#: A write the identity may make can still be denied by the bucket's own policy, when the
+#: request lacks a header the policy requires (encryption, its key, an ACL, a tag).
+_WRITE_CONDITIONS = (
+    "if the identity has it, the bucket's policy may refuse writes without a header it requires: give the "
+    "connection (or the call) the server_side_encryption, kms_key_id, acl or tags it names"
+)
 #: IAM action checked by AWS for each API operation we call.
 _ACTION_OF_OPERATION = {
     "PutObject": "s3:PutObject",
@@ -282,7 +288,8 @@ def translate(
                 role_arn or "the role",
                 "the role's trust policy must name this identity and, when set, the same sts:ExternalId",
             )
-        detail = _COPY_SOURCE_NEEDS if operation in ("CopyObject", "UploadPartCopy") else ""
+        needs = [_COPY_SOURCE_NEEDS] if operation in ("CopyObject", "UploadPartCopy") else []
+        detail = "; ".join(needs + [_WRITE_CONDITIONS] if action == "s3:PutObject" else needs)
         return AccessDeniedError(action, resource_arn(bucket, key if action != "s3:ListBucket" else None), detail)
     if code == "NoSuchBucket":
         return NoSuchBucketError(

@@ -16,6 +16,7 @@ import random
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from airflow_s3connect.errors import IntegrityError
 from airflow_s3connect.objects import MiB, TransferConfig
@@ -99,27 +100,51 @@ def test_sse_c_reads_send_the_key_on_every_request(moto: MotoServer, proxy: Faul
         assert headers.get("x-amz-server-side-encryption-customer-key-md5") == key_md5, str(sorted(headers))
 
 
-def test_sse_c_on_every_store(store: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """A connection's SSE-C key on every write and read, multipart too; where the store
-    refuses SSE-C (RGW over plain HTTP, Swift), the write fails with the store's reason
-    and nothing is left."""
-    import json
+#: Each kind of encryption a connection can ask for.
+ENCRYPTIONS = {
+    "sse-c": {"sse_customer_key": SSE_C_KEY},
+    "sse-s3": {"server_side_encryption": "AES256"},
+    "sse-kms": {"server_side_encryption": "aws:kms", "kms_key_id": "testkey-1"},
+}
+IGNORED = r"ignored {} and would have kept the object unencrypted: it was removed"
+PLAIN_HTTP = r"refuses {} over plain HTTP \(InvalidRequest\); nothing was written"
+SSE_C = r"the SSE-C key \(sse_customer_key\)"
+NOT_SUPPORTED = r"failed: NotImplemented .* the store says \"Server-side encryption is not supported.\""
+#: Where a store cannot keep the encryption, our refusal (nothing is written): RGW refuses
+#: encryption over plain HTTP and takes AES256 without applying it (SSE-S3 came in a later
+#: Ceph); Swift's s3api and moto answer 200 to SSE-C without using the key; Swift refuses
+#: SSE-S3 and SSE-KMS itself.
+REFUSALS = {
+    ("rgw-http", "sse-c"): PLAIN_HTTP.format(SSE_C),
+    ("rgw-http", "sse-s3"): PLAIN_HTTP.format("server_side_encryption"),
+    ("rgw-http", "sse-kms"): PLAIN_HTTP.format("server_side_encryption"),
+    ("rgw-https", "sse-s3"): IGNORED.format("server_side_encryption"),
+    ("swift", "sse-c"): IGNORED.format(SSE_C),
+    ("swift", "sse-s3"): NOT_SUPPORTED,
+    ("swift", "sse-kms"): NOT_SUPPORTED,
+    ("moto", "sse-c"): IGNORED.format(SSE_C),
+}
 
-    from botocore.exceptions import ClientError
+
+@pytest.mark.parametrize("encryption", list(ENCRYPTIONS))
+def test_encryption_on_every_store(store: Any, encryption: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A connection's encryption on every write and read, multipart too, and the object
+    stored encrypted; where the store cannot keep it, the write fails saying why, the
+    single-part and the multipart way alike, and nothing is left."""
+    import json
 
     from airflow_s3connect.errors import S3ConnectError
     from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
-    bucket = store.new_bucket("s3c-ssec")
-    monkeypatch.setenv("AIRFLOW_CONN_SSEC", json.dumps(store.conn(bucket, sse_customer_key=SSE_C_KEY)))
-    hook = S3ConnectHook(s3connect_conn_id="ssec")
-    # RGW refuses SSE-C over plain HTTP; Swift and moto answer 200 without using the key (we refuse that)
-    ignored = "ignored the SSE-C key .* it was removed"
-    refusal = {"rgw-http": "InvalidRequest", "swift": ignored, "moto": ignored}
-    if store.name in refusal:
-        with pytest.raises(S3ConnectError, match=refusal[store.name]):
-            hook.upload("secret.bin", data=b"x")
+    bucket = store.new_bucket("s3c-enc")
+    monkeypatch.setenv("AIRFLOW_CONN_ENC", json.dumps(store.conn(bucket, **ENCRYPTIONS[encryption])))
+    hook = S3ConnectHook(s3connect_conn_id="enc")
+    if (refusal := REFUSALS.get((store.name, encryption))) is not None:
+        for data in (b"x", BIG):
+            with pytest.raises(S3ConnectError, match=refusal):
+                hook.upload("secret.bin", data=data)
         assert store.admin.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+        assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         return
     hook.upload("small.bin", data=b"encrypted with our key")
     hook.upload("big.bin", data=BIG)
@@ -127,5 +152,10 @@ def test_sse_c_on_every_store(store: Any, monkeypatch: pytest.MonkeyPatch, tmp_p
     (done,) = hook.download(tmp_path, "big.bin")
     assert (tmp_path / "big.bin").read_bytes() == BIG
     assert done["size"] == len(BIG)
+    head = hook.get_conn().head_object(Bucket=bucket, Key="small.bin")
+    if encryption != "sse-c":
+        assert head.get("ServerSideEncryption") == ENCRYPTIONS[encryption]["server_side_encryption"]
+        return
+    assert head.get("SSECustomerAlgorithm") == "AES256"
     with pytest.raises(ClientError):  # without the key the store refuses to read it
         store.admin.get_object(Bucket=bucket, Key="small.bin")

@@ -336,8 +336,10 @@ def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_t
     """On Ceph RGW over HTTPS (SSE-KMS with its test key backend), which evaluates these
     conditions. RGW also evaluates them on UploadPart, which carries none of those headers
     (AWS takes them from the upload's first request): there multipart writes are refused by
-    the store, and nothing is left behind (so is ``overwrite=False``, whose first use probes
-    the store with a multipart upload). Server-side copies with SSE-KMS it does not implement."""
+    the store, with a message that points at the policy, and nothing is left behind;
+    ``overwrite=False`` holds for single-part writes (its probe of the store takes the denied
+    multipart upload as "reserve the key first"). Server-side copies with SSE-KMS RGW does
+    not implement."""
     from airflow_s3connect.deletes import archive_object
     from airflow_s3connect.errors import AccessDeniedError, S3ConnectError
     from airflow_s3connect.filesystem import S3ConnectFileSystem
@@ -360,7 +362,12 @@ def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_t
     files = S3ConnectFileSystem(hook.get_conn(), hook.scope_settings.scope)
     with files.open(f"{bucket}/in/fs/file.txt", "wb") as handle:
         handle.write(b"through fsspec")
-    keys = ("in/small.csv", "in/streamed/small.csv", "in/fs/file.txt")
+    # Create-only: the store's probe finds multipart denied, single-part writes keep the guarantee.
+    hook.upload("once.csv", data=b"first", overwrite=False)
+    with pytest.raises(S3ConnectError, match="already exists"):
+        hook.upload("once.csv", data=b"second", overwrite=False)
+    assert hook.read("once.csv") == b"first"
+    keys = ("in/small.csv", "in/streamed/small.csv", "in/fs/file.txt", "in/once.csv")
     for key in keys:
         head = store.admin.head_object(Bucket=bucket, Key=key)
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", "testkey-1"), key
@@ -376,7 +383,57 @@ def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_t
     ):
         with pytest.raises(S3ConnectError, match=r"CopyObject on .* failed: NotImplemented"):
             copy()
-    with pytest.raises(AccessDeniedError, match="s3:PutObject"):
+    with pytest.raises(AccessDeniedError, match=r"s3:PutObject .*bucket's policy may refuse writes without a header"):
         hook.upload("big.bin", data=random.Random(7).randbytes(9 * 1024 * 1024))
+    with pytest.raises(AccessDeniedError, match="bucket's policy"):
+        hook.upload("big-once.bin", data=random.Random(7).randbytes(9 * 1024 * 1024), overwrite=False)
     assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert "in/big.bin" not in {o["Key"] for o in store.admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    stored = {o["Key"] for o in store.admin.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert stored == set(keys), stored
+
+
+OPERATORS_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import S3CatalogOperator, S3CopyObjectsOperator, S3PutObjectOperator
+
+with DAG("s3c_enterprise_writers", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+    put = S3PutObjectOperator(task_id="put", s3connect_conn_id="enterprise_ops", key="ops/data.csv",
+                              data="a,b\\n1,2\\n", results="manifest", manifest_key="ops/put-manifest.jsonl")
+    copy = S3CopyObjectsOperator(task_id="copy", s3connect_conn_id="enterprise_ops", source_key="ops/data.csv",
+                                 target_key="ops-copy/data.csv", results="manifest")
+    catalog = S3CatalogOperator(task_id="catalog", s3connect_conn_id="enterprise_ops", prefix="ops/",
+                                catalog_key="ops-catalog/catalog.json")
+    put >> copy >> catalog
+"""
+
+
+def test_manifests_catalogs_and_task_logs_carry_the_write_options(
+    moto: MotoServer, make_conn: Callable[..., str], airflow_db: Path, tmp_path: Path
+) -> None:
+    """The objects an operator writes about its work (a manifest in S3, a catalog) and the
+    task logs are writes like any other: the bucket's encryption, ACL, tags and storage
+    class reach each of them, read back from the store."""
+    import datetime
+
+    from airflow_s3connect.hooks.task_logs import S3ConnectRemoteLogIO
+    from tests.support.dag_runner import run_dag, write_dag
+
+    admin = moto.admin_client("s3")
+    _conn(moto, make_conn, "enterprise_ops")
+    path = write_dag("s3c_enterprise_writers", OPERATORS_DAG)
+    result = run_dag(path, "s3c_enterprise_writers", datetime.datetime(2025, 4, 3, tzinfo=datetime.timezone.utc))
+    assert result.state == "success", result.states
+    copied = result.value("copy")
+    manifests = ["in/ops/put-manifest.jsonl", copied["manifest"].removeprefix(f"s3://{BUCKET}/")]
+    assert manifests[1].startswith("in/.s3connect/manifests/s3c_enterprise_writers/"), manifests
+    logs = S3ConnectRemoteLogIO(f"s3connect://{BUCKET}/in/logs", tmp_path / "local", conn_id="enterprise_ops")
+    local = logs.base_log_folder / "dag_id=d/attempt=1.log"
+    local.parent.mkdir(parents=True)
+    local.write_text("a task's log\n")
+    logs.upload(local)
+    written = ["in/ops/data.csv", "in/ops-copy/data.csv", *manifests, "in/ops-catalog/catalog.json",
+               "in/logs/dag_id=d/attempt=1.log"]  # fmt: skip
+    for key in written:
+        _assert_stored(admin, key)
+    assert json.loads(admin.get_object(Bucket=BUCKET, Key="in/ops-catalog/catalog.json")["Body"].read())["objects"]

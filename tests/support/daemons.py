@@ -61,7 +61,7 @@ def admin_client(url: str, key: str, secret: str, verify: str | None = None, **c
         # RGW 16 refuses botocore's aws-chunked trailers over HTTPS (MissingContentLength).
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"total_max_attempts": 2},
+            retries={"total_max_attempts": 5, "mode": "standard"},  # a busy store on 2 cores answers 503
             request_checksum_calculation="when_required",
             **config,
         ),
