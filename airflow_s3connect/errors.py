@@ -289,7 +289,7 @@ def translate(
                 "the role's trust policy must name this identity and, when set, the same sts:ExternalId",
             )
         needs = [_COPY_SOURCE_NEEDS] if operation in ("CopyObject", "UploadPartCopy") else []
-        detail = "; ".join(needs + [_WRITE_CONDITIONS] if action == "s3:PutObject" else needs)
+        detail = "; ".join([*needs, _WRITE_CONDITIONS] if action == "s3:PutObject" else needs)
         return AccessDeniedError(action, resource_arn(bucket, key if action != "s3:ListBucket" else None), detail)
     if code == "NoSuchBucket":
         return NoSuchBucketError(
