@@ -209,6 +209,9 @@ def register(client: Any, mode: str) -> None:
                 _compare(f"UploadPart {number}", read_back_md5(client, where, (first, size)), md5)
             first += size
 
+    def forget(params: dict[str, Any], **_: Any) -> None:
+        unverified.pop(params.get("UploadId") or "", None)  # an aborted upload has nothing to read back
+
     def delete_md5(params: dict[str, Any], **_: Any) -> None:
         # Some stores (OpenStack Swift) require Content-MD5 on DeleteObjects, whose body
         # botocore serializes only now; S3 accepts it beside its own checksum.
@@ -224,6 +227,7 @@ def register(client: Any, mode: str) -> None:
     events.register("before-parameter-build.s3.CompleteMultipartUpload", plain_parts)
     events.register("before-parameter-build.s3.CompleteMultipartUpload", before_complete)
     events.register("after-call.s3.CompleteMultipartUpload", after_complete)
+    events.register("before-parameter-build.s3.AbortMultipartUpload", forget)
 
 
 def _compare(what: str, stored: str, sent: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class ObjectInfo:
     storage_class: str | None = None
     #: set when one version was asked for (``version_id=``): every request about the object names it
     version_id: str | None = None
+    #: HeadObject's ``x-amz-restore`` answer ("" when it had none) where the object was
+    #: described by a HEAD; None where a listing described it and its restore state is unknown
+    restore: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -78,12 +78,16 @@ def unrestored(
 ) -> list[ObjectInfo]:
     """The archived objects among ``objects`` that cannot be read yet, each asked to be
     restored; without ``restore``, ArchivedObjectError for the first, before anything is
-    read. Costs a HeadObject per archived object, nothing for the others."""
+    read. Costs a HeadObject per archived object a listing described, nothing for the
+    others nor for an object a HEAD described (its answer told the restore state)."""
     waiting: list[ObjectInfo] = []
     for info in objects:
         if info.storage_class not in ARCHIVED:
             continue
-        state = _state(client, bucket, info.key, info.version_id)
+        if info.restore is None:
+            state = _state(client, bucket, info.key, info.version_id)
+        else:
+            state = restore_state({"StorageClass": info.storage_class, "Restore": info.restore})
         if state == "readable":
             continue
         if restore is None:

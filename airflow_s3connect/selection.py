@@ -140,4 +140,4 @@ def head(client: S3Client, bucket: str, key: str, version_id: str | None = None)
     with translated("HeadObject", bucket, key, version_id=version_id):
         answer = client.head_object(Bucket=bucket, Key=key, **version_args(version_id))
     return ObjectInfo(key, int(answer["ContentLength"]), str(answer["ETag"]), answer["LastModified"],
-                      answer.get("StorageClass"), version_id)  # fmt: skip
+                      answer.get("StorageClass"), version_id, str(answer.get("Restore") or ""))  # fmt: skip

@@ -78,6 +78,23 @@ def test_a_read_back_that_differs_fails_the_write(moto: MotoServer, proxy: Fault
              WriteOptions(server_side_encryption="aws:kms"))  # fmt: skip
 
 
+def test_an_answered_checksum_is_compared_instead_of_reading_back(moto: MotoServer, proxy: FaultProxy) -> None:
+    """A store that answers the checksum of what it stored, under SSE-KMS: its answer is
+    compared (no read-back GET, single-part or multipart); a wrong answer fails the write."""
+    proxy.schedule(Fault("checksum", "PutObject", times=None), Fault("checksum", "UploadPart", times=None))
+    client = endpoint_client(proxy.url, checksum_mode="header", max_attempts=1)
+    kms = WriteOptions(server_side_encryption="aws:kms")
+    operations: list[str] = []
+    client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+    _put(client, "enc/answered.bin", b"vouched for by the store", kms)
+    _put(client, "enc/answered-big.bin", BIG, kms)
+    assert "GetObject" not in operations
+    assert operations.count("UploadPart") == 3
+    proxy.schedule(Fault("checksum", "PutObject", subject="AAAAAA=="))
+    with pytest.raises(IntegrityError, match="answered ChecksumCRC32 AAAAAA== for a body whose checksum is"):
+        _put(client, "enc/wrong.bin", b"the store answers another checksum", kms)
+
+
 def test_sse_c_reads_send_the_key_on_every_request(moto: MotoServer, proxy: FaultProxy, tmp_path: Any) -> None:
     """Ranged GETs of a big object and the GET that resumes a body cut short."""
     from airflow_s3connect.downloads import Downloader, DownloadTask

@@ -8,6 +8,7 @@ say "still restoring" for a while, as S3 does for hours, so the wait in the trig
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -147,6 +148,31 @@ def test_an_archived_object_is_refused_by_every_door_naming_restore(moto: MotoSe
             assert "s3:RestoreObject" in str(info.value), door
         assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no file, not even a partial one
         assert admin.list_objects_v2(Bucket=BUCKET, Prefix="copies/").get("KeyCount", 0) == 0
+    finally:
+        del os.environ["AIRFLOW_CONN_ARCHIVED"]
+
+
+def test_an_object_a_head_described_is_not_asked_again(moto: MotoServer) -> None:
+    """A key's HEAD (Get or Copy of one key) tells its restore state: one HeadObject per
+    archived key, whether it is archived, being restored or restored; a listing's objects
+    cost one HEAD each of the archived ones."""
+    admin = moto.admin_client("s3")
+    admin.put_object(Bucket=BUCKET, Key="cold/one.csv", Body=b"x", StorageClass="GLACIER")
+    admin.put_object(Bucket=BUCKET, Key="cold/two.csv", Body=b"y", StorageClass="GLACIER")
+    admin.restore_object(Bucket=BUCKET, Key="cold/two.csv", RestoreRequest={"Days": 1})  # moto: done at once
+    _archived_conn(moto.url)
+    try:
+        client = S3ConnectHook(s3connect_conn_id="archived").get_conn()
+        restore = Restore.of({"days": 1})
+        with moto.recording() as rec:
+            described = [head(client, BUCKET, "cold/one.csv"), head(client, BUCKET, "cold/two.csv")]
+            waiting = unrestored(client, BUCKET, described, restore)
+        assert [info.key for info in waiting] == ["cold/one.csv"]
+        assert [r.method for r in rec.s3()] == ["HEAD", "HEAD", "POST"]  # the two HEADs, one RestoreObject
+        listed = [dataclasses.replace(info, restore=None) for info in described]
+        with moto.recording() as rec:
+            unrestored(client, BUCKET, listed, restore)
+        assert [r.method for r in rec.s3()].count("HEAD") == 2
     finally:
         del os.environ["AIRFLOW_CONN_ARCHIVED"]
 

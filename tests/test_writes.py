@@ -423,7 +423,7 @@ def test_manifests_catalogs_and_task_logs_carry_the_write_options(
     _conn(moto, make_conn, "enterprise_ops")
     path = write_dag("s3c_enterprise_writers", OPERATORS_DAG)
     result = run_dag(path, "s3c_enterprise_writers", datetime.datetime(2025, 4, 3, tzinfo=datetime.timezone.utc))
-    assert result.state == "success", result.states
+    assert result.state == "success", result
     copied = result.value("copy")
     manifests = ["in/ops/put-manifest.jsonl", copied["manifest"].removeprefix(f"s3://{BUCKET}/")]
     assert manifests[1].startswith("in/.s3connect/manifests/s3c_enterprise_writers/"), manifests
@@ -437,3 +437,74 @@ def test_manifests_catalogs_and_task_logs_carry_the_write_options(
     for key in written:
         _assert_stored(admin, key)
     assert json.loads(admin.get_object(Bucket=BUCKET, Key="in/ops-catalog/catalog.json")["Body"].read())["objects"]
+
+
+REQUEST_WIDE_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_s3connect.operators import (
+    S3CopyObjectsOperator, S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+)
+
+OPTIONS = {options!r}
+with DAG("s3c_request_wide", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+    put = S3PutObjectOperator(task_id="put", s3connect_conn_id="{conn}", key="rw/a.csv", data="a,b", **OPTIONS)
+    listed = S3ListObjectsOperator(task_id="list", s3connect_conn_id="{conn}", prefix="rw/", **OPTIONS)
+    get = S3GetObjectOperator(task_id="get", s3connect_conn_id="{conn}", key="rw/a.csv", local_dir="{local}",
+                              **OPTIONS)
+    copy = S3CopyObjectsOperator(task_id="copy", s3connect_conn_id="{conn}", source_conn_id="{conn}_src",
+                                 source_key="rw/a.csv", target_key="rw-copy/a.csv", **OPTIONS)
+    delete = S3DeleteObjectsOperator(task_id="delete", s3connect_conn_id="{conn}", key="rw-copy/a.csv", **OPTIONS)
+    put >> listed >> get >> copy >> delete
+"""
+
+
+def _run_request_wide(conn: str, options: dict[str, Any], local: Path) -> Any:
+    import datetime
+
+    from tests.support.dag_runner import run_dag, write_dag
+
+    source = REQUEST_WIDE_DAG.format(options=options, conn=conn, local=local)
+    path = write_dag("s3c_request_wide", source)
+    result = run_dag(path, "s3c_request_wide", datetime.datetime(2025, 4, 4, tzinfo=datetime.timezone.utc))
+    assert result.state == "success", result
+    return result
+
+
+def test_an_operators_requester_pays_reaches_its_reads_lists_and_copy_sources(
+    moto: MotoServer, make_conn: Callable[..., str], airflow_db: Path, tmp_path: Path
+) -> None:
+    """``requester_pays=True`` on an operator, not on its connections: every request of every
+    operator says it pays (its listings, HEADs, GETs, the streamed copy's source reads)."""
+    for name in ("payer_op", "payer_op_src"):
+        make_conn(name, "AKIA1", "s", bucket=BUCKET, path_prefix="in", region_name=REGION, endpoint_url=moto.url)
+    with moto.recording() as rec:
+        _run_request_wide("payer_op", {"requester_pays": True}, tmp_path / "got")
+    requests = rec.s3()
+    assert {"GET", "HEAD", "PUT", "POST"} <= {r.method for r in requests}
+    for request in requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers.get("x-amz-request-payer") == "requester", (request.method, request.url)
+    assert [p.read_bytes() for p in (tmp_path / "got").rglob("a.csv")] == [b"a,b"]
+
+
+def test_an_operators_sse_c_key_reads_what_it_wrote(
+    rgw: Any, monkeypatch: pytest.MonkeyPatch, airflow_db: Path, tmp_path: Path
+) -> None:
+    """An SSE-C key on the operators, none on the connections (Ceph RGW over HTTPS): the
+    key written with is the key read, listed and copied with, and the store holds the
+    objects encrypted with it."""
+    from tests.support.stores import store_for
+
+    store = store_for("rgw-https", None, rgw, None)
+    bucket = store.new_bucket("s3c-opssec")
+    for name in ("ssec_op", "ssec_op_src"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(store.conn(bucket, path_prefix="in")))
+    key = "k" * 32
+    _run_request_wide("ssec_op", {"sse_customer_key": key}, tmp_path / "got")
+    assert [p.read_bytes() for p in (tmp_path / "got").rglob("a.csv")] == [b"a,b"]
+    with pytest.raises(ClientError):  # encrypted with the operator's key: unreadable without it
+        store.admin.get_object(Bucket=bucket, Key="in/rw/a.csv")
+    stored = store.admin.head_object(Bucket=bucket, Key="in/rw/a.csv", SSECustomerAlgorithm="AES256",
+                                     SSECustomerKey=key)  # fmt: skip
+    assert stored["SSECustomerAlgorithm"] == "AES256"

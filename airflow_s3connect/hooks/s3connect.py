@@ -138,9 +138,26 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
             return
         scoped = values.for_scope(self.fixed_macros(), used)
         rendered = {name: render(value, scoped) for name, value in tags.items()}
+        self._replace_settings(tags=json.dumps(rendered))
+
+    def override_requests(self, *, sse_customer_key: str | None = None, requester_pays: bool | None = None) -> None:
+        """Options of every request of this hook from now on, over the connection's: an
+        operator's SSE-C key or Requester Pays then reach its reads, listings, HEADs and
+        copy sources, not only its writes (a key the reads lack cannot read what was
+        written with it; a Requester Pays bucket refuses every request that does not pay)."""
+        given = {"sse_customer_key": sse_customer_key, "requester_pays": requester_pays}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given.get("sse_customer_key"):
+            mask_secret(given["sse_customer_key"])
+        if given:
+            self._replace_settings(**given)
+
+    def _replace_settings(self, **fields: Any) -> None:
+        """Settings with ``fields`` replaced; the client is built again, since its scope
+        guard and request options are bound when it is built."""
         with self._lock:
-            self._settings = dataclasses.replace(self.settings, tags=json.dumps(rendered))
-            self._client = None  # its write options are bound when it is built
+            self._settings = dataclasses.replace(self.settings, **fields)
+            self._client = None
 
     def pin_path_prefix(self, rendered: str) -> str:
         """Work under ``rendered``, which must be an instance of the connection's path_prefix
@@ -152,9 +169,8 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         :attr:`prefix_values` gives them): what a trigger serializes instead of a prefix."""
         rendered = fill_instance(self._template, values, self.fixed_macros())
         with self._lock:
-            self._settings = dataclasses.replace(self.settings, path_prefix=rendered)
+            self._replace_settings(path_prefix=rendered)
             self._prefix_values = dict(values)
-            self._client = None  # the scope guard is bound to the prefix
             self._prefix_rendered = True
             return rendered
 

@@ -11,6 +11,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -25,6 +26,7 @@ from airflow_s3connect.errors import (
     SourceNotFoundError,
     translated,
 )
+from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.links import CONSOLE_XCOM_KEY, S3ConsoleLink
 from airflow_s3connect.macros import NAMESPACE, MacroValues, macro_names, render
 from airflow_s3connect.manifests import (
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from airflow_s3connect.client import RequestCounter
-    from airflow_s3connect.hooks.s3connect import S3ConnectHook
 
 
 class Stoppable(Protocol):
@@ -186,6 +187,17 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         if any(macro_names(value) for value in tags.values()):
             values = MacroValues(context, self.macro_overrides(), self.hook.macro_fallbacks())
             self.tags = {name: render(value, values) for name, value in tags.items()}
+
+    @cached_property
+    def hook(self) -> S3ConnectHook:
+        return self.connection_hook(self.s3connect_conn_id)
+
+    def connection_hook(self, conn_id: str) -> S3ConnectHook:
+        """The hook of ``conn_id`` with this operator's request-wide options (SSE-C key,
+        Requester Pays) over the connection's, for its reads as for its writes."""
+        hook = S3ConnectHook(s3connect_conn_id=conn_id)
+        hook.override_requests(sse_customer_key=self.sse_customer_key, requester_pays=self.requester_pays)
+        return hook
 
     @property
     def client(self) -> S3Client:

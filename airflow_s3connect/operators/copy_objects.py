@@ -124,7 +124,7 @@ class S3CopyObjectsOperator(S3ConnectOperator):
     def source_hook(self) -> S3ConnectHook:
         if self.source_conn_id == self.s3connect_conn_id:
             return self.hook
-        return S3ConnectHook(s3connect_conn_id=self.source_conn_id)
+        return self.connection_hook(self.source_conn_id)
 
     def _render_macros(self, context: Any) -> None:
         super()._render_macros(context)

@@ -31,6 +31,9 @@ matches, gets that fault instead of (or on top of) moto's answer:
   to say it is still going on (``ongoing-request="true"``), as S3 answers for hours after a
   RestoreObject (moto restores at once); an answer without the header (no restore asked
   yet) is left alone and not counted;
+- ``checksum``: moto's answer with ``x-amz-checksum-crc32`` set to ``subject``, or (no
+  ``subject``) to the one the request sent, as a store that verifies the checksum header
+  and answers it (moto answers none under SSE-KMS);
 - ``empty206``: 206 with ``Content-Range: bytes 0-0/0``, ``Content-Length: 1`` and no body,
   as a store answers a ranged GET of an empty object.
 
@@ -272,6 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
             answer = re.sub(rb"<Initiated>[^<]*</Initiated>", f"<Initiated>{now}</Initiated>".encode(), answer)
         if fault is not None and fault.kind == "backdate":
             answer = _backdated(answer, fault.subject, fault.delay)
+        if fault is not None and fault.kind == "checksum":
+            answered = fault.subject or headers.get("x-amz-checksum-crc32", "")
+            upstream_headers = [(k, v) for k, v in upstream_headers if k.lower() != "x-amz-checksum-crc32"]
+            upstream_headers.append(("x-amz-checksum-crc32", answered))
         if fault is not None and fault.kind == "noetag":
             answer = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", answer)
         if fault is not None and fault.kind == "restoring":
