@@ -331,7 +331,7 @@ def _enterprise_policy(bucket: str) -> str:
 
 
 def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_tag(
-    rgw: Any, monkeypatch: pytest.MonkeyPatch
+    rgw: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """On Ceph RGW over HTTPS (SSE-KMS with its test key backend), which evaluates these
     conditions. RGW also evaluates them on UploadPart, which carries none of those headers
@@ -343,6 +343,7 @@ def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_t
     from airflow_s3connect.deletes import archive_object
     from airflow_s3connect.errors import AccessDeniedError, S3ConnectError
     from airflow_s3connect.filesystem import S3ConnectFileSystem
+    from airflow_s3connect.hooks.task_logs import S3ConnectRemoteLogIO
     from tests.support.stores import store_for
 
     store = store_for("rgw-https", None, rgw, None)
@@ -362,12 +363,16 @@ def test_every_writer_passes_a_bucket_policy_requiring_kms_owner_control_and_a_t
     files = S3ConnectFileSystem(hook.get_conn(), hook.scope_settings.scope)
     with files.open(f"{bucket}/in/fs/file.txt", "wb") as handle:
         handle.write(b"through fsspec")
+    logs = S3ConnectRemoteLogIO(f"s3connect://{bucket}/in/logs", tmp_path / "local", conn_id="policy")
+    (tmp_path / "local" / "t").mkdir(parents=True)
+    (tmp_path / "local" / "t" / "attempt=1.log").write_text("a task's log\n")
+    logs.upload(tmp_path / "local" / "t" / "attempt=1.log")
     # Create-only: the store's probe finds multipart denied, single-part writes keep the guarantee.
     hook.upload("once.csv", data=b"first", overwrite=False)
     with pytest.raises(S3ConnectError, match="already exists"):
         hook.upload("once.csv", data=b"second", overwrite=False)
     assert hook.read("once.csv") == b"first"
-    keys = ("in/small.csv", "in/streamed/small.csv", "in/fs/file.txt", "in/once.csv")
+    keys = ("in/small.csv", "in/streamed/small.csv", "in/fs/file.txt", "in/once.csv", "in/logs/t/attempt=1.log")
     for key in keys:
         head = store.admin.head_object(Bucket=bucket, Key=key)
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", "testkey-1"), key
@@ -508,3 +513,31 @@ def test_an_operators_sse_c_key_reads_what_it_wrote(
     stored = store.admin.head_object(Bucket=bucket, Key="in/rw/a.csv", SSECustomerAlgorithm="AES256",
                                      SSECustomerKey=key)  # fmt: skip
     assert stored["SSECustomerAlgorithm"] == "AES256"
+
+
+def test_the_create_only_probe_and_reservation_carry_the_write_options(
+    moto: MotoServer, proxy: Any, make_conn: Callable[..., str]
+) -> None:
+    """Where CompleteMultipartUpload ignores ``If-None-Match`` (as Ceph RGW 16 does), a
+    create-only multipart upload first reserves its key with a conditional PutObject: the
+    probe's writes and the reservation are object writes like the data's, and a bucket that
+    requires encryption, an ACL and tags gets them on each."""
+    from tests.support.fault_proxy import Fault
+
+    proxy.schedule(Fault("strip", "CompleteMultipartUpload", times=None, header="if-none-match"))
+    make_conn("reserving", "AKIA1", "s", bucket=BUCKET, path_prefix="in", region_name=REGION, endpoint_url=proxy.url,
+              **DEFAULTS)  # fmt: skip
+    hook = S3ConnectHook(s3connect_conn_id="reserving")
+    with moto.recording() as rec:
+        hook.upload("reserved.bin", data=random.Random(8).randbytes(9 * 1024 * 1024), overwrite=False)
+    creating = _creating(rec.s3())
+    written = [urlsplit(r.url).path.split(f"/{BUCKET}/", 1)[-1] for r in creating]
+    probes = [key for key in written if ".s3connect-probe-" in key]
+    assert len(probes) >= 2, written  # the probe's PutObjects and its multipart upload
+    assert written.count("in/reserved.bin") == 2, written  # the reservation, then the upload
+    for request in creating:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers.get("x-amz-server-side-encryption") == "AES256", request.url
+        assert headers.get("x-amz-acl") == "bucket-owner-full-control", request.url
+        assert headers.get("x-amz-tagging") == "env=prod&team=data", request.url
+    _assert_stored(moto.admin_client("s3"), "in/reserved.bin")
