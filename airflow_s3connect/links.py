@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow.providers.common.compat.sdk import XCom
-from airflow.sdk import BaseOperatorLink
+from airflow_s3connect._compat import BaseOperatorLink, XCom
 
 #: XCom key under which operators store where they worked (only when on AWS itself).
 CONSOLE_XCOM_KEY = "s3connect_console"

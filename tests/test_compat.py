@@ -17,6 +17,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -27,14 +28,18 @@ from tests.support.moto_server import MotoServer
 ROOT = Path(__file__).resolve().parent.parent
 UV = str(Path(sys.executable).parent / "uv")
 
-#: Airflow line → what must be pinned beside it. 3.2.2 resolves fastapi, cadwyn and svcs
-#: versions with which no task runs ("svcs_registry", pydantic discriminator errors):
-#: those are the versions its own constraints hold. The floor environment also holds our
-#: dependencies at their lowest declared versions.
+#: Airflow line → what must be pinned beside it, measured: a plain resolution of 3.2.2 takes
+#: fastapi, cadwyn and svcs versions with which no task runs ("svcs_registry", pydantic
+#: discriminator errors): those are the versions its own constraints hold. The 3.2 line also
+#: holds our dependencies at their lowest declared versions (the floor environment). 3.0.6
+#: gets the FAB provider: that line's UI builds a provider's form fields only where
+#: WTForms and Flask-AppBuilder are importable, as they are in its usual deployments.
 LINES: dict[str, list[str]] = {
+    "3.0.6": ["apache-airflow-providers-fab", "fastapi==0.116.1", "cadwyn==5.4.6"],
+    "3.1.8": [],
     "3.2.2": [
         "svcs==25.1.0", "cadwyn==7.0.0", "fastapi==0.136.3",
-        "boto3==1.36.0", "botocore==1.36.0", "s3transfer==0.11.0", "apache-airflow-providers-common-compat==1.8.0",
+        "boto3==1.36.0", "botocore==1.36.0", "s3transfer==0.11.0", "apache-airflow-providers-common-compat==1.22.0",
         "pendulum==3.1.0", "pyarrow==15.0.0",
     ],
     "3.3.2": [],
@@ -43,7 +48,9 @@ LINES: dict[str, list[str]] = {
 DAG = """
 import pendulum
 from airflow.sdk import DAG
-from airflow_s3connect.operators import S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator
+from airflow_s3connect.operators import (
+    S3CopyObjectsOperator, S3DeleteObjectsOperator, S3GetObjectOperator, S3ListObjectsOperator, S3PutObjectOperator,
+)
 from airflow_s3connect.sensors import S3ObjectSensor
 
 with DAG("s3c_compat", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")):
@@ -51,23 +58,54 @@ with DAG("s3c_compat", schedule=None, start_date=pendulum.datetime(2025, 1, 1, t
     table = S3PutObjectOperator(
         task_id="parquet", records=[{"n": 1, "s": "a"}], format="parquet", key="compat/t.parquet"
     )
-    sensed = S3ObjectSensor(task_id="sense", prefix="compat/", poke_interval=1, timeout=60)
+    sensed = S3ObjectSensor(task_id="sense", prefix="compat/", poke_interval=1, timeout=60, deferrable=True)
     listed = S3ListObjectsOperator(task_id="list", prefix="compat/")
+    copied = S3CopyObjectsOperator(task_id="copy", source_key="compat/t.parquet", target_key="copies/t.parquet")
     got = S3GetObjectOperator(task_id="get", prefix="compat/", local_dir="OUT", after="delete")
-    [put, table] >> sensed >> listed >> got
+    dropped = S3DeleteObjectsOperator(task_id="delete", key="copies/t.parquet")
+    [put, table] >> sensed >> listed >> copied >> got >> dropped
 """
 
+#: In each environment: every public module imports, and the form offers every field on
+#: that line's own path (``conn-fields`` from 3.2, the hook's widget methods before).
 CHECKS = """
-import json
+import json, logging
+logging.disable(logging.WARNING)
 import airflow_s3connect.cli, airflow_s3connect.hooks.s3connect, airflow_s3connect.links
 import airflow_s3connect.plugins.setup_page, airflow_s3connect.sensors, airflow_s3connect.triggers
 import airflow_s3connect.hooks.fs, airflow_s3connect.hooks.task_logs, airflow_s3connect.copies
+import airflow_s3connect.plugins.setup_app, airflow_s3connect.triggers.restore
+assert airflow_s3connect.__file__.startswith(VENV), airflow_s3connect.__file__  # the wheel's, not the checkout's
 from airflow_s3connect.operators import *
-from airflow.providers_manager import ProvidersManager
-info = ProvidersManager().providers["airflow-s3connect"].data
-(conn,) = info["connection-types"]
-print(json.dumps(sorted(conn["conn-fields"])))
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+(meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "s3connect"]
+fields = {name: value["schema"] for name, value in (meta.extra_fields or {}).items()}
+print("RESULT", json.dumps({"fields": fields, "login": meta.standard_fields.login.title}))
 """
+
+#: The event watcher on that line's trigger machinery (no asset state before 3.3): a
+#: first poll announces what is there (start="all"), in one event.
+WATCH = """
+import asyncio, json
+from airflow_s3connect.triggers import S3ObjectEventTrigger
+trigger = S3ObjectEventTrigger(prefix="watched/", start="all", batch=True, poll_interval=1)
+async def first():
+    async for event in trigger.run():
+        return event.payload
+print("RESULT", json.dumps(asyncio.run(asyncio.wait_for(first(), 60))))
+"""
+
+
+def _excerpt(output: str) -> str:
+    """The lines of a failed command that say what failed, then its end."""
+    said = [line for line in output.splitlines() if any(w in line for w in ("ERROR", "Error", "Traceback"))]
+    return "\n".join(said[:60]) + "\n...\n" + output[-3000:]
+
+
+def result(output: str) -> Any:
+    """What a script run in an environment printed after ``RESULT`` (its logs aside)."""
+    (line,) = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT "))
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +169,23 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     airflow = str(venv / "bin" / "airflow")
 
     def run(*command: str) -> str:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, _excerpt(done.stdout + done.stderr)
         return done.stdout + done.stderr
 
     assert "airflow-s3connect" in run(airflow, "providers", "list")
-    fields = json.loads(run(python, "-c", CHECKS).strip().splitlines()[-1])
-    assert fields == sorted(f.name for f in FIELDS)
+    checks = result(run(python, "-c", CHECKS.replace("VENV", repr(str(venv)))))
+    assert sorted(checks["fields"]) == sorted(f.name for f in FIELDS)
+    assert checks["fields"]["auth_type"]["enum"] == ["access_key", "assume_role"]
+    assert checks["fields"]["aws_session_token"]["format"] == "password"
+    assert checks["login"] == "AWS Access Key ID"
     run(airflow, "db", "migrate")
     output = run(airflow, "dags", "test", "s3c_compat", "2025-01-02")
     assert "state=success" in output, output[-4000:]
     assert [p.read_text() for p in (tmp_path / "out").glob("*.txt")] == ["hello 2025-01-02"]
     assert pq.read_table(tmp_path / "out" / "t.parquet").to_pylist() == [{"n": 1, "s": "a"}]
-    assert moto.admin_client("s3").list_objects_v2(Bucket="compat").get("KeyCount") == 0  # got, then deleted
+    admin = moto.admin_client("s3")
+    assert admin.list_objects_v2(Bucket="compat").get("KeyCount") == 0  # got, then deleted; the copy deleted
+    admin.put_object(Bucket="compat", Key="watched/a.csv", Body=b"a")
+    event = result(run(python, "-c", WATCH))
+    assert [o["key"] for o in event["objects"]] == ["watched/a.csv"]

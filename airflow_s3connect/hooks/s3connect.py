@@ -15,10 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook, conf
-from airflow.sdk.exceptions import AirflowNotFoundException
-from airflow.sdk.log import mask_secret
-
+from airflow_s3connect._compat import AirflowNotFoundException, BaseHook, conf, mask_secret
 from airflow_s3connect.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings, settings_from_connection
 from airflow_s3connect.errors import (
     AccessDeniedError,
@@ -61,6 +58,20 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "Amazon S3 (S3 Connect)"
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields on Airflow 3.0/3.1 (later lines read ``conn-fields``)."""
+        from airflow_s3connect.hooks.form import form_widgets
+
+        return form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The standard fields' labels on Airflow 3.0/3.1 (later lines read ``ui-field-behaviour``)."""
+        from airflow_s3connect.hooks.form import field_behaviour
+
+        return field_behaviour()
 
     def __init__(self, s3connect_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -60,7 +60,7 @@ class S3ConnectRemoteLogIO:
     @classmethod
     def from_config(cls) -> S3ConnectRemoteLogIO:
         """Built by Airflow from ``[logging]``: the folder, the connection, local copies."""
-        from airflow.sdk import conf
+        from airflow_s3connect._compat import conf
 
         return cls(
             remote_base=conf.get_mandatory_value("logging", "remote_base_log_folder"),

@@ -15,8 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from airflow.sdk import BaseOperator
-
+from airflow_s3connect._compat import BaseOperator
 from airflow_s3connect.cleanup import OpenResources
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import (

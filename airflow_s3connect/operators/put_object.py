@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from airflow.sdk import Asset, AssetAlias
-
+from airflow_s3connect._compat import Asset, AssetAlias
 from airflow_s3connect.checksums import check_algorithm
 from airflow_s3connect.errors import ArgumentError, SourceNotFoundError
 from airflow_s3connect.formats import RecordFormat, content_type_for, get_format

@@ -7,8 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-
+from airflow_s3connect._compat import BaseSensorOperator, PokeReturnValue, conf
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import ArgumentError, S3ConnectError
 from airflow_s3connect.mixins import CONNECTION_FIELDS, MacroFieldsMixin, parse_moment, require_one_target

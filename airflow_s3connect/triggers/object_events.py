@@ -13,7 +13,7 @@ Exactly once, as far as the Airflow line allows:
   skipped. The one window left is a crash between "events stored" and "watermark saved"
   (about a second); what was in it fires again, never is lost. Watchers of the same
   listing (connection, bucket, prefix and the pattern's literal part) share one poll.
-* Airflow 3.2: no asset state and no shared streams. The watermark lives in the
+* Airflow 3.0 to 3.2: no asset state and no shared streams. The watermark lives in the
   triggerer's memory; after a restart ``start`` decides again ("now": what arrived
   while it was down is not announced; "all": everything is announced again).
 
@@ -31,19 +31,13 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
-
+from airflow_s3connect._compat import BaseEventTrigger, SharedStreamProducer, TriggerEvent
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.events import STARTS, ObjectStream, stream_id
 from airflow_s3connect.objects import result_entry
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
-
-try:
-    from airflow.triggers.shared_stream import SharedStreamProducer
-except ImportError:  # Airflow 3.2: no shared streams, each watcher runs run()
-    SharedStreamProducer = object  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from airflow_s3connect.objects import ObjectInfo
@@ -84,6 +78,10 @@ class S3ObjectEventTrigger(BaseEventTrigger):
     emitted per distinct error and polling goes on:
     :func:`~airflow_s3connect.events.objects_from_events` raises it in the run it starts.
     """
+
+    #: The watched asset's state, injected by the triggerer of Airflow 3.3+; older lines
+    #: have none (and do not set the attribute), so the watermark stays in memory there.
+    asset_state_store: Any = None
 
     def __init__(
         self,
@@ -150,7 +148,7 @@ class S3ObjectEventTrigger(BaseEventTrigger):
             if not stores:
                 _STATE_STORES.pop(key, None)
 
-    # Standalone (Airflow 3.2, or a trigger run outside the triggerer).
+    # Standalone (Airflow 3.0 to 3.2, or a trigger run outside the triggerer).
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         store = self.asset_state_store

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_s3connect._compat import BaseTrigger, TriggerEvent
 
 
 class S3RestoreTrigger(BaseTrigger):

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_s3connect._compat import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
     from airflow_s3connect.watch import Watcher
