@@ -17,7 +17,7 @@ line lacks is decided once, on purpose:
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowNotFoundException,
@@ -32,22 +32,31 @@ from airflow.providers.common.compat.sdk import (
     conf,
     mask_secret,
 )
-from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-try:
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
     from airflow.triggers.shared_stream import SharedStreamProducer
 
-    HAS_SHARED_STREAMS = True
-except ImportError:  # before Airflow 3.3: each watcher runs its own run()
-    SharedStreamProducer = object  # type: ignore[assignment,misc]
-    HAS_SHARED_STREAMS = False
+#: Trigger names, loaded when a trigger module asks for them: an operator (imported by
+#: every DAG file) does not pay for the trigger machinery.
+_TRIGGER_NAMES = ("BaseEventTrigger", "BaseTrigger", "TriggerEvent")
 
-#: The running Airflow line as (major, minor).
-AIRFLOW_LINE: tuple[int, int] = tuple(int(part) for part in version("apache-airflow").split(".")[:2])  # type: ignore[assignment]
+
+def __getattr__(name: str) -> Any:
+    if name in _TRIGGER_NAMES:
+        from airflow.triggers import base
+
+        return getattr(base, name)
+    if name == "SharedStreamProducer":
+        try:
+            from airflow.triggers.shared_stream import SharedStreamProducer
+        except ImportError:  # before Airflow 3.3: each watcher runs its own run()
+            return object
+        return SharedStreamProducer
+    raise AttributeError(name)
+
 
 __all__ = [
-    "AIRFLOW_LINE",
-    "HAS_SHARED_STREAMS",
     "AirflowNotFoundException",
     "Asset",
     "AssetAlias",

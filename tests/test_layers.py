@@ -26,7 +26,7 @@ ENGINE = {
 }  # fmt: skip
 AIRFLOW_LAYER = ("hooks", "operators", "sensors", "triggers", "plugins", "mixins")
 #: Top-level modules of the Airflow layer (wiring, entry points, the CLI).
-AIRFLOW_MODULES = ("__init__", "provider_info", "log_settings", "cli", "links", "mixins")
+AIRFLOW_MODULES = ("__init__", "_compat", "provider_info", "log_settings", "cli", "links", "mixins")
 #: What the pure core may import besides the standard library and itself.
 PURE_ALLOWED = ("pyarrow", "botocore.exceptions", "botocore.compat", "botocore.httpchecksum")
 
