@@ -1,19 +1,18 @@
 """Installs as users install it: the built wheel into a clean virtual environment with only
-Airflow, for the oldest and the newest supported Airflow lines, the oldest at the floors of
-our own dependencies (boto3/botocore/s3transfer, common-compat).
+Airflow, for every Airflow 3 line (3.2 at the floors of our own dependencies:
+boto3/botocore/s3transfer, common-compat).
 
-Airflow's published constraint files cannot be reached from these machines, only the
-package registries: what a plain resolution breaks is pinned here, as measured, and the
-README says so. Each environment must list the provider, offer the form's fields, import
-every public module, and run a DAG that puts, senses, lists and gets against the embedded S3.
+What a plain resolution breaks is pinned per line (:mod:`tests.support.airflow_lines`), as
+measured, and the README says so. Each environment must list the provider, offer the form's
+fields as that line's UI gets them, import every public module, run a DAG that puts,
+senses (deferred), lists, copies, gets and deletes against the embedded S3, and run the
+event watcher.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -23,27 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_s3connect.connection import FIELDS
+from tests.support.airflow_lines import LINES, build, clean_env, install
 from tests.support.moto_server import MotoServer
-
-ROOT = Path(__file__).resolve().parent.parent
-UV = str(Path(sys.executable).parent / "uv")
-
-#: Airflow line → what must be pinned beside it, measured: a plain resolution of 3.2.2 takes
-#: fastapi, cadwyn and svcs versions with which no task runs ("svcs_registry", pydantic
-#: discriminator errors): those are the versions its own constraints hold. The 3.2 line also
-#: holds our dependencies at their lowest declared versions (the floor environment). 3.0.6
-#: gets the FAB provider: that line's UI builds a provider's form fields only where
-#: WTForms and Flask-AppBuilder are importable, as they are in its usual deployments.
-LINES: dict[str, list[str]] = {
-    "3.0.6": ["apache-airflow-providers-fab", "fastapi==0.116.1", "cadwyn==5.4.6"],
-    "3.1.8": [],
-    "3.2.2": [
-        "svcs==25.1.0", "cadwyn==7.0.0", "fastapi==0.136.3",
-        "boto3==1.36.0", "botocore==1.36.0", "s3transfer==0.11.0", "apache-airflow-providers-common-compat==1.22.0",
-        "pendulum==3.1.0", "pyarrow==15.0.0",
-    ],
-    "3.3.2": [],
-}  # fmt: skip
 
 DAG = """
 import pendulum
@@ -96,6 +76,23 @@ print("RESULT", json.dumps(asyncio.run(asyncio.wait_for(first(), 60))))
 """
 
 
+#: Remote task logs on that line's logging set-up (the documented configuration): Airflow
+#: picks our RemoteLogIO, which writes a try's log and reads it back.
+LOGS = """
+import json, pathlib
+import airflow.logging_config as config
+config.configure_logging()
+getter = vars(config).get("get_remote_task_log")  # 3.3; before, the module's attribute
+io = getter() if getter else config.REMOTE_TASK_LOG
+local = pathlib.Path(io.base_log_folder) / "dag_id=d/attempt=1.log"
+local.parent.mkdir(parents=True, exist_ok=True)
+local.write_text("a task's log\\n")
+io.upload(local, None)
+sources, texts = io.read("dag_id=d/attempt=1.log", None)
+print("RESULT", json.dumps({"type": type(io).__name__, "sources": sources, "texts": texts}))
+"""
+
+
 def _excerpt(output: str) -> str:
     """The lines of a failed command that say what failed, then its end."""
     said = [line for line in output.splitlines() if any(w in line for w in ("ERROR", "Error", "Traceback"))]
@@ -112,7 +109,7 @@ def result(output: str) -> Any:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and the wheel, built as a release builds them."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([UV, "build", "-o", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+    build(out)
     return out
 
 
@@ -144,13 +141,7 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     line: str, wheel: Path, moto: MotoServer, tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([UV, "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
-    installed = subprocess.run(
-        [UV, "pip", "install", "-q", "--python", python, f"apache-airflow=={line}", f"{wheel}[parquet]", *LINES[line]],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    python = str(install(line, wheel, venv) / "python")
     moto.admin_client("s3").create_bucket(
         Bucket="compat", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
@@ -159,13 +150,8 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     (dags / "compat.py").write_text(DAG.replace("OUT", str(tmp_path / "out")))
     connection = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
                   "extra": {"endpoint_url": moto.url, "region_name": "eu-west-1", "bucket": "compat"}}  # fmt: skip
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))},
-        "AIRFLOW_HOME": str(tmp_path / "home"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_S3CONNECT_DEFAULT": json.dumps(connection),
-    }
+    env = clean_env(tmp_path / "home", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+                    AIRFLOW_CONN_S3CONNECT_DEFAULT=json.dumps(connection))  # fmt: skip
     airflow = str(venv / "bin" / "airflow")
 
     def run(*command: str) -> str:
@@ -189,3 +175,10 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     admin.put_object(Bucket="compat", Key="watched/a.csv", Body=b"a")
     event = result(run(python, "-c", WATCH))
     assert [o["key"] for o in event["objects"]] == ["watched/a.csv"]
+    env.update(AIRFLOW__LOGGING__REMOTE_LOGGING="True", AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER="s3connect://compat/logs",
+               AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID="s3connect_default",
+               AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS="airflow_s3connect.log_settings.LOGGING_CONFIG")  # fmt: skip
+    logs = result(run(python, "-c", LOGS))
+    assert logs == {"type": "S3ConnectRemoteLogIO", "sources": ["s3connect://compat/logs/dag_id=d/attempt=1.log"],
+                    "texts": ["a task's log\n"]}  # fmt: skip
+    assert admin.get_object(Bucket="compat", Key="logs/dag_id=d/attempt=1.log")["Body"].read() == b"a task's log\n"

@@ -21,12 +21,16 @@ from tests.support.moto_server import free_port
 
 
 @contextmanager
-def running_api_server(home: Path, env: dict[str, str]) -> Iterator[str]:
-    """``airflow api-server`` on a free loopback port; every user is an admin."""
+def running_api_server(
+    home: Path, env: dict[str, str], base_env: dict[str, str] | None = None, bin_dir: Path | None = None
+) -> Iterator[str]:
+    """``airflow api-server`` on a free loopback port; every user is an admin. By default the
+    session's own Airflow; ``bin_dir`` and ``base_env`` run another line's (its environment)."""
     port = free_port()
-    env = dict(os.environ, AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="true", **env)
+    env = dict(os.environ if base_env is None else base_env, AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="true",
+               **env)  # fmt: skip
     log = open(home / f"api-server-{port}.log", "wb")  # noqa: SIM115 - lives as long as the server
-    airflow = str(Path(sys.executable).parent / "airflow")
+    airflow = str((bin_dir or Path(sys.executable).parent) / "airflow")
     process = subprocess.Popen(
         [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
     )
