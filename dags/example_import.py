@@ -22,7 +22,12 @@ from __future__ import annotations
 import datetime
 
 import pendulum
-from airflow.sdk import DAG, DeltaDataIntervalTimetable
+from airflow.sdk import DAG
+
+try:
+    from airflow.sdk import DeltaDataIntervalTimetable
+except ImportError:  # Airflow 3.0 and 3.1 keep it outside the task SDK
+    from airflow.timetables.interval import DeltaDataIntervalTimetable
 
 from airflow_s3connect.operators import S3GetObjectOperator
 from airflow_s3connect.sensors import S3ObjectSensor

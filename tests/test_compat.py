@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_s3connect.connection import FIELDS
-from tests.support.airflow_lines import LINES, build, clean_env, install
+from tests.support.airflow_lines import LINES, ROOT, build, clean_env, install
 from tests.support.moto_server import MotoServer
 
 DAG = """
@@ -166,6 +166,12 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     assert checks["fields"]["aws_session_token"]["format"] == "password"
     assert checks["login"] == "AWS Access Key ID"
     run(airflow, "db", "migrate")
+    for example in (ROOT / "dags").glob("example_*.py"):  # every example, the asset watcher's too
+        (dags / example.name).write_text(example.read_text())
+    run(airflow, "dags", "reserialize")  # parsed as the dag processor does; listed from the database
+    (table,) = [line for line in run(airflow, "dags", "list", "-o", "json").splitlines() if line.startswith("[{")]
+    listed = {dag["dag_id"] for dag in json.loads(table)}
+    assert listed == {"s3c_compat"} | {p.stem for p in (ROOT / "dags").glob("example_*.py")}, listed
     output = run(airflow, "dags", "test", "s3c_compat", "2025-01-02")
     assert "state=success" in output, output[-4000:]
     assert [p.read_text() for p in (tmp_path / "out").glob("*.txt")] == ["hello 2025-01-02"]
