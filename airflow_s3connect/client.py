@@ -44,6 +44,7 @@ from airflow_s3connect import __version__, checksums, redaction, wire
 from airflow_s3connect.allowlist import PRESIGN_REFUSED, check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, S3ConnectError, ScopeError
+from airflow_s3connect.objects import version_args
 from airflow_s3connect.scope import Scope
 from airflow_s3connect.writes import CREATE, WriteOptions
 
@@ -457,15 +458,16 @@ _ENCRYPTION_ASKED = (
 
 
 def refuse_ignored_encryption(client: Any) -> None:
-    """A write that asks for encryption must come back saying it applied it. A store that
-    ignores the request stores the object unencrypted (OpenStack Swift's s3api answers 200
-    without the SSE-C key; Ceph RGW 16 takes ``AES256`` over HTTPS without applying it):
-    that object (or upload) is removed at once and the write fails, instead of a green task
-    whose data is not protected. A store that refuses encryption over plain HTTP (RGW
-    answers a bare InvalidRequest) is named as such."""
+    """A write that asks for encryption must come back saying it applied that encryption. A
+    store that ignores the request stores the object unencrypted, or as its bucket default
+    says (OpenStack Swift's s3api answers 200 without the SSE-C key; Ceph RGW 16 takes
+    ``AES256`` over HTTPS without applying it): that object (its own version, on a
+    versioned bucket) or upload is removed at once and the write fails, instead of a green
+    task whose data is not protected as asked. A store that refuses encryption over plain
+    HTTP (RGW answers InvalidRequest without a message) is named as such."""
 
     def remember(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-        if model.name in CREATE and (asked := [(p, o) for p, o in _ENCRYPTION_ASKED if params.get(p)]):
+        if model.name in CREATE and (asked := [(p, params[p], o) for p, o in _ENCRYPTION_ASKED if params.get(p)]):
             context["s3connect_encryption"] = (params.get("Bucket"), params.get("Key"), asked)
 
     def check(http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -476,20 +478,21 @@ def refuse_ignored_encryption(client: Any) -> None:
         where = f"{model.name} of s3://{bucket}/{key}"
         if http_response.status_code >= 300:
             plain = str(client.meta.endpoint_url).startswith("http://")
-            if plain and parsed.get("Error", {}).get("Code") == "InvalidRequest":
+            error = parsed.get("Error", {})
+            if plain and error.get("Code") == "InvalidRequest" and not error.get("Message"):
                 raise S3ConnectError(
-                    f"{where}: the store refuses {options[0][1]} over plain HTTP (InvalidRequest); nothing was "
+                    f"{where}: the store refuses {options[0][2]} over plain HTTP (InvalidRequest); nothing was "
                     "written. Use an https:// endpoint_url, or drop the encryption option for this store."
                 )
             return
-        ignored = [option for parameter, option in options if not parsed.get(parameter)]
+        ignored = [option for parameter, asked, option in options if parsed.get(parameter) != asked]
         if not ignored:
             return
         with contextlib.suppress(BotoCoreError, ClientError):
             if model.name == "CreateMultipartUpload":
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=parsed.get("UploadId", ""))
-            else:
-                client.delete_object(Bucket=bucket, Key=key)
+            else:  # this write's own version: on a versioned bucket, the one before it stays
+                client.delete_object(Bucket=bucket, Key=key, **version_args(parsed.get("VersionId")))
         raise S3ConnectError(
             f"{where}: the store ignored {' and '.join(ignored)} and would have kept the object unencrypted: it "
             "was removed. Use a store that supports this encryption, or another server_side_encryption."

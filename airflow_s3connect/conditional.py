@@ -109,29 +109,27 @@ def _probe_complete(client: S3Client, bucket: str, key: str) -> str:
     unknown and taken as "rejected": multipart uploads then reserve their key with a
     conditional PutObject first, which is right whatever the store does, and single-part
     writes, which the policy allows, keep their guarantee."""
-    upload = ""
+    upload, complete = "", REJECTED
     try:
         upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x")
+        complete = _outcome(
+            lambda: client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+                IfNoneMatch="*",
+            )
+        )
     except ClientError as exc:
         if error_code(exc) not in ("AccessDenied", "403"):
             raise
-        if upload:
-            _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
         log.info("The store at %s denies the probe's multipart upload: multipart uploads reserve their key first.",
                  client.meta.endpoint_url)  # fmt: skip
-        return REJECTED
-    complete = _outcome(
-        lambda: client.complete_multipart_upload(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload,
-            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
-            IfNoneMatch="*",
-        )
-    )
-    if complete != IGNORED:
-        _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
+    finally:
+        if upload and complete != IGNORED:  # an ignored condition completed the upload: nothing open
+            _quietly(lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload))
     return complete
 
 

@@ -176,3 +176,39 @@ def test_encryption_on_every_store(store: Any, encryption: str, monkeypatch: pyt
     assert head.get("SSECustomerAlgorithm") == "AES256"
     with pytest.raises(ClientError):  # without the key the store refuses to read it
         store.admin.get_object(Bucket=bucket, Key="small.bin")
+
+
+def test_an_ignored_encryption_removes_only_that_writes_version(moto: MotoServer, make_conn: Any) -> None:
+    """On a versioned bucket the refused write's own version goes (no delete marker hides
+    the version before it, and no unencrypted version stays readable by its id)."""
+    from airflow_s3connect.errors import S3ConnectError
+    from airflow_s3connect.hooks.s3connect import S3ConnectHook
+    from tests.conftest import REGION
+
+    admin = moto.admin_client("s3")
+    admin.create_bucket(Bucket="versioned-enc", CreateBucketConfiguration={"LocationConstraint": REGION})
+    admin.put_bucket_versioning(Bucket="versioned-enc", VersioningConfiguration={"Status": "Enabled"})
+    first = admin.put_object(Bucket="versioned-enc", Key="doc.txt", Body=b"the good version")["VersionId"]
+    make_conn("ssec_versions", "AKIA1", "s", bucket="versioned-enc", region_name=REGION, endpoint_url=moto.url,
+              sse_customer_key=SSE_C_KEY)  # fmt: skip
+    with pytest.raises(S3ConnectError, match="ignored the SSE-C key"):  # moto keeps SSE-C writes unencrypted
+        S3ConnectHook(s3connect_conn_id="ssec_versions").upload("doc.txt", data=b"unprotected")
+    listed = admin.list_object_versions(Bucket="versioned-enc")
+    assert [v["VersionId"] for v in listed.get("Versions", [])] == [first]
+    assert listed.get("DeleteMarkers", []) == []
+    assert admin.get_object(Bucket="versioned-enc", Key="doc.txt")["Body"].read() == b"the good version"
+
+
+def test_an_operators_sse_c_key_replaces_the_connections_encryption(moto: MotoServer, make_conn: Any) -> None:
+    """SSE-C and SSE-S3/KMS exclude each other: the key given to an operator replaces the
+    connection's server_side_encryption for all its requests, which still run."""
+    from airflow_s3connect.hooks.s3connect import S3ConnectHook
+    from tests.conftest import REGION
+
+    make_conn("kms_then_ssec", "AKIA1", "s", bucket=BUCKET, region_name=REGION, endpoint_url=moto.url,
+              server_side_encryption="aws:kms", kms_key_id="alias/theirs")  # fmt: skip
+    hook = S3ConnectHook(s3connect_conn_id="kms_then_ssec")
+    hook.override_requests(sse_customer_key=SSE_C_KEY)
+    defaults = hook.settings.write_defaults
+    assert (defaults.sse_customer_key, defaults.server_side_encryption, defaults.kms_key_id) == (SSE_C_KEY, None, None)
+    assert list(hook.iter_objects("")) == []  # the client builds and lists

@@ -156,10 +156,13 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
         operator's SSE-C key or Requester Pays then reach its reads, listings, HEADs and
         copy sources, not only its writes (a key the reads lack cannot read what was
         written with it; a Requester Pays bucket refuses every request that does not pay)."""
-        given = {"sse_customer_key": sse_customer_key, "requester_pays": requester_pays}
+        given: dict[str, Any] = {"sse_customer_key": sse_customer_key, "requester_pays": requester_pays}
         given = {name: value for name, value in given.items() if value is not None}
         if given.get("sse_customer_key"):
             mask_secret(given["sse_customer_key"])
+            # The caller's SSE-C key replaces the connection's encryption, which it excludes.
+            given.update(server_side_encryption=None, kms_key_id=None, bucket_key_enabled=None,
+                         kms_encryption_context=None)  # fmt: skip
         if given:
             self._replace_settings(**given)
 
