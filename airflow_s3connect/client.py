@@ -40,7 +40,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_s3connect import __version__, checksums, redaction, wire
+from airflow_s3connect import __version__, checksums, native, redaction, wire
 from airflow_s3connect.allowlist import PRESIGN_REFUSED, check_call, restricted
 from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, S3ConnectError, ScopeError
@@ -513,6 +513,7 @@ def configure(client: Any, settings: ConnectionSettings) -> Any:
         apply_write_defaults(client, defaults)
     checksums.register(client, settings.upload_checksums)
     refuse_ignored_encryption(client)
+    client.s3connect_native = native.engine_for(client, settings)
     return client
 
 
@@ -555,6 +556,8 @@ class RequestCounter:
     def __enter__(self) -> RequestCounter:
         for client in self._clients:
             client.meta.events.register("before-send.s3", self._count, unique_id=self._id)
+            if (engine := native.engine_of(client)) is not None:
+                engine.events.register("before-send.s3", self._count, unique_id=self._id)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -563,4 +566,6 @@ class RequestCounter:
     def close(self) -> None:
         for client in self._clients:
             client.meta.events.unregister("before-send.s3", unique_id=self._id)
+            if (engine := native.engine_of(client)) is not None:
+                engine.events.unregister("before-send.s3", unique_id=self._id)
         self._clients = []

@@ -43,6 +43,8 @@ class AuthType(str, Enum):
 
 #: How uploads carry checksums (see :mod:`airflow_s3connect.checksums`).
 CHECKSUM_MODES = ("auto", "sdk", "header", "off")
+#: Which engine sends a transfer's GETs and single-part PUTs (see airflow_s3connect.native).
+ENGINES = ("auto", "botocore", "native")
 
 
 def is_aws_endpoint(endpoint_url: str | None) -> bool:
@@ -193,6 +195,14 @@ FIELDS: tuple[FieldSpec, ...] = (
         "many S3-compatible stores refuse or store). header: computed here and sent as headers with "
         "Content-MD5, and the returned ETag compared with it. off: none.",
         {"type": "string", "enum": list(CHECKSUM_MODES), "default": "auto"},
+    ),
+    FieldSpec(
+        "engine",
+        "Transfer Engine",
+        "auto: the native engine (obstore, installed with airflow-s3connect[fast]) for the GETs and single-part "
+        "PUTs it can make exactly, botocore for the rest. native: the same, and an error if obstore is missing. "
+        "botocore: botocore only.",
+        {"type": "string", "enum": list(ENGINES), "default": "auto"},
     ),
     FieldSpec(
         "bucket",
@@ -387,6 +397,7 @@ class ConnectionSettings:
     ca_bundle: str | None = None
     proxy_url: str | None = None
     checksum_mode: str = "auto"
+    engine: str = "auto"
     bucket: str | None = None
     expected_bucket_owner: str | None = None
     server_side_encryption: str | None = None

@@ -47,6 +47,7 @@ from airflow_s3connect.errors import (
     translated,
 )
 from airflow_s3connect.local import record_etag, stored_etag
+from airflow_s3connect.native import Router
 from airflow_s3connect.objects import Downloaded, ObjectInfo, TransferConfig, version_args
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class Downloader:
         cleanup: Cleanup | None = None,
     ) -> None:
         self.client = client
+        self.router = Router(client)
         self.bucket = bucket
         self.config = config
         self.skip_unchanged = skip_unchanged
@@ -295,8 +297,9 @@ class Downloader:
 
     def _get(self, task: DownloadTask, **params: Any) -> Any:
         key = task.key
+        call = {"Bucket": self.bucket, "Key": key, **version_args(task.version_id), **params}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key, **version_args(task.version_id), **params)
+            return self.router.sender("GetObject", call)(**call)
         except ClientError as exc:
             code = error_code(exc)
             if code in PRECONDITION_CODES:

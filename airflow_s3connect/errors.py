@@ -24,6 +24,7 @@ from botocore.exceptions import (
     HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from airflow_s3connect.redaction import holds_secret, redact
@@ -250,6 +251,13 @@ def translate(
         return CredentialsNotFoundError(
             "No AWS credentials: fill the connection's AWS Access Key ID and Secret Access Key, "
             "or give the worker a default credential chain (environment, web identity, instance profile)."
+        )
+    if isinstance(exc, SSLError):
+        url = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url", "")))
+        endpoint = f"{url.scheme}://{url.netloc}" if url.netloc else "the endpoint"
+        return EndpointUnreachableError(
+            f"{operation}: the TLS certificate of {endpoint} could not be verified: set the connection's ca_bundle to "
+            "the CA that signed it (verify_ssl off only for a test store)."
         )
     if isinstance(exc, EndpointConnectionError | HTTPClientError):
         # Reached only once botocore's retries (the connection's max_attempts) are spent.

@@ -12,6 +12,8 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError as FutureCancelledError
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ from airflow_s3connect.errors import (
     translate,
     translated,
 )
+from airflow_s3connect.native import Router
 from airflow_s3connect.objects import MiB, TransferConfig, Uploaded
 from airflow_s3connect.writes import (
     RESERVATION_BODY,
@@ -131,10 +134,14 @@ class Uploader:
                 max_in_memory_upload_chunks=config.max_concurrency,
             ),
         )
+        self._router = Router(client)
+        self._native: ThreadPoolExecutor | None = None
+        self._threshold = config.multipart_threshold
+        self._concurrency = config.max_concurrency
         self._keys: set[str] = set()
         self._responses: dict[str, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, TransferFuture, Callable[[], int]]] = []
+        self._pending: list[tuple[str, TransferFuture | Future[None], Callable[[], int]]] = []
         self._id = f"s3connect-upload-{uuid.uuid4().hex}"
         self._support = AWS_SUPPORT
         self._attributes: dict[str, Callable[[], Mapping[str, Any]]] = {}
@@ -189,6 +196,8 @@ class Uploader:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._native is not None:
+            self._native.shutdown(wait=True, cancel_futures=exc is not None)
         try:
             # TransferManager.shutdown(cancel=True) passes its arguments in the wrong order
             # (s3transfer 0.19: TypeError "'str' object is not callable", hiding the real
@@ -320,11 +329,31 @@ class Uploader:
             self._keys.add(key)
 
     def put_file(self, path: Path, key: str, content_type: str | None = None) -> None:
-        """Queue a local file (multipart above the threshold)."""
+        """Queue a local file (multipart above the threshold). A single-part one goes
+        through the native engine where it can send that PutObject exactly."""
         self._claim(key)
         size = path.stat().st_size
-        future = self._manager.upload(str(path), self.bucket, key, extra_args=self._args(content_type))
+        args = self._args(content_type)
+        if size <= self._threshold and self._router.engine is not None:
+            params = {"Bucket": self.bucket, "Key": key, **args}
+            if not self.options.overwrite:
+                params["IfNoneMatch"] = "*"
+            send = self._router.sender("PutObject", params)
+            if send is not self.client.put_object:
+                if self._native is None:
+                    self._native = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3connect-put")
+                native: Future[None] = self._native.submit(self._put_native, send, path, params)
+                self._pending.append((key, native, lambda: size))
+                return
+        future = self._manager.upload(str(path), self.bucket, key, extra_args=args)
         self._pending.append((key, future, lambda: size))
+
+    def _put_native(self, send: Callable[..., Mapping[str, Any]], path: Path, params: dict[str, Any]) -> None:
+        if self.cleanup.reason is not None:
+            raise TransferInterrupted(f"Upload of s3://{self.bucket}/{params['Key']} cancelled: {self.cleanup.reason}.")
+        answer = send(Body=path.read_bytes(), **params)
+        with self._lock:
+            self._responses[str(params["Key"])] = answer
 
     def put_stream(
         self,
@@ -368,7 +397,7 @@ class Uploader:
                     raise error from None
                 yield own
                 continue
-            except S3TransferCancelledError:
+            except (S3TransferCancelledError, FutureCancelledError):
                 reason = self.cleanup.reason or "the transfer was stopped"
                 raise TransferInterrupted(
                     f"Upload of s3://{self.bucket}/{key} cancelled: {reason}. "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
 import sys
 import threading
 import time
@@ -31,10 +33,14 @@ _lock = threading.Lock()
 _send = botocore.httpsession.URLLib3Session.send
 
 
-def _counting_send(self: Any, request: Any) -> Any:
+def _count(**_: Any) -> None:
     global _requests
     with _lock:
         _requests += 1
+
+
+def _counting_send(self: Any, request: Any) -> Any:
+    _count()
     return _send(self, request)
 
 
@@ -53,10 +59,14 @@ def _rss(field: str) -> int:
 def _ours_client(url: str, **fields: Any) -> Any:
     from airflow_s3connect.client import build_s3_client, build_session
     from airflow_s3connect.connection import parse_settings
+    from airflow_s3connect.native import engine_of
 
     fields = {"endpoint_url": url, "region_name": REGION, "addressing_style": "path", **fields}
     settings = parse_settings("bench", KEY, SECRET, fields)
-    return build_s3_client(settings, build_session(settings))
+    client = build_s3_client(settings, build_session(settings))
+    if (engine := engine_of(client)) is not None:  # the native engine's requests, counted as botocore's
+        engine.events.register("before-send.s3", _count)
+    return client
 
 
 def _plain_client(url: str, pool: int = 8) -> Any:
@@ -77,7 +87,9 @@ def _keys(url: str, prefix: str) -> list[str]:
 
 def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> Callable[[], Any]:
     """``variant="sdk"``: the connection's checksum_mode ``sdk`` (botocore's CRC32 only), to
-    show what the default ``header`` mode's MD5 of every body costs."""
+    show what the default ``header`` mode's MD5 of every body costs; ``variant="botocore"``:
+    the connection's engine ``botocore`` (every request through botocore, as before the
+    native engine)."""
     from airflow_s3connect.copies import Copier, CopyTask
     from airflow_s3connect.deletes import BatchDelete
     from airflow_s3connect.downloads import Downloader, DownloadTask
@@ -89,7 +101,8 @@ def ours(scenario: str, url: str, work: Path, size: int, variant: str = "") -> C
     from airflow_s3connect.watch import Watcher, WatchSpec
     from airflow_s3connect.writes import WriteOptions
 
-    client = _ours_client(url, **({"checksum_mode": variant} if variant else {}))
+    fields = {"engine": variant} if variant == "botocore" else {"checksum_mode": variant} if variant else {}
+    client = _ours_client(url, **fields)
     config = TransferConfig()
     out = work / f"ours-{os.getpid()}"
 
@@ -387,11 +400,96 @@ def s3transfer_downloads(url: str, work: Path) -> Callable[[], Any]:
     return run
 
 
+# --------------------------------------------------------------------------- the native tools
+PEERS = ("s5cmd", "rclone", "obstore")
+
+
+def peer(scenario: str, side: str, url: str, work: Path) -> Callable[[], Any]:
+    """What users who need speed call instead of a provider: s5cmd or rclone from a
+    BashOperator (a process each run: its start is part of its time, as it is in a task), or
+    obstore from a ``@task`` (8 threads, each object written to its file, as a user would).
+    Each is given the same keys, endpoint and files; the process's CPU and peak RSS are
+    the tool's own (``os.times`` and ``getrusage`` of the children)."""
+    out = work / f"{side}-{os.getpid()}"
+    out.mkdir(parents=True, exist_ok=True)
+    written = f"{'large' if scenario == 'put_large' else 'put'}-{side}-{os.getpid()}/"
+    if side == "obstore":
+        return _obstore(scenario, url, work, out, written)
+    binary = str(Path(sys.executable).parent / side)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
+    if side == "s5cmd":
+        base = [binary, "--endpoint-url", url]
+        source = {
+            "get_many": f"s3://{BUCKET}/many/*",
+            "get_large": f"s3://{BUCKET}/large/object.bin",
+            "put_many": str(work / "put-many") + "/*",
+            "put_large": str(work / "put-large" / "object.bin"),
+        }
+        target = str(out) + "/" if scenario.startswith("get") else f"s3://{BUCKET}/{written}"
+        command = [*base, "cp", source[scenario], target]
+    else:
+        env.update(
+            RCLONE_S3_PROVIDER="Other",
+            RCLONE_S3_ENDPOINT=url,
+            RCLONE_S3_ACCESS_KEY_ID=KEY,
+            RCLONE_S3_SECRET_ACCESS_KEY=SECRET,
+            RCLONE_S3_REGION=REGION,
+            RCLONE_CONFIG="/dev/null",
+        )
+        source = {
+            "get_many": f":s3:{BUCKET}/many",
+            "get_large": f":s3:{BUCKET}/large",
+            "put_many": str(work / "put-many"),
+            "put_large": str(work / "put-large"),
+        }
+        target = str(out) if scenario.startswith("get") else f":s3:{BUCKET}/{written}"
+        command = [binary, "copy", "--transfers", "8", "--no-check-dest", source[scenario], target]
+
+    def run() -> int:
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return 1
+
+    return run
+
+
+def _obstore(scenario: str, url: str, work: Path, out: Path, written: str) -> Callable[[], Any]:
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(BUCKET, endpoint=url, access_key_id=KEY, secret_access_key=SECRET, region=REGION,
+                    client_options={"allow_http": True}, virtual_hosted_style_request=False)  # fmt: skip
+
+    def get_to_file(key: str) -> int:
+        target = out / key.rpartition("/")[2]
+        with open(target, "wb") as handle:
+            for chunk in obstore.get(store, key).stream():
+                handle.write(chunk)
+        return 1
+
+    def put_file(path: Path) -> int:
+        obstore.put(store, written + path.name, path)
+        return 1
+
+    def parallel(function: Callable[[Any], int], items: Any) -> int:
+        with ThreadPoolExecutor(8) as executor:
+            return sum(executor.map(function, items))
+
+    runs: dict[str, Callable[[], Any]] = {
+        "get_many": lambda: parallel(get_to_file, [m["path"] for b in obstore.list(store, prefix="many/") for m in b]),
+        "put_many": lambda: parallel(put_file, sorted((work / "put-many").iterdir())),
+        "get_large": lambda: get_to_file("large/object.bin"),
+        "put_large": lambda: put_file(work / "put-large" / "object.bin"),
+    }
+    return runs[scenario]
+
+
 def main() -> None:
     scenario, side, url, work, size = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
     os.environ["BENCH_WORK"] = str(work)
     if side.startswith("ours"):
         run = ours(scenario, url, work, size, variant=side.partition("-")[2])
+    elif side in PEERS:
+        run = peer(scenario, side, url, work)
     elif side == "s3transfer":
         run = s3transfer_downloads(url, work)
     elif side.startswith("ceiling"):
@@ -407,6 +505,12 @@ def main() -> None:
     seconds = time.perf_counter() - started
     cpu_after = os.times()
     cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    peak = _rss("VmHWM")
+    if side in ("s5cmd", "rclone"):  # the tool's process: its own CPU and peak RSS
+        cpu = (cpu_after.children_user - cpu_before.children_user) + (
+            cpu_after.children_system - cpu_before.children_system
+        )
+        baseline, peak = 0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(
         json.dumps(
             {
@@ -415,7 +519,7 @@ def main() -> None:
                 "cpu": cpu,
                 "objects": result if isinstance(result, int) and not isinstance(result, bool) else None,
                 "baseline_rss": baseline,
-                "peak_rss": _rss("VmHWM"),
+                "peak_rss": peak,
             }
         )
     )

@@ -116,7 +116,9 @@ def make_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
         password: str | None = None,
         **extra: Any,
     ) -> str:
-        body: dict[str, Any] = {"conn_type": "s3connect", "extra": extra}
+        from tests.support.stores import ENGINE
+
+        body: dict[str, Any] = {"conn_type": "s3connect", "extra": {**ENGINE, **extra}}
         if login is not None:
             body["login"] = login
         if password is not None:

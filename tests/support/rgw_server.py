@@ -47,7 +47,7 @@ class RgwServer:
         for sub in ("log", "run", "mon", "osd", "mgr", "rgw"):
             (workdir / sub).mkdir(parents=True)
         mon_port, http_port, https_port = free_port(), free_port(), free_port()
-        cert, key = _self_signed(workdir)
+        ca, cert, key = _self_signed(workdir)
         conf = workdir / "ceph.conf"
         conf.write_text(
             _CONF.format(
@@ -63,7 +63,7 @@ class RgwServer:
             workdir,
             f"http://127.0.0.1:{http_port}",
             f"https://127.0.0.1:{https_port}",
-            str(cert),
+            str(ca),
             "S3CONNECTRGWKEY",
             "s3connect-rgw-secret-0123456789",
         )
@@ -136,19 +136,25 @@ class RgwServer:
         self.processes.clear()
 
 
-def _self_signed(workdir: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA: verify with the same file)."""
-    cert, key = workdir / "rgw.crt", workdir / "rgw.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+def _self_signed(workdir: Path) -> tuple[Path, Path, Path]:
+    """A private CA and the certificate it signs for 127.0.0.1, as a store behind a company CA
+    is set up (a self-signed certificate used as its own CA is refused by rustls, which the
+    native engine uses): (the CA to verify with, the server's chain, its key)."""
+    ca, ca_key = workdir / "ca.crt", workdir / "ca.key"
+    cert, key, request = workdir / "rgw.crt", workdir / "rgw.key", workdir / "rgw.csr"
+    extensions = workdir / "rgw.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                          "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(ca_key), "-out", str(ca),
+         "-subj", "/CN=s3connect test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(request), "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
+         "-out", str(cert), "-extfile", str(extensions)],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *command], check=True, capture_output=True)
+    cert.write_bytes(cert.read_bytes() + ca.read_bytes())  # the chain the server presents
+    return ca, cert, key
 
 
 _CONF = """[global]

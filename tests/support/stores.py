@@ -7,11 +7,18 @@ extras that reach it, and an admin client to set up and inspect buckets.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 STORES = ("moto", "rgw-http", "rgw-https", "swift")
+#: The engine every test connection uses: the connection's default (``auto``: the native
+#: engine where it can) unless ``S3CONNECT_TEST_ENGINE`` names one; tests/test_engines.py runs
+#: the guarantee suites again with ``botocore``.
+ENGINE: dict[str, str] = (
+    {"engine": os.environ["S3CONNECT_TEST_ENGINE"]} if os.environ.get("S3CONNECT_TEST_ENGINE") else {}
+)
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Store:
     def conn(self, bucket: str, **extra: Any) -> dict[str, Any]:
         """An ``AIRFLOW_CONN_*`` body for this store, scoped to ``bucket``."""
         fields: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region_name": self.region, "bucket": bucket,
-                                  "addressing_style": "path"}  # fmt: skip
+                                  "addressing_style": "path", **ENGINE}  # fmt: skip
         if self.ca_bundle:
             fields["ca_bundle"] = self.ca_bundle
         return {"conn_type": "s3connect", "login": self.key, "password": self.secret, "extra": {**fields, **extra}}
@@ -93,7 +100,7 @@ def endpoint_client(
     from airflow_s3connect.client import build_s3_client, build_session
     from airflow_s3connect.connection import parse_settings
 
-    fields = {"endpoint_url": endpoint_url, "region_name": region, "addressing_style": "path", **extra}
+    fields = {"endpoint_url": endpoint_url, "region_name": region, "addressing_style": "path", **ENGINE, **extra}
     settings = parse_settings("test", key, secret, fields)
     return build_s3_client(settings, build_session(settings))
 
