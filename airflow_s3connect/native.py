@@ -41,7 +41,6 @@ from botocore.exceptions import (
     ResponseStreamingError,
     SSLError,
 )
-from botocore.hooks import HierarchicalEmitter
 
 from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import AddressingStyle, ConnectionSettings
@@ -185,10 +184,13 @@ class NativeEngine:
     """
 
     def __init__(self, client: Any, settings: ConnectionSettings, sleep: Callable[[float], None] = time.sleep) -> None:
+        from botocore.hooks import HierarchicalEmitter  # with botocore's HTTP stack: not at import
+
         self.client = client
         self.settings = settings
         self.events = HierarchicalEmitter()
         self._defaults = settings.write_defaults
+        self._default_args: dict[str, dict[str, Any]] = {}  # per operation: the options never change
         self._region = client.meta.region_name or settings.region_name or "us-east-1"
         self._stores: dict[str, S3Store] = {}
         self._sleep = sleep
@@ -197,7 +199,10 @@ class NativeEngine:
     def _with_defaults(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` with the connection's write options, as botocore's client adds them."""
         merged = dict(params)
-        for name, value in self._defaults.args(operation).items():
+        defaults = self._default_args.get(operation)
+        if defaults is None:
+            defaults = self._default_args[operation] = self._defaults.args(operation)
+        for name, value in defaults.items():
             if name == "Metadata":
                 merged["Metadata"] = {**value, **merged.get("Metadata", {})}
             else:
@@ -454,8 +459,14 @@ def _unreachable(exc: Exception, endpoint: str) -> Exception:
 
 
 def _message(exc: BaseException) -> str:
-    """The first line of obstore's message (its debug detail follows)."""
-    return str(exc).split("\n", 1)[0][:500]
+    """The store's own message where it sent one (as botocore parses it from the error's XML),
+    else the first line of obstore's (its debug detail follows)."""
+    import html
+
+    text = str(exc)
+    if (found := re.search(r"<Message>([^<]*)</Message>", text)) is not None:
+        return html.unescape(found.group(1))
+    return text.split("\n", 1)[0][:500]
 
 
 def engine_for(client: Any, settings: ConnectionSettings) -> NativeEngine | None:

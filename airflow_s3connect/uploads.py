@@ -135,6 +135,7 @@ class Uploader:
             ),
         )
         self._router = Router(client)
+        self._args_of_type: dict[str | None, dict[str, Any]] = {}
         self._native: ThreadPoolExecutor | None = None
         self._threshold = config.multipart_threshold
         self._concurrency = config.max_concurrency
@@ -313,7 +314,15 @@ class Uploader:
     def _args(self, content_type: str | None, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
         """An upload's arguments, as PutObject's (s3transfer routes them to the multipart
         requests itself): the options, this object's content type and metadata, and a CRC32
-        checksum unless another algorithm was chosen."""
+        checksum unless another algorithm was chosen. A copy each time: the same for every
+        file of one content type, so built once per type (a tree of small files)."""
+        if metadata is None:
+            if (known := self._args_of_type.get(content_type)) is None:
+                known = self._args_of_type[content_type] = self._build_args(content_type, None)
+            return {name: dict(value) if isinstance(value, dict) else value for name, value in known.items()}
+        return self._build_args(content_type, metadata)
+
+    def _build_args(self, content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
         options = self.options.overridden(
             content_type=self.options.content_type or content_type,
             metadata={**self.options.metadata, **(metadata or {})},

@@ -130,7 +130,10 @@ def test_artifacts_carry_the_licence_and_a_user_facing_description(dist: Path, w
     headers, _, description = metadata.partition("\n\n")
     assert "License-Expression: Apache-2.0" in headers
     assert "Project-URL: Homepage, https://pypi.org/project/airflow-s3connect/" in headers
-    assert [line for line in headers.splitlines() if line.startswith("Provides-Extra")] == ["Provides-Extra: parquet"]
+    assert [line for line in headers.splitlines() if line.startswith("Provides-Extra")] == [
+        "Provides-Extra: fast",
+        "Provides-Extra: parquet",
+    ]
     first_screen = description[:2500]
     assert "pip install" in first_screen
     assert first_screen.index("pip install") < first_screen.index("make test")

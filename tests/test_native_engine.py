@@ -301,3 +301,23 @@ def test_refreshed_credentials_reach_the_native_engine(moto: Any) -> None:
     second = engine._credential()
     assert (second["access_key_id"], second["token"]) == ("ASIAROTATED", "token-ASIAROTATED")
     assert second["expires_at"] is not None
+
+
+def test_every_request_of_both_engines_goes_through_the_connections_proxy(moto: Any, tmp_path: Path) -> None:
+    from tests.support.forward_proxy import ForwardProxy
+
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="in/a.bin", Body=b"via proxy")
+    (tmp_path / "b.bin").write_bytes(b"up via proxy")
+    egress = ForwardProxy().start()
+    try:
+        client = _client(moto.url, proxy_url=egress.url)
+        sent = Sent(client)
+        with RequestCounter(client) as counter:
+            assert _get(client, tmp_path, "in/a.bin")[0].path.read_bytes() == b"via proxy"
+            _put(client, WriteOptions(), (tmp_path / "b.bin", "out/b.bin"))
+            client.head_object(Bucket=BUCKET, Key="out/b.bin")  # botocore's own request
+    finally:
+        egress.stop()
+    assert sent.native == 2
+    assert sum(egress.seen.values()) == counter.requests == 3
+    assert egress.seen == {"GET": 1, "PUT": 1, "HEAD": 1}

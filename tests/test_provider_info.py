@@ -29,6 +29,7 @@ SPEC_FIELDS = {
     "ca_bundle",
     "proxy_url",
     "checksum_mode",
+    "engine",
     "bucket",
     "expected_bucket_owner",
     "server_side_encryption",

@@ -47,6 +47,7 @@ def test_defaults_are_the_form_defaults() -> None:
         "connect_timeout": 10,
         "read_timeout": 60,
         "checksum_mode": "auto",
+        "engine": "auto",
     }
     assert settings.upload_checksums == "sdk"  # no endpoint: AWS
     assert (settings.max_attempts, settings.connect_timeout, settings.read_timeout) == (5, 10, 60)
@@ -86,8 +87,10 @@ def test_every_spec_field_parses_from_json_extras() -> None:
         "connect_timeout": 3,
         "read_timeout": 120,
         "checksum_mode": "header",
+        "engine": "botocore",
     }
     s = parse(extra, login="ASIAEXAMPLE", password=SECRET)
+    assert s.engine == "botocore"
     assert s.upload_checksums == "header"
     assert s.auth_type is AuthType.ASSUME_ROLE
     assert s.aws_session_token == TOKEN
