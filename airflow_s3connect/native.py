@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import importlib.util
 import logging
+import os
 import random
 import re
 import time
@@ -37,6 +38,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    NoCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
     SSLError,
@@ -83,7 +85,8 @@ PUT_PARAMETERS = {
     "StorageClass": "Storage-Class",
     "RequestPayer": None,
 }
-_ATTRIBUTE_NAMES = {name.lower() for name in PUT_PARAMETERS.values() if name}
+#: obstore takes a metadata key that names an attribute (any case, with or without '-') as that attribute.
+_ATTRIBUTE_NAMES = {name.lower().replace("-", "") for name in PUT_PARAMETERS.values() if name}
 #: What a connection setting keeps every request on botocore, and why.
 CONNECTION_REFUSALS: tuple[tuple[str, str], ...] = (
     ("expected_bucket_owner", "it does not send x-amz-expected-bucket-owner"),
@@ -91,13 +94,28 @@ CONNECTION_REFUSALS: tuple[tuple[str, str], ...] = (
     ("server_side_encryption", "it cannot see whether the store applied the encryption"),
     ("kms_key_id", "it cannot see whether the store applied the encryption"),
     ("acl", "it does not send a canned ACL"),
+    # rustls adds a bundle to the system's roots; botocore trusts the bundle alone
+    ("ca_bundle", "it would trust the public CAs beside the bundle"),
 )
+#: obstore reads these from the worker's environment for what the connection leaves unset:
+#: a write encrypted, tags dropped, another endpoint, unsigned requests. Set, they keep the
+#: connection on botocore, which reads none of them.
+ENVIRONMENT_REFUSALS = (
+    "AWS_SERVER_SIDE_ENCRYPTION", "AWS_SSE_KMS_KEY_ID", "AWS_SSE_BUCKET_KEY_ENABLED", "AWS_SSE_CUSTOMER_KEY_BASE64",
+    "AWS_CHECKSUM_ALGORITHM", "AWS_ENDPOINT", "AWS_SKIP_SIGNATURE", "AWS_UNSIGNED_PAYLOAD", "AWS_DISABLE_TAGGING",
+    "AWS_REQUEST_PAYER", "AWS_CONDITIONAL_PUT", "AWS_PROXY_URL", "AWS_PROXY_CA_CERTIFICATE",
+    "AWS_ALLOW_INVALID_CERTIFICATES", "AWS_DEFAULT_CONTENT_TYPE", "AWS_COPY_IF_NOT_EXISTS",
+)  # fmt: skip
+#: What a HEAD describing a GET's object takes from the GET (the same version, pinned).
+_HEAD_PARAMETERS = ("Bucket", "Key", "VersionId", "IfMatch", "RequestPayer")
 _PLAIN_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 #: obstore's refusal of an answer shorter than the range asked for, and of a range of an empty object.
 _SHORT = re.compile(r"Requested \d+\.\.\d+, got \d+\.\.\d+")
 _EMPTY = re.compile(r"Wanted range starting at \d+, but object was only 0 bytes long")
+#: A failure with no answer: the connection, a timeout, a reset or a cut-off body.
+_NETWORK = re.compile(r"kind: (Connect|Timeout|Interrupted|Request|Body)\b|error sending request|body error")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
 #: An exception type of obstore's, the HTTP status and error code it stands for when its
@@ -123,14 +141,18 @@ def connection_refusal(settings: ConnectionSettings) -> str | None:
     for name, why in CONNECTION_REFUSALS:
         if getattr(settings, name):
             return f"the connection sets {name} and {why}"
+    if set_here := sorted(name for name in ENVIRONMENT_REFUSALS if os.environ.get(name)):
+        return f"the worker's environment sets {', '.join(set_here)}, which it would apply to its requests"
+    if not settings.endpoint_url and not settings.region_name:
+        return "on AWS it needs the connection's region_name (it does not follow region redirects)"
     return None
 
 
 def key_refusal(bucket: str, key: str) -> str | None:
     """Why obstore cannot address ``key`` of ``bucket`` exactly, or None: it drops a trailing
     '/' and refuses empty or dot segments, so such a key would be another object or none."""
-    if not _PLAIN_BUCKET.match(bucket):
-        return f"bucket {bucket!r} is not a plain bucket name"
+    if not _PLAIN_BUCKET.match(bucket) or "." in bucket or bucket.endswith("--x-s3"):
+        return f"bucket {bucket!r} is not a plain bucket name (dots, directory buckets, access points)"
     if not key or (problem := path_problem(key, empty_segments=False, backslash=True)) is not None:
         return f"key {key!r} {problem or 'is empty'}"
     return None
@@ -194,7 +216,6 @@ class NativeEngine:
         self._region = client.meta.region_name or settings.region_name or "us-east-1"
         self._stores: dict[str, S3Store] = {}
         self._sleep = sleep
-        self._certificate = _certificate(settings)
 
     def _with_defaults(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` with the connection's write options, as botocore's client adds them."""
@@ -221,11 +242,11 @@ class NativeEngine:
         if (why := key_refusal(str(params.get("Bucket", "")), str(params.get("Key", "")))) is not None:
             return why
         metadata = params.get("Metadata") or {}
-        if clash := sorted(name for name in metadata if name.lower() in _ATTRIBUTE_NAMES):
+        if clash := sorted(name for name in metadata if name.lower().replace("-", "") in _ATTRIBUTE_NAMES):
             return f"metadata {', '.join(clash)} would be sent as a header of that name"
         if operation == "PutObject" and params.get("IfNoneMatch") not in (None, "*"):
             return "it sends only If-None-Match: * on a write"
-        if params.get("ChecksumAlgorithm") not in (None, "CRC32"):
+        if params.get("ChecksumAlgorithm") is not None:
             return f"it does not send a {params['ChecksumAlgorithm']} checksum (it compares the ETag with the MD5)"
         return None
 
@@ -264,17 +285,15 @@ class NativeEngine:
         """The store answered fewer bytes than the range asked for, which obstore refuses
         whole: answered as botocore's body that ends early (the Downloader asks again from
         where it was, as many times as its transfer allows), described by a HEAD."""
-        import obstore
-
-        store = self._store(params["Bucket"])
-        meta = self._send("HeadObject", params, lambda: obstore.head(store, params["Key"]))
+        head = self.client.head_object(**{name: params[name] for name in _HEAD_PARAMETERS if params.get(name)})
+        size = int(head["ContentLength"])
         first, last = options["range"] if isinstance(options["range"], tuple) else (options["range"]["offset"], 0)
-        last = last or meta["size"]
+        last = last or size
         return {
-            "ETag": meta["e_tag"],
-            "LastModified": meta["last_modified"],
+            "ETag": head["ETag"],
+            "LastModified": head["LastModified"],
             "ContentLength": last - first,
-            "ContentRange": f"bytes {first}-{last - 1}/{meta['size']}",
+            "ContentRange": f"bytes {first}-{last - 1}/{size}",
             "Body": NativeBody(None, last - first),
         }
 
@@ -299,7 +318,11 @@ class NativeEngine:
         result = self._send("PutObject", params, lambda: obstore.put(store, key, data, use_multipart=False, **options))
         etag = str(result.get("e_tag") or "")
         expected = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
-        if self.settings.upload_checksums != "off" and etag != expected:
+        if (
+            self.settings.upload_checksums != "off"
+            and etag != expected
+            and not self._holds(bucket, key, result, expected)
+        ):
             self._remove(bucket, key, result.get("version"))
             raise IntegrityError(
                 f"PutObject of s3://{bucket}/{key}: the store answered ETag {etag}, not the MD5 of the bytes sent "
@@ -309,6 +332,20 @@ class NativeEngine:
         if result.get("version"):
             answer["VersionId"] = result["version"]
         return answer
+
+    def _holds(self, bucket: str, key: str, result: Mapping[str, Any], expected: str) -> bool:
+        """Whether the store holds the bytes sent although its ETag is not their MD5: under
+        the bucket's default SSE-KMS the ETag is no MD5, so what it holds is read back (as
+        ``checksum_mode="header"`` does under encryption on botocore)."""
+        from airflow_s3connect.checksums import read_back_md5
+
+        where: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if result.get("version"):
+            where["VersionId"] = result["version"]
+        head = self.client.head_object(**where)
+        if not str(head.get("ServerSideEncryption", "")).startswith("aws:kms"):
+            return False
+        return f'"{read_back_md5(self.client, where)}"' == expected
 
     def _remove(self, bucket: str, key: str, version: str | None) -> None:
         """Remove a damaged write (its own version, on a versioned bucket); best effort."""
@@ -333,15 +370,16 @@ class NativeEngine:
                 status, code = _answer(exc)
                 if _SHORT.search(str(exc)):
                     raise _ShortAnswer from None
-                retryable = code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS or status is None
+                network = status is None and _NETWORK.search(str(exc)) is not None
+                retryable = code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS or network
                 if retryable and attempt < attempts:
                     self._sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # jitter, as botocore's
                     continue
-                if status is None:
+                if network:
                     raise _unreachable(exc, self.settings.endpoint_url or "https://s3.amazonaws.com") from None
                 answer: Any = {
                     "Error": {"Code": code, "Message": _message(exc)},
-                    "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": attempt - 1},
+                    "ResponseMetadata": {"HTTPStatusCode": status or 0, "RetryAttempts": attempt - 1},
                 }
                 raise ClientError(answer, operation) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -360,6 +398,9 @@ class NativeEngine:
         options: Any = {  # obstore's ClientConfig
             "connect_timeout": datetime.timedelta(seconds=settings.connect_timeout),
             "read_timeout": datetime.timedelta(seconds=settings.read_timeout),
+            # obstore's default bounds a whole request (body included) to 30 s; the
+            # connection bounds the wait for each byte (read_timeout), as botocore does
+            "timeout": datetime.timedelta(days=1),
             "pool_max_idle_per_host": str(settings.max_concurrency + 1),
             "user_agent": "airflow-s3connect",
         }
@@ -367,8 +408,6 @@ class NativeEngine:
             options["allow_http"] = True
         if not settings.verify_ssl:
             options["allow_invalid_certificates"] = True
-        if self._certificate is not None:
-            options["root_certificate"] = self._certificate
         if settings.proxy_url:
             options["proxy_url"] = settings.proxy_url
         config: Any = {  # obstore's S3Config
@@ -378,8 +417,8 @@ class NativeEngine:
         }
         if settings.endpoint_url:
             config["endpoint"] = settings.endpoint_url
-        if settings.requester_pays:
-            config["request_payer"] = True
+        config["request_payer"] = settings.requester_pays
+        config.update(skip_signature=False, unsigned_payload=False, disable_tagging=False, conditional_put="etag")
         return S3Store(
             bucket,
             config=config,
@@ -390,6 +429,8 @@ class NativeEngine:
 
     def _credential(self) -> Any:  # obstore's S3Credential
         credentials = self.client._get_credentials()
+        if credentials is None:
+            raise NoCredentialsError
         frozen = credentials.get_frozen_credentials()
         refreshing = hasattr(credentials, "refresh_needed")
         return {
@@ -403,17 +444,9 @@ class NativeEngine:
         }
 
 
-def _certificate(settings: ConnectionSettings) -> str | None:
-    if not settings.ca_bundle:
-        return None
-    try:
-        with open(settings.ca_bundle, encoding="ascii") as bundle:
-            return bundle.read()
-    except OSError as exc:
-        raise ConnectionSettingsError(
-            settings.conn_id, "ca_bundle", f"{settings.ca_bundle!r} cannot be read: {exc.strerror}",
-            "give the path of a PEM bundle present on every worker",
-        ) from None  # fmt: skip
+def _later_range(params: Mapping[str, Any]) -> bool:
+    """A GetObject of a range after the first byte: a part of a large object, or a resumption."""
+    return not str(params.get("Range", "bytes=0-")).startswith("bytes=0-")
 
 
 def _range(value: str) -> Any:
@@ -436,6 +469,8 @@ def _answer(exc: BaseException) -> tuple[int | None, str]:
     known = _ANSWERS.get(type(exc).__name__)
     if status is None and known is not None:
         status = known[0]
+    if status is None and "Received redirect" in text:  # AWS: the bucket is in another region
+        return 301, "PermanentRedirect"
     if code_match:
         return status, code_match.group(1)
     if known is not None:
@@ -505,14 +540,21 @@ class Router:
 
     def sender(self, operation: str, params: Mapping[str, Any]) -> Callable[..., Any]:
         """The callable that sends ``operation`` with ``params`` (as keyword arguments)."""
-        botocore_method = self.client.get_object if operation == "GetObject" else self.client.put_object
+        if (native := self.native(operation, params)) is not None:
+            return native
+        return self.client.get_object if operation == "GetObject" else self.client.put_object  # type: ignore[no-any-return]
+
+    def native(self, operation: str, params: Mapping[str, Any]) -> Callable[..., Any] | None:
+        """The native engine's method for this request, or None: botocore sends it."""
         if self.engine is None:
-            return botocore_method  # type: ignore[no-any-return]
+            return None
         why = self.engine.refusal(operation, params)
+        if why is None and self.engine.settings.engine == "auto" and _later_range(params):
+            return None  # measured: botocore streams the parts of a large object faster (BENCHMARKS.md)
         if why is None:
             return self.engine.get_object if operation == "GetObject" else self.engine.put_object
         if len(self._told) < self._TOLD and why not in self._told:
             self._told.add(why)
             log.info("%s of s3://%s/%s goes through botocore: the native engine %s.", operation,
                      params.get("Bucket"), params.get("Key"), why)  # fmt: skip
-        return botocore_method  # type: ignore[no-any-return]
+        return None

@@ -347,8 +347,9 @@ class Uploader:
             params = {"Bucket": self.bucket, "Key": key, **args}
             if not self.options.overwrite:
                 params["IfNoneMatch"] = "*"
-            send = self._router.sender("PutObject", params)
-            if send is not self.client.put_object:
+            if self.options.checksum_algorithm is None:  # our default CRC32: the ETag check answers it
+                params.pop("ChecksumAlgorithm", None)
+            if (send := self._router.native("PutObject", params)) is not None:
                 if self._native is None:
                     self._native = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3connect-put")
                 native: Future[None] = self._native.submit(self._put_native, send, path, params)

@@ -435,6 +435,7 @@ def peer(scenario: str, side: str, url: str, work: Path) -> Callable[[], Any]:
             RCLONE_S3_SECRET_ACCESS_KEY=SECRET,
             RCLONE_S3_REGION=REGION,
             RCLONE_CONFIG="/dev/null",
+            RCLONE_S3_NO_CHECK_BUCKET="true",  # the bucket exists: no CreateBucket first
         )
         source = {
             "get_many": f":s3:{BUCKET}/many",

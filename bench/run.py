@@ -359,6 +359,29 @@ def targets(scenarios_run: list[Scenario], sizes: Sizes) -> list[str]:
     return lines
 
 
+#: The scenarios charted, and the sides shown (those a run has): users' choices, not the floors.
+CHARTED = ("get_many", "put_many", "get_large", "put_large")
+CHART_SIDES = ("ours", "ours-botocore", "incumbent", "incumbent-sync", *PEERS)
+
+
+def chart(server: str, scenario: Scenario) -> list[str]:
+    """A Mermaid bar chart (rendered where the Markdown is read): each side's median time as
+    a bar, its client CPU as a line."""
+    sides = [side for side in CHART_SIDES if side in scenario.results]
+    times = ", ".join(f"{median(scenario.results[side], 'seconds'):.2f}" for side in sides)
+    cpus = ", ".join(f"{median(scenario.results[side], 'cpu'):.2f}" for side in sides)
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{scenario.name} on {server}: seconds (bars), client CPU seconds (line)"',
+        "    x-axis [" + ", ".join(f'"{side}"' for side in sides) + "]",
+        '    y-axis "seconds"',
+        f"    bar [{times}]",
+        f"    line [{cpus}]",
+        "```",
+    ]
+
+
 def report(results: dict[str, list[Scenario]], sizes: Sizes, quick: bool, elapsed: float) -> str:
     lines = [
         "# Benchmarks: airflow-s3connect vs apache-airflow-providers-amazon",
@@ -384,6 +407,9 @@ def report(results: dict[str, list[Scenario]], sizes: Sizes, quick: bool, elapse
     for server, scenarios_run in results.items():
         lines += ["", f"## {'Ceph RADOS Gateway (radosgw, beast, HTTP)' if server == 'rgw' else 'moto'}", ""]
         lines += table(scenarios_run)
+        for scenario in scenarios_run:
+            if scenario.name in CHARTED:
+                lines += ["", *chart(server, scenario)]
         lines += ["", f"Targets on {server}:", ""]
         lines += targets(scenarios_run, sizes)
     return "\n".join(lines) + "\n"
