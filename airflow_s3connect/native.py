@@ -2,8 +2,8 @@
 
 Why: on many small objects the cost is botocore's Python per request (signing, parsing,
 events), which threads do not remove on a small worker. The same requests made in Rust
-take about a third of the time and a fifth of the client CPU (``make bench``, 2,000 objects
-of 16 KiB on Ceph RGW): the figures are in BENCHMARKS.md.
+take about a third of the time and of the client CPU on gets, a sixth of the CPU on puts
+(``make bench``, 2,000 objects of 16 KiB on Ceph RGW): the figures are in BENCHMARKS.md.
 
 What stays ours: planning, temporary files, ETag pinning, resumption, cancellation, conditional
 writes, cleanup and results are the Downloader's and Uploader's, whichever engine sends the
@@ -14,11 +14,15 @@ unchanged. Each request is checked against the connection's scope before it is m
 the connection says (``max_attempts``, with botocore's ``standard`` backoff).
 
 A request the native engine cannot make exactly as asked goes to botocore instead
-(:meth:`NativeEngine.refusal` says why, and the transfer logs it): a parameter it does not
-send (ACL, encryption it cannot see applied, an expected bucket owner, SSE-C), a key that
-``object_store`` would rewrite (a trailing or doubled ``/``, ``.`` segments), a bucket that
-is an access point, or a multipart upload (whose upload id obstore does not hand out, so
-that a killed worker's upload could not be aborted by its retry).
+(:meth:`NativeEngine.refusal` and :func:`connection_refusal` say why, and the transfer logs
+it): a parameter it does not send (ACL, encryption it cannot see applied, an expected bucket
+owner, SSE-C, a chosen checksum), a ``ca_bundle`` (rustls would trust the public roots beside
+it), obstore's own ``AWS_*`` settings in the worker's environment, AWS without a region (no
+region redirects), a key ``object_store`` would rewrite (a trailing or doubled ``/``, ``.``
+segments), a bucket with dots or an access point, or a multipart upload (whose upload id
+obstore does not hand out, so that a killed worker's upload could not be aborted by its
+retry). With ``engine=auto`` the later ranges of a large object also go to botocore: measured
+faster there (BENCHMARKS.md).
 """
 
 from __future__ import annotations
