@@ -46,7 +46,7 @@ from airflow_s3connect.connection import AuthType, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, CredentialsNotFoundError, S3ConnectError, ScopeError
 from airflow_s3connect.objects import version_args
 from airflow_s3connect.scope import Scope
-from airflow_s3connect.writes import CREATE, WriteOptions
+from airflow_s3connect.writes import CREATE, WriteOptions, add_defaults
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -433,13 +433,7 @@ def apply_write_defaults(client: Any, defaults: WriteOptions) -> None:
 
     def add(params: dict[str, Any], model: Any, **_: Any) -> None:
         members = model.input_shape.members if model.input_shape is not None else {}
-        for name, value in defaults.args(model.name).items():
-            if name not in members:
-                continue
-            if name == "Metadata":
-                params["Metadata"] = {**value, **params.get("Metadata", {})}
-            else:
-                params.setdefault(name, value)
+        add_defaults(params, defaults.args(model.name), members)
         # botocore's own handlers (base64 of an SSE-C key, and its MD5) ran before this one,
         # which is registered for every S3 operation: a key added here needs them again
         # (each does nothing where the MD5 is already there).

@@ -52,6 +52,7 @@ from airflow_s3connect.allowlist import check_call
 from airflow_s3connect.connection import AddressingStyle, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, IntegrityError
 from airflow_s3connect.scope import path_problem
+from airflow_s3connect.writes import add_defaults
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -227,11 +228,7 @@ class NativeEngine:
         defaults = self._default_args.get(operation)
         if defaults is None:
             defaults = self._default_args[operation] = self._defaults.args(operation)
-        for name, value in defaults.items():
-            if name == "Metadata":
-                merged["Metadata"] = {**value, **merged.get("Metadata", {})}
-            else:
-                merged.setdefault(name, value)
+        add_defaults(merged, defaults)
         return merged
 
     # ------------------------------------------------------------------ routing

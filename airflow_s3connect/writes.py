@@ -18,7 +18,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -280,3 +280,16 @@ def with_source_attributes(params: dict[str, Any], answer: Mapping[str, Any]) ->
     if answer.get("Metadata"):
         out["Metadata"] = {**answer["Metadata"], **out.get("Metadata", {})}
     return out
+
+
+def add_defaults(params: dict[str, Any], defaults: Mapping[str, Any], accepted: Iterable[str] | None = None) -> None:
+    """Add a connection's write options (``WriteOptions.args`` of the request) to ``params``:
+    what the caller gave for this request stays, and metadata is merged under the caller's.
+    ``accepted``: the parameters the request takes (others are skipped)."""
+    for name, value in defaults.items():
+        if accepted is not None and name not in accepted:
+            continue
+        if name == "Metadata":
+            params["Metadata"] = {**value, **params.get("Metadata", {})}
+        else:
+            params.setdefault(name, value)
