@@ -533,6 +533,23 @@ def build_sts_client(settings: ConnectionSettings, session: boto3.session.Sessio
     )
 
 
+def build_sqs_client(settings: ConnectionSettings, session: boto3.session.Session, queue_url: str) -> Any:
+    """An SQS client with the connection's (possibly assumed, refreshing) credentials, at the
+    endpoint the queue's URL names. Its read timeout outlasts a long poll."""
+    from airflow_s3connect.notifications import queue_address
+    from airflow_s3connect.queues import MAX_WAIT
+
+    address = queue_address(queue_url)
+    config = client_config(settings).merge(Config(read_timeout=max(settings.read_timeout, MAX_WAIT + 10)))
+    return session.client(
+        "sqs",
+        region_name=address.region or settings.region_name or session.region_name or "us-east-1",
+        endpoint_url=address.endpoint,
+        verify=_verify(settings),
+        config=config,
+    )
+
+
 class RequestCounter:
     """The HTTP requests clients send while it is open, retries included: one figure for
     every operation, whether we, s3transfer or botocore's paginators made the request."""

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_s3connect.errors import S3ConnectError, WatcherError
 from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.notifications import Notification
 from airflow_s3connect.objects import ObjectInfo
+from airflow_s3connect.watch import WatchSpec, observe
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark, identity
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class ObjectStream:
         self.requests = 0
         self._start_after = start_after
         self._pending: set[tuple[str, str, str]] = set()
+        #: pending object → the sequencer of the notification that told of it
+        self._sequencers: dict[tuple[str, str, str], str] = {}
 
     def poll(self) -> list[ObjectInfo]:
         """What is new since the watermark and not already pending, oldest first."""
@@ -96,15 +100,53 @@ class ObjectStream:
         self._pending.update(_pending_key(info) for info in new)
         return new
 
+    def confirm(self, notified: Iterable[Notification]) -> list[ObjectInfo]:
+        """The objects S3 notifications told of that are new, oldest first; each confirmed
+        by one listing of its key (none for a notification older than, or the same as, one
+        acted on: its sequencer tells).
+
+        A notification is delivered at least once and in any order, and the object may
+        have been replaced or deleted since. The listing says what the key holds *now*:
+        that is announced, once (its identity is then seen), whichever of its notifications
+        comes first; a deleted object is not announced. Unlike a poll, age does not hide a
+        notified object: a queue drained after an outage announces what it held.
+        """
+        latest: dict[str, Notification] = {}
+        for notification in notified:
+            known = latest.get(notification.key)
+            if known is None or notification.is_newer_than(known.sequencer):
+                latest[notification.key] = notification
+        new: list[ObjectInfo] = []
+        for key, notification in latest.items():
+            if not notification.is_newer_than(self.watermark.sequencers.get(key)):
+                continue
+            seen = observe(self.client, WatchSpec(self.bucket, key=key))
+            self.requests += seen.requests
+            for info in seen.matches:
+                pending = _pending_key(info)
+                if self.watermark.seen.get(info.key) == identity(info) or pending in self._pending:
+                    continue
+                new.append(info)
+                self._pending.add(pending)
+                if notification.sequencer:
+                    self._sequencers[pending] = notification.sequencer
+        return sorted(new, key=lambda info: (info.last_modified, info.key))
+
     def commit(self, infos: Iterable[ObjectInfo]) -> None:
         """The events for ``infos`` are stored: the watermark moves past them."""
         infos = list(infos)
-        self._pending.difference_update(_pending_key(info) for info in infos)
-        self.watermark.advance(infos, self.lookback)
+        sequencers = {}
+        for info in infos:
+            self._pending.discard(pending := _pending_key(info))
+            if (sequencer := self._sequencers.pop(pending, None)) is not None:
+                sequencers[info.key] = sequencer
+        self.watermark.advance(infos, self.lookback, sequencers)
 
     def release(self, infos: Iterable[ObjectInfo]) -> None:
         """The events for ``infos`` were not stored: the next poll returns them again."""
-        self._pending.difference_update(_pending_key(info) for info in infos)
+        for info in infos:
+            self._pending.discard(pending := _pending_key(info))
+            self._sequencers.pop(pending, None)
 
 
 def _pending_key(info: ObjectInfo) -> tuple[str, str, str]:

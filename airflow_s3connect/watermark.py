@@ -23,6 +23,8 @@ from airflow_s3connect.objects import ObjectInfo
 
 #: Seconds before the newest LastModified in which late-visible objects are still found.
 DEFAULT_LOOKBACK = 900.0
+#: Notification sequencers remembered (a few hundred kB of asset state at most).
+SEQUENCERS_KEPT = 5000
 _VERSION = 1
 
 
@@ -33,12 +35,18 @@ class Watermark:
     newest: datetime.datetime | None = None
     #: key → (ETag, LastModified as ISO 8601)
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: key → the sequencer of the newest S3 notification acted on, newest last: a repeated
+    #: or older notification of the key is known without a request, also when the object
+    #: is older than the lookback (a backlog drained late). The last :data:`SEQUENCERS_KEPT`.
+    sequencers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": _VERSION,
             "newest": self.newest.isoformat() if self.newest else None,
             "seen": {key: list(value) for key, value in sorted(self.seen.items())},
+            # pairs, not an object: a JSON object's order is not kept by every database
+            "sequencers": [[key, sequencer] for key, sequencer in self.sequencers.items()],
         }
 
     @classmethod
@@ -55,6 +63,7 @@ class Watermark:
         return cls(
             datetime.datetime.fromisoformat(newest) if newest else None,
             {str(key): (str(etag), str(moment)) for key, (etag, moment) in value.get("seen", {}).items()},
+            {str(key): str(sequencer) for key, sequencer in value.get("sequencers") or []},
         )
 
     def is_new(self, info: ObjectInfo, lookback: float) -> bool:
@@ -62,16 +71,24 @@ class Watermark:
             return False
         return self.newest is None or info.last_modified >= self.newest - datetime.timedelta(seconds=lookback)
 
-    def advance(self, infos: Iterable[ObjectInfo], lookback: float) -> None:
+    def advance(
+        self, infos: Iterable[ObjectInfo], lookback: float, sequencers: Mapping[str, str] | None = None
+    ) -> None:
+        """``infos`` are announced (``sequencers``: the notifications that told of them)."""
         for info in infos:
             self.seen[info.key] = identity(info)
             if self.newest is None or info.last_modified > self.newest:
                 self.newest = info.last_modified
+        for key, sequencer in (sequencers or {}).items():
+            self.sequencers.pop(key, None)
+            self.sequencers[key] = sequencer
         if self.newest is not None:
             oldest = self.newest - datetime.timedelta(seconds=lookback)
             self.seen = {
                 key: value for key, value in self.seen.items() if datetime.datetime.fromisoformat(value[1]) >= oldest
             }
+        for key in list(self.sequencers)[: max(0, len(self.sequencers) - SEQUENCERS_KEPT)]:
+            del self.sequencers[key]
 
 
 def identity(info: ObjectInfo) -> tuple[str, str]:

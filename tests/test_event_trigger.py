@@ -296,28 +296,16 @@ def test_watchers_of_one_prefix_share_one_poll_and_save_after_the_events_are_sto
 
     async def run() -> dict[str, list[str]]:
         manager = SharedStreamManager(ack_timeout=30)
-        seen: dict[str, list[str]] = {"csv": [], "json": []}
-        seqs: list[int] = []
-
-        async def consume(trigger_id: int, trigger: S3ObjectEventTrigger, name: str) -> None:
-            key = trigger.shared_stream_key()
-            shared = manager.subscribe(trigger_id=trigger_id, trigger=trigger, key=key)
-            async for event in trigger.filter_shared_stream(shared):
-                seq = manager.bind_pending_event(trigger_id=trigger_id, key=key)
-                assert seq is not None
-                seqs.append(seq)
-                seen[name] += [o["key"] for o in event.payload["objects"]]
-
-        tasks = [asyncio.ensure_future(consume(1, csv, "csv")), asyncio.ensure_future(consume(2, jsn, "json"))]
+        tasks, seen, seqs = subscribe(manager, {"csv": csv, "json": jsn})
         await asyncio.sleep(1.0)
         baseline = [dict(s.values) for s in states]
         _put(store, bucket, "landing/a.csv")
         _put(store, bucket, "landing/a.json")
-        await _until(lambda: len(seqs) == 2)
+        await until(lambda: len(seqs) == 2)
         await asyncio.sleep(0.6)  # more polls: the events are not confirmed stored yet
         assert [dict(s.values) for s in states] == baseline
         manager.confirm_persisted(list(seqs))
-        await _until(lambda: all(len(next(iter(s.values.values()))["seen"]) == 2 for s in states))
+        await until(lambda: all(len(next(iter(s.values.values()))["seen"]) == 2 for s in states))
         for task in tasks:
             task.cancel()
         await manager.stop_all()
@@ -330,7 +318,28 @@ def test_watchers_of_one_prefix_share_one_poll_and_save_after_the_events_are_sto
     assert _STATE_STORES == {}  # the watchers left
 
 
-async def _until(check: Callable[[], bool], timeout: float = 30) -> None:
+def subscribe(
+    manager: Any, triggers: dict[str, S3ObjectEventTrigger]
+) -> tuple[list[asyncio.Future[None]], dict[str, list[str]], list[int]]:
+    """Watchers subscribed to ``manager`` as the triggerer subscribes them: their consuming
+    tasks, the keys each announced, and the sequence numbers of the events still to confirm."""
+    seen: dict[str, list[str]] = {name: [] for name in triggers}
+    seqs: list[int] = []
+
+    async def consume(trigger_id: int, trigger: S3ObjectEventTrigger, name: str) -> None:
+        key = trigger.shared_stream_key()
+        shared = manager.subscribe(trigger_id=trigger_id, trigger=trigger, key=key)
+        async for event in trigger.filter_shared_stream(shared):
+            seq = manager.bind_pending_event(trigger_id=trigger_id, key=key)
+            assert seq is not None
+            seqs.append(seq)
+            seen[name] += [o["key"] for o in event.payload["objects"]]
+
+    tasks = [asyncio.ensure_future(consume(i, t, name)) for i, (name, t) in enumerate(triggers.items(), 1)]
+    return tasks, seen, seqs
+
+
+async def until(check: Callable[[], bool], timeout: float = 30) -> None:
     async def wait() -> None:
         while not check():
             await asyncio.sleep(0.05)

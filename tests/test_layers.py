@@ -18,11 +18,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "airflow_s3connect"
 
 PURE = {
     "allowlist", "checksums", "connection", "errors", "formats", "iam", "macros", "manifests", "objects",
-    "patterns", "redaction", "scope", "watermark", "wire", "writes",
+    "notifications", "patterns", "redaction", "scope", "watermark", "wire", "writes",
 }  # fmt: skip
 ENGINE = {
     "catalog", "cleanup", "client", "conditional", "copies", "deletes", "downloads", "events", "filesystem",
-    "listing", "local", "native", "restores", "selection", "sources", "uploads", "watch",
+    "listing", "local", "native", "queues", "restores", "selection", "sources", "uploads", "watch",
 }  # fmt: skip
 AIRFLOW_LAYER = ("hooks", "operators", "sensors", "triggers", "plugins", "mixins")
 #: Top-level modules of the Airflow layer (wiring, entry points, the CLI).

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import boto3
     from mypy_boto3_s3 import S3Client
 
+    from airflow_s3connect.queues import NotificationQueue
+
 
 class S3ConnectHook(TaskFlowMixin, BaseHook):
     """Interact with Amazon S3 or an S3-compatible store through an ``s3connect`` connection.
@@ -228,6 +230,18 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
             if self._session is None:
                 self._session = clients.build_session(self.settings)
             return self._session
+
+    def notification_queue(self, queue_url: str, wait_seconds: int = 20) -> NotificationQueue:
+        """The SQS queue the bucket's S3 notifications arrive in, read with the connection's
+        credentials (either auth mode, refreshed like the S3 client's). The scope applies to
+        what the messages name: a watcher drops a notification of a key outside it."""
+        from airflow_s3connect import client as clients
+        from airflow_s3connect.notifications import queue_address
+        from airflow_s3connect.queues import NotificationQueue
+
+        settings = self.settings
+        sqs = clients.build_sqs_client(settings, self._raw_session(), queue_url)
+        return NotificationQueue(sqs, queue_url, queue_address(queue_url), settings.region_name, wait_seconds)
 
     def get_conn(self) -> S3Client:
         """The boto3 S3 client (scope-guarded, standard retries, pool sized to max_concurrency)."""

@@ -17,6 +17,15 @@ Exactly once, as far as the Airflow line allows:
   triggerer's memory; after a restart ``start`` decides again ("now": what arrived
   while it was down is not announced; "all": everything is announced again).
 
+With ``queue_url``, S3 event notifications delivered to an SQS queue (directly, through
+SNS or through EventBridge) replace the polling: an object is announced as soon as its
+notification arrives, and an idle queue costs one long poll per ``poll_interval`` (at
+most 20 s). Each notification is confirmed by a one-key listing and deduplicated against
+the same watermark, so a notification delivered twice, late or out of order starts no
+second run; its message is deleted only after the events are stored. Every
+``reconcile_interval`` one listing of the prefix catches what no notification announced
+(a misconfigured filter, a purged queue, a consumer down past the retention period).
+
 Like :class:`~airflow_s3connect.triggers.s3object.S3ObjectTrigger`, this module imports
 neither boto3 nor the hook: the triggerer imports it on its event loop, and every
 listing runs in a worker thread.
@@ -26,15 +35,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
+import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_s3connect._compat import BaseEventTrigger, SharedStreamProducer, TriggerEvent
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import S3ConnectError
 from airflow_s3connect.events import STARTS, ObjectStream, stream_id
+from airflow_s3connect.notifications import Notification, parse_message, queue_address
 from airflow_s3connect.objects import result_entry
 from airflow_s3connect.patterns import compile_pattern
 from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
@@ -42,7 +55,16 @@ from airflow_s3connect.watermark import DEFAULT_LOOKBACK, Watermark
 if TYPE_CHECKING:
     from airflow_s3connect.objects import ObjectInfo
     from airflow_s3connect.patterns import KeyPattern
+    from airflow_s3connect.queues import NotificationQueue
     from airflow_s3connect.scope import Scope
+
+log = logging.getLogger(__name__)
+
+#: Seconds a reconciling listing leaves a new object to its notification (which S3 sends
+#: within seconds): only older objects count as "found by reconcile".
+SETTLE = 60.0
+#: The default reconcile_interval (seconds); 0 turns reconciling off.
+DEFAULT_RECONCILE = 900.0
 
 #: Stream key → the asset state stores of the watchers subscribed to it (id → store).
 #: The triggerer builds a stream's producer from one watcher's kwargs only; this is how
@@ -70,6 +92,14 @@ class S3ObjectEventTrigger(BaseEventTrigger):
     :param lookback: seconds before the newest object in which a late-visible object
         (a long multipart upload keeps the time it began) is still found. Make it
         longer than the longest upload into the prefix.
+    :param queue_url: an SQS queue receiving the bucket's ``s3:ObjectCreated:*``
+        notifications (directly, through SNS or through EventBridge): objects are
+        announced when their notification arrives instead of by listing every poll;
+        ``poll_interval`` is then the long poll's wait (at most 20 s). Give each watched
+        prefix its own queue: the watcher deletes every message it has read.
+    :param reconcile_interval: with ``queue_url``, seconds between listings that catch
+        objects whose notification never came (they are announced once, like the others,
+        and logged); 0 never lists after the first start.
 
     Every event has one shape, ``{"status", "bucket", "objects": [...]}``; each object is
     ``{key, uri, size, etag, last_modified, storage_class}`` with ``key`` relative to the
@@ -98,15 +128,23 @@ class S3ObjectEventTrigger(BaseEventTrigger):
         poll_interval: float = 60.0,
         jitter: float = 0.1,
         lookback: float = DEFAULT_LOOKBACK,
+        queue_url: str | None = None,
+        reconcile_interval: float = DEFAULT_RECONCILE,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if start not in STARTS:
             raise S3ConnectError(f"start={start!r}: use 'now' (only what arrives from now on) or 'all'.")
-        if poll_interval <= 0 or not 0 <= jitter < 1 or lookback < 0:
+        if poll_interval <= 0 or not 0 <= jitter < 1 or lookback < 0 or reconcile_interval < 0:
             raise S3ConnectError(
-                f"poll_interval={poll_interval}, jitter={jitter}, lookback={lookback}: "
-                "poll_interval must be > 0 s, jitter in [0, 1), lookback >= 0 s."
+                f"poll_interval={poll_interval}, jitter={jitter}, lookback={lookback}, "
+                f"reconcile_interval={reconcile_interval}: poll_interval must be > 0 s, jitter in [0, 1), "
+                "lookback and reconcile_interval >= 0 s."
             )
+        if queue_url is not None:
+            try:
+                queue_address(queue_url)
+            except ValueError as exc:
+                raise S3ConnectError(str(exc)) from None
         self.options = {
             "prefix": prefix,
             "pattern": pattern,
@@ -120,6 +158,8 @@ class S3ObjectEventTrigger(BaseEventTrigger):
             "poll_interval": poll_interval,
             "jitter": jitter,
             "lookback": lookback,
+            "queue_url": queue_url,
+            "reconcile_interval": reconcile_interval,
         }
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -155,10 +195,10 @@ class S3ObjectEventTrigger(BaseEventTrigger):
         producer = ObjectProducer(self.options, lambda: [store] if store is not None else [])
 
         async def polls() -> AsyncIterator[dict[str, Any]]:
-            async for raw, infos in producer.open_stream():
+            async for raw, delivery in producer.open_stream():
                 yield raw
                 # Resumed once the events built from ``raw`` were handed to the triggerer.
-                await producer.commit(infos)
+                await producer.commit(delivery)
 
         async for event in self._filter(polls()):
             yield event
@@ -205,7 +245,9 @@ def _stream_key(options: dict[str, Any]) -> tuple[Any, ...]:
     listed = (pattern.prefix, pattern.date_order) if pattern is not None else ("", None)
     names = ("s3connect_conn_id", "bucket", "prefix", "tenant", "tap", "stream_name")
     timing = ("start", "poll_interval", "jitter", "lookback")
-    return ("airflow_s3connect", *(options.get(n) for n in names), *listed, *(options.get(n) for n in timing))
+    # Added only when set, so a polling watcher keeps the key (and saved watermark) it had.
+    queue = (options["queue_url"], options.get("reconcile_interval")) if options.get("queue_url") else ()
+    return ("airflow_s3connect", *(options.get(n) for n in names), *listed, *(options.get(n) for n in timing), *queue)
 
 
 @dataclass
@@ -217,6 +259,7 @@ class _Watch:
     base: str
     pattern: KeyPattern | None
     scope: Scope
+    queue: NotificationQueue | None = None
 
     @property
     def listing_prefix(self) -> str:
@@ -253,7 +296,10 @@ def _resolve(options: dict[str, Any]) -> _Watch:
         ) from None
     scope = hook.scope_settings.scope
     ref = scope.resolve_prefix(prefix, options["bucket"])
-    return _Watch(hook.get_conn(), ref.bucket, ref.key, compile_pattern(pattern) if pattern else None, scope)
+    queue = None
+    if options.get("queue_url"):
+        queue = hook.notification_queue(options["queue_url"], wait_seconds=int(options["poll_interval"]))
+    return _Watch(hook.get_conn(), ref.bucket, ref.key, compile_pattern(pattern) if pattern else None, scope, queue)
 
 
 def _accessors(store: Any) -> list[Any]:
@@ -270,8 +316,18 @@ def _accessors(store: Any) -> list[Any]:
     return [accessor for table in tables if table for accessor in table.values()]
 
 
+@dataclass
+class Delivery:
+    """What the events of one poll came from: the objects, and the queue messages to
+    delete once those events are stored (none when a listing found them)."""
+
+    infos: list[ObjectInfo]
+    receipts: list[str] = field(default_factory=list)
+
+
 class ObjectProducer(SharedStreamProducer):
-    """Lists the stream's prefix every poll; the watermark moves when events are stored.
+    """Lists the stream's prefix every poll, or reads its notification queue; the watermark
+    moves, and read messages are deleted, when the events are stored.
 
     :param stores: the asset state stores to read the watermark from and save it to,
         asked afresh each time (watchers join and leave a shared stream).
@@ -282,13 +338,18 @@ class ObjectProducer(SharedStreamProducer):
         self.stores = stores
         self.state_key = stream_id(*_stream_key(options))
         self.stream: ObjectStream | None = None
+        self.queue: NotificationQueue | None = None
         self._saved: dict[str, Any] | None = None
         self._random = random.Random()
+        #: the wall clock objects' ages are measured with; a test moves it
+        self.clock: Callable[[], float] = time.time
 
-    async def open_stream(self) -> AsyncIterator[tuple[dict[str, Any], list[ObjectInfo]]]:
+    async def open_stream(self) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
         reported: str | None = None
         watch: _Watch | None = None
+        listing_due = 0.0  # monotonic time of the next listing (with a queue: of the next reconcile)
         while True:
+            failed = False
             try:
                 if watch is None or self.stream is None:
                     watch = await asyncio.to_thread(_resolve, self.options)
@@ -303,37 +364,105 @@ class ObjectProducer(SharedStreamProducer):
                         watermark=watermark,
                         start_after=watch.start_after if watch.pattern and watch.pattern.date_order else None,
                     )
-                new = await asyncio.to_thread(self.stream.poll)
+                    if watch.queue is not None:
+                        await asyncio.to_thread(watch.queue.check)
+                        self.queue = watch.queue
+                        # The queue holds what arrived while no watcher ran: with a watermark,
+                        # the first listing waits for the reconcile interval.
+                        if watermark is not None:
+                            listing_due = time.monotonic() + self._reconcile_interval
+                if self.queue is None or time.monotonic() >= listing_due:
+                    async for item in self._list(watch):
+                        yield item
+                    listing_due = time.monotonic() + (self._reconcile_interval if self.queue else 0)
+                if self.queue is not None:
+                    async for item in self._receive(watch):
+                        yield item
                 reported = None
-                if self.stream.watermark.to_json() != self._saved:  # a first start took what exists as seen
-                    await self._save()
-                if new:
-                    objects = [_entry(watch, info) for info in new]
-                    yield {"status": "success", "bucket": watch.bucket, "base": watch.base, "objects": objects}, new
             except S3ConnectError as exc:
+                failed = True
                 if str(exc) != reported:
                     reported = str(exc)
-                    yield _error(exc), []
-            interval = self.options["poll_interval"]
-            jitter = self.options["jitter"]
-            await asyncio.sleep(interval * (1 + self._random.uniform(-jitter, jitter)))
+                    yield _error(exc), Delivery([])
+            if self.queue is None or failed:
+                interval = self.options["poll_interval"]
+                jitter = self.options["jitter"]
+                await asyncio.sleep(interval * (1 + self._random.uniform(-jitter, jitter)))
+
+    @property
+    def _reconcile_interval(self) -> float:
+        interval = float(self.options.get("reconcile_interval") or 0)
+        return interval if interval > 0 else math.inf
+
+    async def _list(self, watch: _Watch) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
+        """One listing: every poll without a queue; with one, the first start and each reconcile."""
+        assert self.stream is not None
+        first = self.stream.first_start
+        new = await asyncio.to_thread(self.stream.poll)
+        if self.queue is not None and not first:
+            # Objects a notification may still be on its way for are left to it (or to the
+            # next reconcile): what remains is what no notification announced.
+            settled = self.clock() - SETTLE
+            recent = [info for info in new if info.last_modified.timestamp() > settled]
+            self.stream.release(recent)
+            new = [info for info in new if info not in recent]
+            if new:
+                log.warning(
+                    "%d objects found by reconcile under s3://%s/%s: their notifications never reached %s. "
+                    "Check the bucket's notification configuration (events s3:ObjectCreated:*, the prefix "
+                    "filter) and the queue's policy.",
+                    len(new),
+                    watch.bucket,
+                    watch.listing_prefix,
+                    self.options["queue_url"],
+                )
+        if self.stream.watermark.to_json() != self._saved:  # a first start took what exists as seen
+            await self._save()
+        if new:
+            yield _payload(watch, new), Delivery(new)
+
+    async def _receive(self, watch: _Watch) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
+        """One long poll of the queue: the new objects its notifications name, confirmed."""
+        assert self.stream is not None
+        assert self.queue is not None
+        messages = await asyncio.to_thread(self.queue.receive)
+        if not messages:
+            return
+        notified: list[Notification] = []
+        for message in messages:
+            notified += _relevant(watch, parse_message(message.body), self.options["queue_url"])
+        receipts = [message.receipt for message in messages]
+        new = await asyncio.to_thread(self.stream.confirm, notified) if notified else []
+        if new:
+            yield _payload(watch, new), Delivery(new, receipts)
+        else:  # duplicates, other events, other prefixes: nothing to store first
+            await asyncio.to_thread(self.queue.delete, receipts)
 
     async def advance(self, batch: Sequence[Any]) -> None:
-        """Events stored for every watcher: commit; any failure: the next poll retries them."""
+        """Events stored for every watcher: commit and delete their messages; any failure:
+        the next poll (or the message, redelivered) brings them again."""
         if self.stream is None:  # only errors were announced so far
             return
+        stored: list[str] = []
         for item in batch:
             if item.outcome.is_clean:
-                self.stream.commit(item.broker_payload)
+                self.stream.commit(item.broker_payload.infos)
+                stored += item.broker_payload.receipts
             else:
-                self.stream.release(item.broker_payload)
+                self.stream.release(item.broker_payload.infos)
         await self._save()
+        await self._delete(stored)
 
-    async def commit(self, infos: list[ObjectInfo]) -> None:
+    async def commit(self, delivery: Delivery) -> None:
         """Standalone run: the events were handed to the triggerer."""
-        if self.stream is not None and infos:
-            self.stream.commit(infos)
+        if self.stream is not None and delivery.infos:
+            self.stream.commit(delivery.infos)
             await self._save()
+        await self._delete(delivery.receipts)
+
+    async def _delete(self, receipts: list[str]) -> None:
+        if receipts and self.queue is not None:
+            await asyncio.to_thread(self.queue.delete, receipts)
 
     async def _load(self) -> Watermark | None:
         for store in self.stores():
@@ -349,6 +478,34 @@ class ObjectProducer(SharedStreamProducer):
             for accessor in _accessors(store):
                 await accessor.aset(self.state_key, state)
         self._saved = state
+
+
+def _payload(watch: _Watch, infos: list[ObjectInfo]) -> dict[str, Any]:
+    objects = [_entry(watch, info) for info in infos]
+    return {"status": "success", "bucket": watch.bucket, "base": watch.base, "objects": objects}
+
+
+def _relevant(watch: _Watch, parsed: Any, queue_url: str) -> list[Notification]:
+    """The notifications of objects this stream watches. One of a key outside the
+    connection's scope is logged and dropped: a queue is no way around the scope."""
+    kept: list[Notification] = []
+    for notification in parsed.created:
+        try:
+            watch.scope.check(notification.bucket, notification.key)
+        except S3ConnectError:
+            log.warning(
+                "Ignored a notification from %s for s3://%s/%s: outside the connection's scope %s.",
+                queue_url,
+                notification.bucket,
+                notification.key,
+                watch.scope.describe(),
+            )
+            continue
+        if notification.bucket == watch.bucket and notification.key.startswith(watch.listing_prefix):
+            kept.append(notification)
+    if parsed.foreign:
+        log.warning("Ignored a message from %s that is no S3 event notification.", queue_url)
+    return kept
 
 
 def _entry(watch: _Watch, info: ObjectInfo) -> dict[str, Any]:

@@ -1,0 +1,441 @@
+"""S3ObjectEventTrigger with ``queue_url``: S3 notifications from SQS, each object announced once.
+
+On moto's server (S3, SQS and SNS in one process, IAM enforced where a test is about
+permissions): the bucket's own notifications (S3 → SQS, S3 → SNS → SQS), and messages
+sent by hand where a real store does what moto does not (sequencers, EventBridge's
+envelope, duplicates, reordering). Exactly-once is asserted by counting the events per
+object; request counts come from moto's recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.notifications import parse_message, queue_address
+from airflow_s3connect.triggers import S3ObjectEventTrigger
+from airflow_s3connect.triggers.object_events import ObjectProducer
+from tests.conftest import BUCKET, REGION
+from tests.support.moto_server import IamFactory, MotoServer
+from tests.test_event_trigger import MemoryState, subscribe, until
+
+PREFIX = "tenants/acme/"
+
+
+def _record(key: str, *, etag: str = "e", sequencer: str | None = None, event: str = "ObjectCreated:Put",
+            bucket: str = BUCKET) -> dict[str, Any]:  # fmt: skip
+    found: dict[str, Any] = {"key": key, "size": 1, "eTag": etag}
+    if sequencer:
+        found["sequencer"] = sequencer
+    return {"eventSource": "aws:s3", "eventName": event, "s3": {"bucket": {"name": bucket}, "object": found}}
+
+
+def _body(*records: dict[str, Any]) -> str:
+    return json.dumps({"Records": list(records)})
+
+
+# The envelopes, on plain values.
+
+
+def test_the_three_envelopes_and_what_is_not_a_written_object() -> None:
+    direct = parse_message(
+        _body(_record("in/a+b%2Bc%C3%A9.csv", sequencer="0A"), _record("x", event="ObjectRemoved:Delete"))
+    )
+    (note,) = direct.created
+    assert (note.bucket, note.key, note.etag, note.sequencer) == (BUCKET, "in/a b+cé.csv", '"e"', "0A")
+    assert direct.ignored == 1
+    sns = parse_message(json.dumps({"Type": "Notification", "Message": _body(_record("in/s.csv"))}))
+    assert [n.key for n in sns.created] == ["in/s.csv"]
+    bridge = {"source": "aws.s3", "detail-type": "Object Created",
+              "detail": {"bucket": {"name": BUCKET}, "reason": "PutObject",
+                         "object": {"key": "in/a b:c.csv", "size": 3, "etag": "f", "sequencer": "0B"}}}  # fmt: skip
+    (created,) = parse_message(json.dumps(bridge)).created
+    assert (created.key, created.etag, created.size, created.event) == (
+        "in/a b:c.csv",
+        '"f"',
+        3,
+        "ObjectCreated:PutObject",
+    )
+    assert parse_message(json.dumps({**bridge, "detail-type": "Object Deleted"})).created == []
+    assert parse_message(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})).ignored == 1
+    assert parse_message("not json").foreign
+    assert parse_message(json.dumps({"hello": 1})).foreign
+
+
+def test_sequencers_compare_as_s3_says_and_queue_urls_name_their_endpoint() -> None:
+    (later,) = parse_message(_body(_record("k", sequencer="0055AED6DCD90281E6"))).created
+    assert later.is_newer_than("0055AED6DCD90281E5")
+    assert later.is_newer_than("0055AED6DCD902")  # shorter: padded on the right
+    assert not later.is_newer_than("0055AED6DCD90281E6")  # the same notification again
+    assert not later.is_newer_than("0055AED6DCD90281E60001")
+    assert later.is_newer_than(None)
+    aws = queue_address("https://sqs.eu-west-1.amazonaws.com/123456789012/s3-events")
+    assert (aws.endpoint, aws.region, aws.arn()) == (
+        "https://sqs.eu-west-1.amazonaws.com", "eu-west-1", "arn:aws:sqs:eu-west-1:123456789012:s3-events")  # fmt: skip
+    local = queue_address("http://127.0.0.1:5000/123456789012/q")
+    assert (local.endpoint, local.region, local.arn("us-east-2")) == (
+        "http://127.0.0.1:5000", None, "arn:aws:sqs:us-east-2:123456789012:q")  # fmt: skip
+    with pytest.raises(S3ConnectError, match="not an SQS queue URL"):
+        S3ObjectEventTrigger(prefix="in/", queue_url="s3-events")
+
+
+# Against moto.
+
+
+class Queue:
+    """A queue on moto, with what the tests read back: messages waiting and in flight."""
+
+    def __init__(self, moto: MotoServer, name: str, visibility: int = 30) -> None:
+        self.sqs = moto.admin_client("sqs")
+        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility)})["QueueUrl"]
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    def send(self, body: str) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=body)
+
+    def counts(self) -> tuple[int, int]:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        found = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)["Attributes"]
+        return int(found[names[0]]), int(found[names[1]])
+
+    def notify_from(self, s3: Any, bucket: str = BUCKET) -> None:
+        """The bucket sends its ObjectCreated notifications here (S3 → SQS)."""
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": self.arn, "Events": ["s3:ObjectCreated:*"]}]
+            },
+        )
+
+
+@pytest.fixture
+def queue(moto: MotoServer) -> Queue:
+    return Queue(moto, "s3connect-events")
+
+
+@pytest.fixture
+def conn(moto: MotoServer, make_conn: Callable[..., str]) -> str:
+    return make_conn("notes", "AKIAEXAMPLE", "secret", endpoint_url=moto.url, region_name=REGION, bucket=BUCKET,
+                     path_prefix=PREFIX, addressing_style="path")  # fmt: skip
+
+
+def _trigger(conn: str, queue: Queue, state: MemoryState | None = None, **options: Any) -> S3ObjectEventTrigger:
+    options = {"s3connect_conn_id": conn, "prefix": "in/", "queue_url": queue.url, "poll_interval": 1, **options}
+    trigger = S3ObjectEventTrigger(**options)
+    trigger.asset_state_store = state
+    return trigger
+
+
+def _put(moto: MotoServer, key: str, body: bytes = b"x") -> dict[str, Any]:
+    return dict(moto.admin_client("s3").put_object(Bucket=BUCKET, Key=PREFIX + key, Body=body))
+
+
+async def _events(generator: AsyncIterator[Any], quiet: float) -> list[dict[str, Any]]:
+    """Every event until none came for ``quiet`` seconds (which ends the generator)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        try:
+            found.append((await asyncio.wait_for(anext(generator), quiet)).payload)
+        except TimeoutError:
+            return found
+
+
+def _keys(payloads: list[dict[str, Any]]) -> list[str]:
+    return [o["key"] for p in payloads for o in p["objects"]]
+
+
+def _listings(rec: Any) -> list[str]:
+    return [r.query.get("prefix", [""])[0] for r in rec.s3() if "list-type" in r.query]
+
+
+def test_each_notified_object_once_with_one_listing_each_and_messages_deleted(
+    moto: MotoServer, conn: str, queue: Queue
+) -> None:
+    """S3 → SQS as moto's bucket sends it: each object announced once, confirmed by one
+    listing of its key; no listing of the prefix after the first start; the queue empty."""
+    queue.notify_from(moto.admin_client("s3"))
+    _put(moto, "in/before.csv")  # there before the watcher: start="now" does not announce it
+    state = MemoryState()
+
+    async def run() -> list[dict[str, Any]]:
+        events = _trigger(conn, queue, state).run()
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        for name in ("a.csv", "b.csv", "c.csv"):
+            _put(moto, f"in/{name}")
+        _put(moto, "elsewhere/z.csv")  # in scope, another prefix: not this watcher's
+        return [(await asyncio.wait_for(first, 30)).payload, *await _events(events, 3)]
+
+    with moto.recording() as rec:
+        payloads = asyncio.run(run())
+    assert sorted(_keys(payloads)) == ["in/a.csv", "in/b.csv", "in/c.csv"]
+    assert all(p["objects"][0]["uri"].startswith(f"s3://{BUCKET}/{PREFIX}in/") for p in payloads)
+    listed = _listings(rec)
+    assert listed.count(PREFIX + "in/") == 1  # the first start's baseline, nothing periodic
+    # One listing of each notified key; before.csv's notification was waiting in the queue:
+    # confirmed as the object the baseline saw, not announced.
+    confirmed = sorted(p for p in listed if p != PREFIX + "in/")
+    assert confirmed == [PREFIX + f"in/{n}" for n in ("a.csv", "b.csv", "before.csv", "c.csv")]
+    assert queue.counts() == (0, 0)  # the test event, the four notifications: all deleted
+    (saved,) = state.values.values()
+    assert {PREFIX + f"in/{n}" for n in ("a.csv", "b.csv", "c.csv")} <= set(saved["seen"])
+
+
+def test_duplicates_and_reordering_announce_the_current_object_once(moto: MotoServer, conn: str, queue: Queue) -> None:
+    """The same message twice, and two versions' notifications in reverse order: one event
+    per object, for what the key holds; a repeated or older sequencer costs no request."""
+    state = MemoryState()
+    _put(moto, "in/dup.csv", b"one")
+    _put(moto, "in/twice.csv", b"first")
+    current = _put(moto, "in/twice.csv", b"second")
+
+    async def run() -> list[dict[str, Any]]:
+        events = _trigger(conn, queue, state).run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)  # the baseline took all three as seen: rewrite them after it
+        _put(moto, "in/dup.csv", b"one, again")
+        latest = _put(moto, "in/twice.csv", b"third")
+        dup = _body(_record(PREFIX + "in/dup.csv", sequencer="0A"))
+        queue.send(dup)
+        queue.send(_body(_record(PREFIX + "in/twice.csv", etag=latest["ETag"].strip('"'), sequencer="0C")))
+        queue.send(dup)  # S3 delivered it twice
+        queue.send(_body(_record(PREFIX + "in/twice.csv", etag=current["ETag"].strip('"'), sequencer="0B")))
+        return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 4)]
+
+    with moto.recording() as rec:
+        payloads = asyncio.run(run())
+    keys = _keys(payloads)
+    assert sorted(keys) == ["in/dup.csv", "in/twice.csv"]  # once each
+    (twice,) = [o for p in payloads for o in p["objects"] if o["key"] == "in/twice.csv"]
+    head = moto.admin_client("s3").head_object(Bucket=BUCKET, Key=PREFIX + "in/twice.csv")
+    assert twice["etag"] == head["ETag"]  # the third write, whatever order the notifications came in
+    confirmed = [p for p in _listings(rec) if p != PREFIX + "in/"]
+    assert sorted(confirmed) == [PREFIX + "in/dup.csv", PREFIX + "in/twice.csv"]  # later ones: no request
+    (saved,) = state.values.values()
+    assert dict(saved["sequencers"]) == {PREFIX + "in/dup.csv": "0A", PREFIX + "in/twice.csv": "0C"}
+    assert queue.counts() == (0, 0)
+
+
+def test_a_lost_notification_is_found_by_reconcile_once_and_logged(
+    moto: MotoServer, conn: str, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bucket sends nothing (a notification lost); the reconcile listing announces the
+    object once, and says what to check. An object younger than the settling time is left
+    to its notification, then taken by the next reconcile."""
+    trigger = _trigger(conn, queue, reconcile_interval=0.5)
+    offset = {"seconds": 0.0}
+
+    async def run() -> list[dict[str, Any]]:
+        producer = ObjectProducer(trigger.options, lambda: [])
+        producer.clock = lambda: time.time() + offset["seconds"]
+        stream = producer.open_stream()
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(1.5)
+        _put(moto, "in/lost.csv")
+        await asyncio.sleep(2.5)  # several reconciles: the object is too young for them
+        assert not pending.done()
+        offset["seconds"] = 120.0
+        raw, delivery = await asyncio.wait_for(pending, 30)
+        await producer.commit(delivery)
+        payloads = [raw]
+        with pytest.raises(TimeoutError):  # nothing more: announced once
+            await asyncio.wait_for(anext(stream), 2.5)
+        return payloads
+
+    with caplog.at_level(logging.WARNING, logger="airflow_s3connect.triggers.object_events"):
+        payloads = asyncio.run(run())
+    assert [o["key"] for o in payloads[0]["objects"]] == ["in/lost.csv"]
+    found = [r.getMessage() for r in caplog.records if "found by reconcile" in r.getMessage()]
+    assert len(found) == 1
+    assert found[0].startswith("1 objects found by reconcile under s3://")
+    assert "Check the bucket's notification configuration" in found[0]
+
+
+def test_notifications_outside_the_scope_are_logged_and_never_announced(
+    moto: MotoServer, conn: str, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    moto.admin_client("s3").create_bucket(Bucket="s3c-other", CreateBucketConfiguration={"LocationConstraint": REGION})
+    moto.admin_client("s3").put_object(Bucket="s3c-other", Key=PREFIX + "in/x.csv", Body=b"x")
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="tenants/other/in/y.csv", Body=b"y")
+
+    async def run() -> list[dict[str, Any]]:
+        events = _trigger(conn, queue).run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        queue.send(_body(_record(PREFIX + "in/x.csv", bucket="s3c-other")))
+        queue.send(_body(_record("tenants/other/in/y.csv")))
+        queue.send(json.dumps({"hello": "world"}))
+        _put(moto, "in/mine.csv")
+        queue.send(_body(_record(PREFIX + "in/mine.csv")))
+        return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 3)]
+
+    with caplog.at_level(logging.WARNING, logger="airflow_s3connect.triggers.object_events"):
+        payloads = asyncio.run(run())
+    assert _keys(payloads) == ["in/mine.csv"]
+    ignored = [r.getMessage() for r in caplog.records if "outside the connection's scope" in r.getMessage()]
+    assert len(ignored) == 2
+    assert any("s3://s3c-other/" in m for m in ignored)
+    assert any("no S3 event notification" in r.getMessage() for r in caplog.records)
+    assert queue.counts() == (0, 0)
+
+
+def test_a_crash_after_storing_events_redelivers_without_a_second_event(moto: MotoServer, conn: str) -> None:
+    """Events stored, watermark saved, then the triggerer dies before deleting the message:
+    it comes back after its visibility timeout and starts nothing. A crash *before* the
+    events were stored: the message comes back and is announced."""
+    queue = Queue(moto, "s3connect-crash", visibility=1)
+    queue.notify_from(moto.admin_client("s3"))
+    state = MemoryState()
+    trigger = _trigger(conn, queue, state)
+
+    async def deliveries(count: int, then: Callable[[ObjectProducer, Any], Any]) -> list[dict[str, Any]]:
+        producer = ObjectProducer(trigger.options, lambda: [state])
+        stream = producer.open_stream()
+        raws = []
+        for _ in range(count):
+            raw, delivery = await asyncio.wait_for(anext(stream), 30)
+            raws.append(raw)
+            await then(producer, delivery)
+        await stream.aclose()
+        return raws
+
+    async def stored_then_killed(producer: ObjectProducer, delivery: Any) -> None:
+        assert producer.stream is not None
+        producer.stream.commit(delivery.infos)
+        await producer._save()  # stored and saved; the delete never happens
+
+    async def killed_before_storing(producer: ObjectProducer, delivery: Any) -> None:
+        return None
+
+    async def normal(producer: ObjectProducer, delivery: Any) -> None:
+        await producer.commit(delivery)
+
+    async def baseline() -> None:
+        producer = ObjectProducer(trigger.options, lambda: [state])
+        stream = producer.open_stream()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(stream), 2)
+        await stream.aclose()
+
+    asyncio.run(baseline())
+    _put(moto, "in/first.csv")
+    assert _keys(asyncio.run(deliveries(1, stored_then_killed))) == ["in/first.csv"]
+    assert queue.counts()[0] + queue.counts()[1] == 1  # not deleted
+
+    async def after_restart() -> list[Any]:
+        producer = ObjectProducer(trigger.options, lambda: [state])
+        stream = producer.open_stream()
+        found = []
+        try:
+            while True:
+                found.append(await asyncio.wait_for(anext(stream), 4))
+        except TimeoutError:
+            return found
+
+    assert asyncio.run(after_restart()) == []  # redelivered, recognised, deleted
+    assert queue.counts() == (0, 0)
+    _put(moto, "in/second.csv")
+    assert _keys(asyncio.run(deliveries(1, killed_before_storing))) == ["in/second.csv"]
+    assert _keys(asyncio.run(deliveries(1, normal))) == ["in/second.csv"]  # redelivered: announced
+    assert queue.counts() == (0, 0)
+
+
+def test_a_missing_or_denied_queue_is_a_clear_error_event(
+    moto: MotoServer, conn: str, iam: IamFactory, make_conn: Callable[..., str]
+) -> None:
+    missing = f"{moto.url}/123456789012/no-such-queue"
+
+    async def first(trigger: S3ObjectEventTrigger) -> dict[str, Any]:
+        events = trigger.run()
+        payload = (await asyncio.wait_for(anext(events), 30)).payload
+        await events.aclose()
+        return dict(payload)
+
+    gone = asyncio.run(first(S3ObjectEventTrigger(s3connect_conn_id=conn, prefix="in/", queue_url=missing)))
+    assert gone["status"] == "error"
+    assert "does not exist" in gone["message"]
+    assert "check queue_url" in gone["message"]
+
+    sqs = iam.admin_client("sqs")
+    url = sqs.create_queue(QueueName="denied")["QueueUrl"]
+    reader = iam.user("lister", ["s3:ListBucket"])
+    denied_conn = make_conn("denied_sqs", reader.key, reader.secret, endpoint_url=iam.server.url,
+                            region_name=REGION, bucket=BUCKET, addressing_style="path")  # fmt: skip
+    iam.server.set_auth(enforced=True)
+    denied = asyncio.run(first(S3ObjectEventTrigger(s3connect_conn_id=denied_conn, prefix="in/", queue_url=url)))
+    assert denied["type"] == "AccessDeniedError"
+    assert "sqs:GetQueueAttributes" in denied["message"]
+    assert "s3connect policy --operations watch-sqs" in denied["message"]
+    assert "secret" not in json.dumps(denied).lower().replace("secret access key", "")
+
+
+def test_sns_envelopes_from_the_bucket_are_announced(moto: MotoServer, conn: str, queue: Queue) -> None:
+    """S3 → SNS → SQS, all moto's: the SNS envelope is opened."""
+    sns = moto.admin_client("sns")
+    topic = sns.create_topic(Name="s3connect-topic")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue.arn)
+    moto.admin_client("s3").put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={"TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+
+    async def run() -> list[dict[str, Any]]:
+        events = _trigger(conn, queue).run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        _put(moto, "in/via-sns.csv")
+        return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 3)]
+
+    assert _keys(asyncio.run(run())) == ["in/via-sns.csv"]
+    assert queue.counts() == (0, 0)
+
+
+def test_shared_watchers_delete_messages_only_after_the_events_are_stored(
+    moto: MotoServer, conn: str, queue: Queue
+) -> None:
+    """Airflow's SharedStreamManager in ack mode: until the triggerer confirms the asset
+    events stored, the message stays in flight (a crash re-delivers it); then it is deleted."""
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    queue.notify_from(moto.admin_client("s3"))
+    states = MemoryState(), MemoryState()
+    csv, jsn = _trigger(conn, queue, states[0], pattern="*.csv"), _trigger(conn, queue, states[1], pattern="*.json")
+    assert csv.shared_stream_key() == jsn.shared_stream_key()
+
+    async def run() -> dict[str, list[str]]:
+        manager = SharedStreamManager(ack_timeout=30)
+        tasks, seen, seqs = subscribe(manager, {"csv": csv, "json": jsn})
+        await asyncio.sleep(2.0)
+        _put(moto, "in/a.csv")
+        await until(lambda: len(seqs) == 1)
+        await asyncio.sleep(1.5)
+        assert queue.counts() == (0, 1)  # received, not deleted: the event is not stored yet
+        manager.confirm_persisted(list(seqs))
+        await until(lambda: queue.counts() == (0, 0))
+        _put(moto, "in/b.json")
+        await until(lambda: len(seqs) == 2)
+        manager.confirm_persisted(list(seqs))
+        await until(lambda: queue.counts() == (0, 0))
+        for task in tasks:
+            task.cancel()
+        await manager.stop_all()
+        return seen
+
+    assert asyncio.run(run()) == {"csv": ["in/a.csv"], "json": ["in/b.json"]}
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_watchers() -> Iterator[None]:
+    yield
+    from airflow_s3connect.triggers.object_events import _STATE_STORES
+
+    _STATE_STORES.clear()
