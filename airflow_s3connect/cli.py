@@ -1,7 +1,10 @@
 """``s3connect``: setup helpers for admins. Every command prints JSON on stdout.
 
 - ``policy --bucket B [--prefix P] --operations put,get,list,sensor,delete``: the
-  least-privilege identity policy for exactly those operations;
+  least-privilege identity policy for exactly those operations (``watch-sqs`` with
+  ``--queue-url U``);
+- ``notifications --bucket B [--prefix P] --queue-url U``: the bucket's notification
+  configuration and the queue's policy that make the bucket notify an event watcher;
 - ``trust-policy --principal ARN --external-id X``: the role trust policy;
 - ``external-id --tenant T``: the tenant's external ID (HMAC under the deployment secret,
   ``S3CONNECT_EXTERNAL_ID_SECRET`` or Airflow's ``[s3connect] external_id_secret``);
@@ -22,7 +25,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_s3connect.errors import S3ConnectError, SetupError
-from airflow_s3connect.iam import OPERATIONS, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import (
+    OPERATIONS,
+    external_id_for,
+    least_privilege_policy,
+    notification_setup,
+    trust_policy,
+)
 from airflow_s3connect.writes import WriteOptions, parse_tags
 
 SECRET_ENV = "S3CONNECT_EXTERNAL_ID_SECRET"
@@ -164,7 +173,9 @@ def check(conn_id: str) -> dict[str, Any]:
         actions["s3:GetObject"] = {"result": "unknown", "detail": "S3 hides missing keys without s3:ListBucket"}
     report["actions"] = actions
     report["operations"] = {
-        name: _works([actions[a]["result"] for a in operation.uses]) for name, operation in OPERATIONS.items()
+        # Only S3 actions are probed: an operation using another service's is at best unknown.
+        name: _works([actions.get(a, {"result": "unknown"})["result"] for a in operation.uses])
+        for name, operation in OPERATIONS.items()
     }
     return report
 
@@ -188,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy.add_argument("--kms-key-id", help="the KMS key's ARN (the KMS actions' resource)")
     policy.add_argument("--acl", help="the canned ACL writes send (adds s3:PutObjectAcl)")
     policy.add_argument("--tags", help="the tags writes send (adds s3:PutObjectTagging)")
+    policy.add_argument("--queue-url", help="the SQS queue of watch-sqs (its actions' resource)")
+    notify = commands.add_parser("notifications", help="bucket notification configuration and queue policy")
+    notify.add_argument("--bucket", required=True)
+    notify.add_argument("--prefix", default="")
+    notify.add_argument("--queue-url", required=True)
+    notify.add_argument("--owner", help="the bucket owner's account id (pins the queue policy to it)")
     trust = commands.add_parser("trust-policy", help="role trust policy with sts:ExternalId")
     trust.add_argument("--principal", required=True, help="ARN (or account id) of the identity that assumes the role")
     trust.add_argument("--external-id", required=True)
@@ -203,8 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tags=parse_tags(args.tags),
             )  # fmt: skip
             output: dict[str, Any] = least_privilege_policy(
-                args.bucket, args.prefix, args.operations.split(","), options
+                args.bucket, args.prefix, args.operations.split(","), options, args.queue_url
             )
+        elif args.command == "notifications":
+            output = notification_setup(args.bucket, args.prefix, args.queue_url, args.owner)
         elif args.command == "trust-policy":
             output = trust_policy(args.principal, args.external_id)
         elif args.command == "external-id":

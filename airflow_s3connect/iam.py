@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
 from airflow_s3connect.errors import SetupError
+from airflow_s3connect.notifications import queue_address
 from airflow_s3connect.scope import check_bucket_name, normalize_prefix
 from airflow_s3connect.writes import WriteOptions
 
@@ -56,6 +57,9 @@ OPERATIONS: dict[str, Operation] = {
     "delete-version": Operation(("s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion")),
     # restore= on Get and Copy: the HEADs that follow the restore, the RestoreObject itself
     "restore": Operation(("s3:GetObject", "s3:RestoreObject")),
+    # the event watcher with queue_url: a one-key listing confirms each notification,
+    # the reconcile lists the prefix; the queue is checked, read and emptied
+    "watch-sqs": Operation(("s3:ListBucket", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage")),
 }
 
 _PRINCIPAL = re.compile(
@@ -77,14 +81,19 @@ def actions_for(operations: Iterable[str]) -> list[str]:
 
 
 def least_privilege_policy(
-    bucket: str, prefix: str, operations: Iterable[str], options: WriteOptions | None = None
+    bucket: str,
+    prefix: str,
+    operations: Iterable[str],
+    options: WriteOptions | None = None,
+    queue_url: str | None = None,
 ) -> dict[str, Any]:
     """An identity policy granting ``operations`` on ``bucket`` (under ``prefix``) and nothing else.
 
     s3:ListBucket is a bucket action, limited to the prefix by an ``s3:prefix`` condition;
     the object actions apply to the prefix's objects only. ``options`` (the connection's
     write options) add what they need: s3:PutObjectAcl for an ACL, s3:PutObjectTagging for
-    tags, and kms:GenerateDataKey / kms:Decrypt on the key for SSE-KMS.
+    tags, and kms:GenerateDataKey / kms:Decrypt on the key for SSE-KMS. The SQS actions of
+    ``watch-sqs`` apply to the queue of ``queue_url`` only.
     """
     try:
         check_bucket_name(bucket)
@@ -112,7 +121,7 @@ def least_privilege_policy(
         if prefix:
             listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
         statements.append(listing)
-    object_actions = [a for a in actions if a != "s3:ListBucket"]
+    object_actions = [a for a in actions if a != "s3:ListBucket" and a.startswith("s3:")]
     if object_actions:
         statements.append(
             {
@@ -121,6 +130,11 @@ def least_privilege_policy(
                 "Action": object_actions,
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
             }
+        )
+    queue_actions = [a for a in actions if a.startswith("sqs:")]
+    if queue_actions:
+        statements.append(
+            {"Sid": "S3ConnectQueue", "Effect": "Allow", "Action": queue_actions, "Resource": _queue_arn(queue_url)}
         )
     if options is not None and (options.server_side_encryption or "").startswith("aws:kms"):
         key = options.kms_key_id or ""
@@ -134,6 +148,49 @@ def least_privilege_policy(
             }
         )
     return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def _queue_arn(queue_url: str | None) -> str:
+    if not queue_url:
+        raise SetupError("watch-sqs reads one queue: give its URL (--queue-url, or the setup page's queue URL).")
+    try:
+        return queue_address(queue_url).arn()
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def notification_setup(bucket: str, prefix: str, queue_url: str, owner: str | None = None) -> dict[str, Any]:
+    """What the bucket's owner pastes so that the bucket notifies the watcher's queue: the
+    bucket's notification configuration (``aws s3api put-bucket-notification-configuration``)
+    and the queue's access policy letting S3, for this bucket only, send to it."""
+    try:
+        check_bucket_name(bucket)
+        prefix = normalize_prefix(prefix, "prefix")
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    arn = _queue_arn(queue_url)
+    target: dict[str, Any] = {"Id": "s3connect-watcher", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
+    if prefix:
+        target["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
+    condition: dict[str, Any] = {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}}
+    if owner:
+        condition["StringEquals"] = {"aws:SourceAccount": owner}
+    return {
+        "bucket_notification_configuration": {"QueueConfigurations": [target]},
+        "queue_policy": {
+            "Version": POLICY_VERSION,
+            "Statement": [
+                {
+                    "Sid": "S3ConnectBucketNotifications",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": arn,
+                    "Condition": condition,
+                }
+            ],
+        },
+    }
 
 
 def trust_policy(principal: str, external_id: str) -> dict[str, Any]:

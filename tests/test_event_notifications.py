@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_s3connect.errors import S3ConnectError
+from airflow_s3connect.iam import OPERATIONS
 from airflow_s3connect.notifications import parse_message, queue_address
 from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import ObjectProducer
@@ -439,3 +440,65 @@ def _no_leftover_watchers() -> Iterator[None]:
     from airflow_s3connect.triggers.object_events import _STATE_STORES
 
     _STATE_STORES.clear()
+
+
+def _policy_user(iam: IamFactory, name: str, document: dict[str, Any]) -> tuple[str, str]:
+    admin = iam.server.admin_client("iam")
+    admin.create_user(UserName=name)
+    admin.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(document))
+    key = admin.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+SQS_NEEDS = list(OPERATIONS["watch-sqs"].grants)
+
+
+@pytest.mark.parametrize("missing", [None, *SQS_NEEDS])
+def test_the_watch_sqs_policy_is_exactly_enough(
+    iam: IamFactory, make_conn: Callable[..., str], missing: str | None
+) -> None:
+    """The watcher on ``s3connect policy --operations watch-sqs --queue-url U``, IAM enforced:
+    it announces an object and empties the queue; with one action less, the error names it."""
+    from airflow_s3connect.iam import least_privilege_policy
+
+    sqs = iam.admin_client("sqs")
+    url = sqs.create_queue(QueueName="watched")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    iam.server.admin_client("s3").put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    policy = least_privilege_policy(BUCKET, "in/", ["watch-sqs"], queue_url=url)
+    # AWS authorizes DeleteMessageBatch as sqs:DeleteMessage; moto asks for its own name too.
+    queue_statement = next(s for s in policy["Statement"] if s["Sid"] == "S3ConnectQueue")
+    if missing != "sqs:DeleteMessage":
+        queue_statement["Action"] = [*queue_statement["Action"], "sqs:DeleteMessageBatch"]
+    if missing is not None:
+        for statement in policy["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            statement["Action"] = [a for a in actions if a != missing] or ["sqs:ListQueueTags"]
+    key, secret = _policy_user(iam, "watcher", policy)
+    conn_id = make_conn("watch_sqs", key, secret, endpoint_url=iam.server.url, region_name=REGION, bucket=BUCKET,
+                        addressing_style="path")  # fmt: skip
+    trigger = S3ObjectEventTrigger(s3connect_conn_id=conn_id, prefix="in/", queue_url=url, poll_interval=1)
+    writer = iam.admin_client("s3")
+    iam.enforce()
+
+    async def run() -> list[dict[str, Any]]:
+        events = trigger.run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        writer.put_object(Bucket=BUCKET, Key="in/new.csv", Body=b"x")
+        return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 3)]
+
+    payloads = asyncio.run(run())
+    iam.server.set_auth(enforced=False)
+    if missing is None:
+        assert _keys(payloads) == ["in/new.csv"]
+        left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        assert left["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    else:
+        errors = [p for p in payloads if p["status"] == "error"]
+        assert errors, payloads
+        assert errors[0]["type"] == "AccessDeniedError"
+        assert f"Access denied: {missing} on " in errors[0]["message"]

@@ -59,3 +59,16 @@ def test_only_readable_connections_are_listed_and_opened(page: Any) -> None:
     mine = client.get("/", params={"conn_id": "team_a_drop"}).text
     assert "team-a-bucket" in mine
     assert "ext-a-0001" in mine
+
+
+def test_the_page_shows_the_notification_setup_for_a_queue(page: Any) -> None:
+    client, _ = page
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/team-a-events"
+    shown = client.get("/", params={"conn_id": "team_a_drop", "operations": ["watch-sqs"], "queue_url": url}).text
+    assert "arn:aws:sqs:eu-west-1:123456789012:team-a-events" in shown
+    assert "sqs:ReceiveMessage" in shown
+    assert "Bucket notification configuration" in shown
+    assert "s3:ObjectCreated:*" in shown
+    assert "arn:aws:s3:::team-a-bucket" in shown  # the queue policy's source bucket
+    missing = client.get("/", params={"conn_id": "team_a_drop", "operations": ["watch-sqs"]}).text
+    assert "watch-sqs reads one queue: give its URL" in missing

@@ -21,9 +21,10 @@ from airflow_s3connect.connection import EXTERNAL_ID_PATTERN
 from airflow_s3connect.errors import AccessDeniedError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
+from airflow_s3connect.notifications import parse_message
 from airflow_s3connect.objects import ObjectInfo
 from tests.conftest import BUCKET, REGION
-from tests.support.moto_server import IamFactory
+from tests.support.moto_server import IamFactory, MotoServer
 
 
 def run(*argv: str) -> tuple[int, Any, str]:
@@ -83,6 +84,8 @@ def test_policy_for_exactly_the_operations() -> None:
         (["trust-policy", "--principal", "bob", "--external-id", "abc123"], "is not an AWS account id or IAM ARN"),
         (["trust-policy", "--principal", "123456789012", "--external-id", "x"], "External ID 'x' is not valid for STS"),
         (["external-id", "--tenant", "acme"], "set S3CONNECT_EXTERNAL_ID_SECRET or [s3connect] external_id_secret"),
+        (["policy", "--bucket", "acme-data", "--operations", "watch-sqs"], "watch-sqs reads one queue: give its URL"),
+        (["notifications", "--bucket", "acme-data", "--queue-url", "s3-events"], "is not an SQS queue URL"),
     ],
 )
 def test_bad_arguments_say_what_to_give(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,6 +108,32 @@ def test_external_id_is_stable_per_tenant_and_secret(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("S3CONNECT_EXTERNAL_ID_SECRET")
     monkeypatch.setenv("AIRFLOW__S3CONNECT__EXTERNAL_ID_SECRET", "deployment-secret-0123456789abcdef")
     assert run("external-id", "--tenant", "acme")[1] == first
+
+
+def test_notification_setup_is_accepted_by_the_bucket_and_the_queue(moto: MotoServer) -> None:
+    """What ``s3connect notifications`` prints, pasted: the bucket notifies the queue of an
+    object under the prefix, and of nothing else."""
+    sqs = moto.admin_client("sqs")
+    url = sqs.create_queue(QueueName="acme-events")["QueueUrl"]
+    code, setup, _ = run("notifications", "--bucket", BUCKET, "--prefix", "in/", "--queue-url", url,
+                         "--owner", "123456789012")  # fmt: skip
+    assert code == 0
+    (target,) = setup["bucket_notification_configuration"]["QueueConfigurations"]
+    assert target["QueueArn"] == "arn:aws:sqs:*:123456789012:acme-events"
+    (grant,) = setup["queue_policy"]["Statement"]
+    assert grant["Condition"] == {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{BUCKET}"},
+                                  "StringEquals": {"aws:SourceAccount": "123456789012"}}  # fmt: skip
+    # A local queue's URL names no region: the printed ARN leaves it open; moto needs its own.
+    real_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(setup["queue_policy"])})
+    config = json.loads(json.dumps(setup["bucket_notification_configuration"]).replace(target["QueueArn"], real_arn))
+    s3 = moto.admin_client("s3")
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=config)
+    sqs.purge_queue(QueueUrl=url)  # the test event
+    s3.put_object(Bucket=BUCKET, Key="in/a.csv", Body=b"a")
+    s3.put_object(Bucket=BUCKET, Key="out/b.csv", Body=b"b")
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+    assert [n.key for b in bodies for n in parse_message(b).created] == ["in/a.csv"]
 
 
 def _conn_extra(iam: IamFactory) -> dict[str, Any]:
@@ -178,6 +207,7 @@ def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn
         "get-version": False,
         "delete-version": False,
         "restore": False,
+        "watch-sqs": None,  # SQS is not probed: unknown, never "works"
     }
     assert "s3:PutObject" in table
     assert "does not work" in table
@@ -192,6 +222,6 @@ def test_check_of_a_full_access_connection_writes_nothing(iam: IamFactory, make_
     code, report, _ = run("check", "--conn-id", conn_id)
     assert code == 0
     assert set(e["result"] for e in report["actions"].values()) == {"allowed"}
-    assert all(report["operations"].values())
+    assert {op: works for op, works in report["operations"].items() if works is not True} == {"watch-sqs": None}
     iam.server.set_auth(enforced=False)
     assert admin.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0

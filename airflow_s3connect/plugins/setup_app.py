@@ -28,7 +28,13 @@ from airflow_s3connect.cli import external_id_secret
 from airflow_s3connect.connection import CONN_TYPE, ConnectionSettings
 from airflow_s3connect.errors import S3ConnectError, SetupError
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
-from airflow_s3connect.iam import OPERATIONS, external_id_for, least_privilege_policy, trust_policy
+from airflow_s3connect.iam import (
+    OPERATIONS,
+    external_id_for,
+    least_privilege_policy,
+    notification_setup,
+    trust_policy,
+)
 from airflow_s3connect.macros import connection_pattern
 
 #: Ticked when the page opens: reading and writing, never deleting unless asked for.
@@ -117,6 +123,8 @@ label {{ display: block; margin: .4rem 0; }} .error {{ color: #b91c1c; }}
 <datalist id="known">{options}</datalist>
 <label>Principal that assumes the role (the workers' identity)
 <input name="principal" id="principal" size="60" value="{principal}"></label>
+<label>SQS queue URL, for an event watcher on S3 notifications (operation watch-sqs)
+<input name="queue_url" id="queue_url" size="60" value="{queue_url}"></label>
 <fieldset><legend>Operations</legend>{checkboxes}</fieldset>
 <button type="submit">Show</button>
 </form>
@@ -137,6 +145,7 @@ def setup_page(
     conn_id: str | None = None,
     principal: str = PRINCIPAL_HINT,
     operations: list[str] = Query(default=list(DEFAULT_OPERATIONS)),  # noqa: B008 - FastAPI's idiom
+    queue_url: str = "",
 ) -> str:
     known = _readable(user, _known_conn_ids())
     chosen = conn_id or next(iter(known), None)
@@ -168,8 +177,21 @@ def setup_page(
             sections.append(_block(f"External ID ({origin})", "external-id", external_id or "(none)"))
             if external_id:
                 sections.append(_block("Role trust policy", "trust-policy", trust_policy(principal, external_id)))
-            policy = least_privilege_policy(settings.bucket, prefix, operations, settings.write_defaults)
+            policy = least_privilege_policy(
+                settings.bucket, prefix, operations, settings.write_defaults, queue_url or None
+            )
             sections.append(_block("Least-privilege policy (attach to the role)", "policy", policy))
+            if queue_url:
+                setup = notification_setup(settings.bucket, prefix, queue_url, settings.expected_bucket_owner)
+                sections.append(
+                    _block(
+                        "Bucket notification configuration (aws s3api put-bucket-notification-configuration)",
+                        "bucket-notifications",
+                        setup["bucket_notification_configuration"],
+                    )
+                )
+                sections.append(_block("Queue access policy (the queue's Policy attribute)", "queue-policy",
+                                       setup["queue_policy"]))  # fmt: skip
             body = "".join(sections)
         except (S3ConnectError, SetupError) as exc:
             body = f"<p class='error'>Connection {html.escape(chosen)!s}: {html.escape(str(exc))}</p>"
@@ -178,5 +200,6 @@ def setup_page(
         conn_id=html.escape(chosen or ""),
         principal=html.escape(principal),
         checkboxes=checkboxes,
+        queue_url=html.escape(queue_url),
         body=body,
     )

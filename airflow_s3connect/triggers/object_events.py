@@ -340,6 +340,7 @@ class ObjectProducer(SharedStreamProducer):
         self.stream: ObjectStream | None = None
         self.queue: NotificationQueue | None = None
         self._saved: dict[str, Any] | None = None
+        self._unreported: S3ConnectError | None = None
         self._random = random.Random()
         #: the wall clock objects' ages are measured with; a test moves it
         self.clock: Callable[[], float] = time.time
@@ -351,6 +352,9 @@ class ObjectProducer(SharedStreamProducer):
         while True:
             failed = False
             try:
+                if self._unreported is not None:
+                    failure, self._unreported = self._unreported, None
+                    raise failure
                 if watch is None or self.stream is None:
                     watch = await asyncio.to_thread(_resolve, self.options)
                     watermark = await self._load()
@@ -461,8 +465,13 @@ class ObjectProducer(SharedStreamProducer):
         await self._delete(delivery.receipts)
 
     async def _delete(self, receipts: list[str]) -> None:
+        """A failure here is reported by the stream's next turn (an error event): the events
+        are stored already, and the messages come back and are recognised as duplicates."""
         if receipts and self.queue is not None:
-            await asyncio.to_thread(self.queue.delete, receipts)
+            try:
+                await asyncio.to_thread(self.queue.delete, receipts)
+            except S3ConnectError as exc:
+                self._unreported = exc
 
     async def _load(self) -> Watermark | None:
         for store in self.stores():
