@@ -95,11 +95,7 @@ def least_privilege_policy(
     tags, and kms:GenerateDataKey / kms:Decrypt on the key for SSE-KMS. The SQS actions of
     ``watch-sqs`` apply to the queue of ``queue_url`` only.
     """
-    try:
-        check_bucket_name(bucket)
-        prefix = normalize_prefix(prefix, "prefix")
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
+    prefix = _checked(bucket, prefix)
     actions = actions_for(operations)
     writes = "s3:PutObject" in actions
     if options is not None and writes:
@@ -150,6 +146,15 @@ def least_privilege_policy(
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 
+def _checked(bucket: str, prefix: str) -> str:
+    """``prefix`` normalised, once the bucket's name and the prefix are known to be valid."""
+    try:
+        check_bucket_name(bucket)
+        return normalize_prefix(prefix, "prefix")
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+
+
 def _queue_arn(queue_url: str | None) -> str:
     if not queue_url:
         raise SetupError("watch-sqs reads one queue: give its URL (--queue-url, or the setup page's queue URL).")
@@ -163,11 +168,7 @@ def notification_setup(bucket: str, prefix: str, queue_url: str, owner: str | No
     """What the bucket's owner pastes so that the bucket notifies the watcher's queue: the
     bucket's notification configuration (``aws s3api put-bucket-notification-configuration``)
     and the queue's access policy letting S3, for this bucket only, send to it."""
-    try:
-        check_bucket_name(bucket)
-        prefix = normalize_prefix(prefix, "prefix")
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
+    prefix = _checked(bucket, prefix)
     arn = _queue_arn(queue_url)
     target: dict[str, Any] = {"Id": "s3connect-watcher", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
     if prefix:
