@@ -502,3 +502,68 @@ def test_the_watch_sqs_policy_is_exactly_enough(
         assert errors, payloads
         assert errors[0]["type"] == "AccessDeniedError"
         assert f"Access denied: {missing} on " in errors[0]["message"]
+
+
+def test_assumed_role_credentials_read_the_queue_and_refresh(
+    moto: MotoServer, make_conn: Callable[..., str], queue: Queue
+) -> None:
+    """The queue is read with the connection's assumed role, and 50 minutes on (inside the
+    refresh margin) with a new session, as its S3 requests are."""
+    import datetime
+
+    import time_machine
+
+    queue.notify_from(moto.admin_client("s3"))
+    conn_id = make_conn("notes_role", "AKIABASE", "base-secret-do-not-log", region_name=REGION,
+                        endpoint_url=moto.url, sts_endpoint_url=moto.url, bucket=BUCKET,
+                        auth_type="assume_role", role_arn="arn:aws:iam::123456789012:role/events-reader")  # fmt: skip
+    # (moto keeps a queue in the account of the credentials that ask: the role is the queue's account's.)
+    trigger = S3ObjectEventTrigger(s3connect_conn_id=conn_id, prefix="in/", queue_url=queue.url, poll_interval=1)
+    assert "secret" not in json.dumps(trigger.serialize())
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=50)
+
+    async def watch() -> list[dict[str, Any]]:
+        events = trigger.run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(2.5)  # the baseline and long polls in the first session
+        with time_machine.travel(later, tick=True):
+            await asyncio.sleep(1.5)
+            moto.admin_client("s3").put_object(Bucket=BUCKET, Key="in/late.csv", Body=b"x")
+            event = await asyncio.wait_for(pending, 30)
+        await events.aclose()
+        return [dict(event.payload)]
+
+    with moto.recording() as rec:
+        payloads = asyncio.run(watch())
+    assert _keys(payloads) == ["in/late.csv"], payloads
+    tokens = [r.headers.get("X-Amz-Security-Token") for r in rec.sqs("ReceiveMessage")]
+    assert None not in tokens
+    assert len(rec.sts("AssumeRole")) >= 2
+    assert tokens[0] != tokens[-1]
+
+
+def test_the_queue_watcher_never_blocks_the_event_loop(
+    moto: MotoServer, make_conn: Callable[..., str], queue: Queue
+) -> None:
+    """The triggerer's loop through the queue path: AssumeRole, the first listing, long
+    polls, a notification's confirmation and a credential refresh; never held 50 ms."""
+    from tests.test_sensor import loop_probe
+
+    queue.notify_from(moto.admin_client("s3"))
+    warm_queue = Queue(moto, "s3connect-warm")
+    conn_id = make_conn("notes_loop", "AKIABASE", "base-secret", region_name=REGION, endpoint_url=moto.url,
+                        sts_endpoint_url=moto.url, bucket=BUCKET, path_prefix=PREFIX, auth_type="assume_role",
+                        role_arn="arn:aws:iam::123456789012:role/events-reader")  # fmt: skip
+    _put(moto, "warm/w.csv")
+    classpath, kwargs = S3ObjectEventTrigger(
+        s3connect_conn_id=conn_id, prefix="in/", queue_url=queue.url, poll_interval=1
+    ).serialize()
+    warm = dict(kwargs, prefix="warm/", start="all", queue_url=warm_queue.url)
+    arrival = moto.arrival_after_request(BUCKET, PREFIX + "in/done.csv", b"x", delay=3, seen=PREFIX + "in/")
+    with moto.recording() as rec, arrival:
+        report = loop_probe(classpath, kwargs, warm)
+    assert [o["key"] for o in report["event"]["objects"]] == ["in/done.csv"]
+    assert len(rec.sqs("ReceiveMessage")) >= 2
+    assert len(rec.sts("AssumeRole")) >= 3  # the warm-up's, this trigger's first credentials, a refresh
+    assert report["ticks"] > 500
+    assert report["max_gap_ms"] < 50, report

@@ -262,7 +262,7 @@ import time_machine
 import airflow.jobs.triggerer_job_runner  # the triggerer process, loaded before any trigger runs
 from airflow._shared.module_loading import import_string  # the triggerer's own
 
-classpath, kwargs = sys.argv[1], json.loads(sys.argv[2])
+classpath, kwargs, warm = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
 
 async def first_event(trigger, travel_after):
@@ -282,7 +282,6 @@ async def first_event(trigger, travel_after):
 async def main():
     cls = import_string(classpath)  # as the triggerer does, on its loop
     # An earlier trigger of this process: the one-off cost of parsing botocore's models.
-    warm = dict(kwargs, watch=dict(kwargs["watch"], base="tenants/acme/", key=None))
     await first_event(cls(**warm), None)
     gaps, done = [], False
 
@@ -304,6 +303,19 @@ asyncio.run(main())
 """
 
 
+def loop_probe(classpath: str, kwargs: dict[str, Any], warm: dict[str, Any]) -> dict[str, Any]:
+    """Run :data:`LOOP_PROBE` (a warm-up trigger of ``warm``, then the measured one) in a
+    fresh process; its report: the longest gap of the loop, the ticks, the first event."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_PROBE, classpath, json.dumps(kwargs), json.dumps(warm)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def test_the_trigger_never_blocks_the_event_loop(moto: MotoServer, make_conn: Callable[..., str]) -> None:
     """From its creation through its first poke and a credential refresh, a trigger never holds
     the triggerer's loop more than 50 ms (one triggerer runs thousands of these). The first
@@ -315,14 +327,10 @@ def test_the_trigger_never_blocks_the_event_loop(moto: MotoServer, make_conn: Ca
     moto.admin_client("s3").put_object(Bucket=BUCKET, Key="tenants/acme/warm.flag", Body=b"")
     spec = WatchSpec(bucket=BUCKET, base="tenants/acme/loop/")
     classpath, kwargs = S3ObjectTrigger(conn_id, {"tenant": "acme"}, spec.to_json(), poke_interval=0.2).serialize()
+    warm = dict(kwargs, watch=dict(kwargs["watch"], base="tenants/acme/", key=None))
     arrival = moto.arrival_after_request(BUCKET, "tenants/acme/loop/done.flag", b"", delay=3, seen="tenants/acme/loop/")
     with moto.recording() as rec, arrival:
-        done = subprocess.run(
-            [sys.executable, "-c", LOOP_PROBE, classpath, json.dumps(kwargs)], capture_output=True, text=True,
-            timeout=120,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+        report = loop_probe(classpath, kwargs, warm)
     assert report["event"]["status"] == "success"
     assert len(rec.sts("AssumeRole")) >= 3  # the warm-up's, this trigger's first credentials, a refresh
     assert report["ticks"] > 500

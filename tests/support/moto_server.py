@@ -70,7 +70,15 @@ class Recording:
         return [r for r in self.requests if r.sts_action == action]
 
     def s3(self) -> list[Recorded]:
-        return [r for r in self.requests if r.sts_action is None]
+        return [r for r in self.requests if r.sts_action is None and not _target(r).startswith("AmazonSQS.")]
+
+    def sqs(self, action: str) -> list[Recorded]:
+        """SQS requests of ``action`` (JSON protocol: named by the X-Amz-Target header)."""
+        return [r for r in self.requests if _target(r) == f"AmazonSQS.{action}"]
+
+
+def _target(request: Recorded) -> str:
+    return next((v for k, v in request.headers.items() if k.lower() == "x-amz-target"), "")
 
 
 @dataclass
