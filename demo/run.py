@@ -23,6 +23,8 @@ from typing import Any
 
 import boto3
 
+from airflow_s3connect.iam import notification_setup
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "s3connect-demo"
 PARTNER_BUCKET = "partner-dropbox"
@@ -34,13 +36,16 @@ DAGS = (
     "example_cross_account",
     "example_catalog",
     "example_event_driven",
+    "example_event_driven_sqs",
     "example_taskflow",
 )
+#: The SQS queue the demo bucket notifies of ``inbox/`` (moto's account; the server's own URL).
+INBOX_QUEUE = "s3connect-inbox"
 
 
 @contextmanager
 def embedded_s3(workdir: Path) -> Iterator[str]:
-    """moto's S3/STS server on a free loopback port, for as long as the block runs."""
+    """moto's S3/STS/SQS server on a free loopback port, for as long as the block runs."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -72,11 +77,26 @@ def s3_client(url: str) -> object:
     )
 
 
+def inbox_queue_url(url: str) -> str:
+    return f"{url}/123456789012/{INBOX_QUEUE}"
+
+
 def seed(url: str) -> None:
-    """The buckets, and the files the import and catalog examples look for."""
+    """The buckets, the files the import and catalog examples look for, and the queue the
+    bucket notifies of new objects under ``inbox/`` (as ``s3connect notifications`` prints it)."""
     s3 = s3_client(url)
     for bucket in (BUCKET, PARTNER_BUCKET):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[attr-defined]
+    sqs = boto3.client("sqs", endpoint_url=url, region_name=REGION, aws_access_key_id="demo",
+                       aws_secret_access_key="demo")  # fmt: skip
+    arn = f"arn:aws:sqs:{REGION}:123456789012:{INBOX_QUEUE}"
+    sqs.create_queue(QueueName=INBOX_QUEUE)
+    setup = notification_setup(BUCKET, "inbox/", inbox_queue_url(url))
+    sqs.set_queue_attributes(QueueUrl=inbox_queue_url(url), Attributes={"Policy": json.dumps(setup["queue_policy"])})
+    (target,) = setup["bucket_notification_configuration"]["QueueConfigurations"]
+    s3.put_bucket_notification_configuration(  # type: ignore[attr-defined]
+        Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [{**target, "QueueArn": arn}]}
+    )
     for i in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"incoming/orders-{i}.csv", Body=f"id,amount\n{i},{i * 10}\n".encode())  # type: ignore[attr-defined]
     s3.put_object(Bucket=PARTNER_BUCKET, Key="outbox/partner-report.csv", Body=b"id,total\n1,42\n")  # type: ignore[attr-defined]
@@ -123,6 +143,7 @@ def airflow_env(home: Path, url: str) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AWS_EC2_METADATA_DISABLED": "true",
             **connections(url),
+            "S3CONNECT_INBOX_QUEUE_URL": inbox_queue_url(url),
         }
     )
     return env
@@ -140,11 +161,11 @@ def dags_test(env: dict[str, str], dag_id: str) -> subprocess.CompletedProcess[s
 
 
 WATCH_ONCE = """
-import asyncio, json
+import asyncio, json, sys
 from airflow_s3connect.triggers import S3ObjectEventTrigger
 
 async def first_event():
-    events = S3ObjectEventTrigger(prefix="drop/", pattern="*.csv", start="all", poll_interval=1).run()
+    events = S3ObjectEventTrigger(**json.loads(sys.argv[1])).run()
     try:
         return (await asyncio.wait_for(anext(events), 60)).payload
     finally:
@@ -154,13 +175,18 @@ print(json.dumps(asyncio.run(first_event())))
 """
 
 
-def watch_once(env: dict[str, str], url: str) -> dict[str, Any]:
-    """What example_event_driven's watcher announces when a file lands in ``drop/``: the
-    trigger, run as the triggerer runs it (in its own process), until its first event."""
-    s3_client(url).put_object(Bucket=BUCKET, Key="drop/hello.csv", Body=b"id\n1\n")  # type: ignore[attr-defined]
-    done = subprocess.run([sys.executable, "-c", WATCH_ONCE], env=env, capture_output=True, text=True, timeout=120)
+def watch_once(env: dict[str, str], url: str, prefix: str = "drop/") -> dict[str, Any]:
+    """What example_event_driven's watchers announce when a file lands in ``prefix``
+    (``inbox/``: the one reading the bucket's notifications): the trigger, run as the
+    triggerer runs it (in its own process), until its first event."""
+    options: dict[str, Any] = {"prefix": prefix, "pattern": "*.csv", "start": "all", "poll_interval": 1}
+    if prefix == "inbox/":
+        options["queue_url"] = inbox_queue_url(url)
+    s3_client(url).put_object(Bucket=BUCKET, Key=f"{prefix}hello.csv", Body=b"id\n1\n")  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-c", WATCH_ONCE, json.dumps(options)], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
     if done.returncode:
-        raise RuntimeError(f"the drop/ watcher failed: {done.stderr[-3000:]}")
+        raise RuntimeError(f"the {prefix} watcher failed: {done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -203,8 +229,9 @@ def main() -> int:
             if state != "ok":
                 failed.append(dag_id)
                 print((result.stdout + result.stderr)[-4000:])
-        event = watch_once(env, url)
-        print(f"\nThe drop/ watcher, after a file landed: {json.dumps(event)}")
+        for prefix in ("drop/", "inbox/"):
+            event = watch_once(env, url, prefix)
+            print(f"\nThe {prefix} watcher, after a file landed: {json.dumps(event)}")
         print("\nWhat landed where:\n" + tree(url))
     return 1 if failed else 0
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demo.run import ROOT, connections, embedded_s3, seed
+from demo.run import ROOT, connections, embedded_s3, inbox_queue_url, seed
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PACKAGES = ("postgresql", "redis-server")
@@ -113,6 +113,7 @@ class Stack:
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 **connections(self.s3_url),
+                "S3CONNECT_INBOX_QUEUE_URL": inbox_queue_url(self.s3_url),
             }
         )
         env.update(self.extra_env)

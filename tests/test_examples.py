@@ -41,14 +41,19 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
         assert migrated.returncode == 0, migrated.stderr[-2000:]
         results = {dag_id: demo.dags_test(env, dag_id) for dag_id in sorted(EXPECTED_DAGS)}
         results["watcher"] = demo.watch_once(env, url)
+        results["sqs-watcher"] = demo.watch_once(env, url, "inbox/")
         yield results, demo.s3_client(url), demo.tree(url)
 
 
-def test_the_demo_watcher_announces_the_dropped_file(demo_run: tuple[dict[str, Any], Any, str]) -> None:
-    event = demo_run[0]["watcher"]
+@pytest.mark.parametrize(("watcher", "prefix"), [("watcher", "drop/"), ("sqs-watcher", "inbox/")])
+def test_the_demo_watchers_announce_the_dropped_file(
+    demo_run: tuple[dict[str, Any], Any, str], watcher: str, prefix: str
+) -> None:
+    event = demo_run[0][watcher]
     assert event["status"] == "success"
     (found,) = event["objects"]
-    assert (found["key"], found["size"], found["uri"]) == ("drop/hello.csv", 5, f"s3://{demo.BUCKET}/drop/hello.csv")
+    key = f"{prefix}hello.csv"
+    assert (found["key"], found["size"], found["uri"]) == (key, 5, f"s3://{demo.BUCKET}/{key}")
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
