@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from airflow_s3connect.errors import S3ConnectError
@@ -25,6 +26,7 @@ from airflow_s3connect.triggers import S3ObjectEventTrigger
 from airflow_s3connect.triggers.object_events import ObjectProducer
 from tests.conftest import BUCKET, REGION
 from tests.support.moto_server import IamFactory, MotoServer
+from tests.support.stores import Store
 from tests.test_event_trigger import MemoryState, subscribe, until
 
 PREFIX = "tenants/acme/"
@@ -93,8 +95,10 @@ def test_sequencers_compare_as_s3_says_and_queue_urls_name_their_endpoint() -> N
 class Queue:
     """A queue on moto, with what the tests read back: messages waiting and in flight."""
 
-    def __init__(self, moto: MotoServer, name: str, visibility: int = 30) -> None:
-        self.sqs = moto.admin_client("sqs")
+    def __init__(self, moto: MotoServer, name: str, visibility: int = 30, region: str = REGION) -> None:
+        # A local queue's URL names no region: it must be the connection's.
+        self.sqs = boto3.client("sqs", endpoint_url=moto.url, region_name=region, aws_access_key_id="setup",
+                                aws_secret_access_key="setup")  # fmt: skip
         self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility)})["QueueUrl"]
         self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
@@ -567,3 +571,32 @@ def test_the_queue_watcher_never_blocks_the_event_loop(
     assert len(rec.sts("AssumeRole")) >= 3  # the warm-up's, this trigger's first credentials, a refresh
     assert report["ticks"] > 500
     assert report["max_gap_ms"] < 50, report
+
+
+def test_every_store_with_a_queue_beside_it(
+    store: Store, moto_plain: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's URL names its own endpoint: an S3-compatible store (Ceph RGW over HTTP and
+    HTTPS, Swift, moto) with notifications in an SQS queue elsewhere. Each notified object
+    once, confirmed on the store; a duplicate and an older notification cost no request."""
+    bucket = store.new_bucket("s3c-nq")
+    monkeypatch.setenv("AIRFLOW_CONN_STORE_NOTES", json.dumps(store.conn(bucket, path_prefix=PREFIX)))
+    queue = Queue(moto_plain, f"s3connect-{bucket}", region=store.region)
+    trigger = S3ObjectEventTrigger(s3connect_conn_id="store_notes", prefix="in/", queue_url=queue.url,
+                                   poll_interval=1)  # fmt: skip
+
+    async def run() -> list[dict[str, Any]]:
+        events = trigger.run()
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        for name, sequencer in (("a.csv", "0B"), ("b.csv", "01")):
+            store.admin.put_object(Bucket=bucket, Key=f"{PREFIX}in/{name}", Body=name.encode())
+            queue.send(_body(_record(f"{PREFIX}in/{name}", bucket=bucket, sequencer=sequencer)))
+        queue.send(_body(_record(f"{PREFIX}in/a.csv", bucket=bucket, sequencer="0B")))  # again
+        queue.send(_body(_record(f"{PREFIX}in/a.csv", bucket=bucket, sequencer="0A")))  # older
+        return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 3)]
+
+    payloads = asyncio.run(run())
+    assert sorted(_keys(payloads)) == ["in/a.csv", "in/b.csv"], payloads
+    assert {o["size"] for p in payloads for o in p["objects"]} == {5}
+    assert queue.counts() == (0, 0)

@@ -391,10 +391,28 @@ def test_a_worker_killed_mid_ranged_get_is_retried_without_leftovers(
     assert sorted(p.name for p in (LOCAL / "get").rglob("*")) == ["big", "blob.bin"]
 
 
-def _drop_listings(stack: Stack) -> int:
-    """ListObjectsV2 requests for drop/ the embedded S3 has answered (its request log)."""
-    log = (stack.home / "s3" / "s3.log").read_text(errors="replace")
-    return sum(1 for line in log.splitlines() if "list-type=2" in line and "prefix=drop" in line)
+def _log_lines(stack: Stack) -> list[str]:
+    return (stack.home / "s3" / "s3.log").read_text(errors="replace").splitlines()
+
+
+def _drop_listings(stack: Stack, prefix: str = "drop") -> int:
+    """ListObjectsV2 requests for ``prefix`` the embedded S3 has answered (its request log)."""
+    return sum(1 for line in _log_lines(stack) if "list-type=2" in line and f"prefix={prefix}" in line)
+
+
+#: Figures the watcher tests measure, for BENCHMARKS.md ("Event watchers on the stack").
+WATCHER_FIGURES = Path(__file__).resolve().parent.parent / "test-output" / "stack-watchers.json"
+
+
+def _record_figures(**figures: Any) -> None:
+    WATCHER_FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(WATCHER_FIGURES.read_text()) if WATCHER_FIGURES.exists() else {}
+    WATCHER_FIGURES.write_text(json.dumps({**known, **figures}, indent=2))
+
+
+def _latency(run: dict[str, Any], put_at: float) -> float:
+    """Seconds from a file's PutObject to the queuing of the run its event started."""
+    return datetime.datetime.fromisoformat(run["queued_at"]).timestamp() - put_at
 
 
 @pytest.mark.timeout(900)  # the DAG processor registers the watcher up to ~90 s after the DAG is unpaused
@@ -432,10 +450,86 @@ def test_dropped_files_start_runs_that_see_each_file_once_across_a_triggerer_res
     assert len(runs()) == len(before)  # nothing announced twice
 
     s3.put_object(Bucket=demo.BUCKET, Key="drop/late.csv", Body=b"id\nlate\n")
+    put_at = time.time()
     _until("a run for the new file", lambda: "drop/late.csv" in recorded() and all_finished(), 300)
     after = runs()
+    (late,) = [run for run in after if run["dag_run_id"] not in {r["dag_run_id"] for r in before}]
+    window = 60
+    listed = _drop_listings(stack)
+    time.sleep(window)  # a measurement of requests at rest, not a wait for a condition
+    at_rest = (_drop_listings(stack) - listed) * 3600 // window
+    _record_figures(polling={"poll_interval_s": 10, "latency_s": round(_latency(late, put_at), 1),
+                             "requests_per_hour_at_rest": at_rest})  # fmt: skip
     assert recorded() == sorted([*first, "drop/late.csv"])  # each file in exactly one run
     assert len(after) == len(before) + 1
     assert {run["state"] for run in after} == {"success"}
     assert _keys(s3, "drop/") == []  # every file loaded and archived
     assert len(_keys(s3, "loaded/")) == 4
+
+
+@pytest.mark.timeout(900)
+def test_notified_files_start_runs_within_seconds_each_once(stack: Stack) -> None:
+    """example_event_driven_sqs: the bucket's notifications through SQS, in the triggerer;
+    each file in exactly one run, a duplicate notification starts nothing, and the figures
+    (latency from PutObject to the run, requests at rest) beside the polling watcher's."""
+    dag_id = "example_event_driven_sqs"
+    s3 = _s3(stack)
+    sqs = boto3.client("sqs", endpoint_url=stack.s3_url, region_name=demo.REGION, aws_access_key_id="demo",
+                       aws_secret_access_key="demo")  # fmt: skip
+    queue_url = demo.inbox_queue_url(stack.s3_url)
+    _wait_for_dag(stack, dag_id)
+    api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
+    _until("the queue watcher's first listing of inbox/", lambda: _drop_listings(stack, "inbox") >= 1, 180)
+
+    def recorded() -> list[str]:
+        keys: list[str] = []
+        for key in _keys(s3, "audit/event_runs_sqs/"):
+            keys += json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
+        return sorted(keys)
+
+    def runs() -> list[dict[str, Any]]:
+        return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])  # type: ignore[index]
+
+    def all_finished() -> bool:
+        return all(run["state"] in ("success", "failed") for run in runs())
+
+    latencies = []
+    files = [f"inbox/n{i}.csv" for i in range(3)]
+    for index, key in enumerate(files, 1):  # one at a time: each run's latency is one file's
+        s3.put_object(Bucket=demo.BUCKET, Key=key, Body=f"id\n{key}\n".encode())
+        put_at = time.time()
+        _until(f"the run for {key}", lambda n=index: len(runs()) >= n and all_finished(), 300)  # type: ignore[misc]
+        latencies.append(_latency(max(runs(), key=lambda r: r["queued_at"]), put_at))
+    assert recorded() == files
+    assert {run["state"] for run in runs()} == {"success"}
+    assert all(run["run_type"] == "asset_triggered" for run in runs())
+    assert _keys(s3, "inbox/") == []  # loaded and archived
+
+    # The same notification again (S3 delivers at least once): confirmed as seen, no run.
+    body = json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": demo.BUCKET}, "object": {"key": "inbox/n0.csv", "size": 9, "eTag": "x"}}}]})  # fmt: skip
+    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    _until("the duplicate to be consumed", lambda: _queue_empty(sqs, queue_url), 120)
+    time.sleep(5)  # what it could have fired reaches the scheduler (2 s heartbeat)
+    assert len(runs()) == len(files)
+
+    window = 60
+    posts = _queue_polls(stack)
+    time.sleep(window)  # a measurement of requests at rest, not a wait for a condition
+    _record_figures(sqs={"long_poll_s": 20, "reconcile_interval_s": 900,
+                         "latency_s": [round(x, 1) for x in latencies],
+                         "requests_per_hour_at_rest": (_queue_polls(stack) - posts) * 3600 // window,
+                         "reconcile_listings_per_hour": 3600 // 900})  # fmt: skip
+    assert max(latencies) < 10, latencies
+
+
+def _queue_empty(sqs: Any, url: str) -> bool:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return all(found[name] == "0" for name in names)
+
+
+def _queue_polls(stack: Stack) -> int:
+    """POSTs to / the embedded server answered: SQS's JSON calls (the stack's connections
+    assume no role at rest, so no STS call is among them)."""
+    return sum(1 for line in _log_lines(stack) if '"POST / HTTP' in line)
