@@ -391,6 +391,28 @@ def test_a_worker_killed_mid_ranged_get_is_retried_without_leftovers(
     assert sorted(p.name for p in (LOCAL / "get").rglob("*")) == ["big", "blob.bin"]
 
 
+def _event_runs(
+    stack: Stack, dag_id: str, audit: str
+) -> tuple[Callable[[], list[str]], Callable[[], list[dict[str, Any]]], Callable[[], bool]]:
+    """For an event-driven example: the files its runs recorded under ``audit``, its runs,
+    and whether they all finished."""
+    s3 = _s3(stack)
+
+    def recorded() -> list[str]:
+        keys: list[str] = []
+        for key in _keys(s3, audit):
+            keys += json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
+        return sorted(keys)
+
+    def runs() -> list[dict[str, Any]]:
+        return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])  # type: ignore[index]
+
+    def all_finished() -> bool:
+        return all(run["state"] in ("success", "failed") for run in runs())
+
+    return recorded, runs, all_finished
+
+
 def _log_lines(stack: Stack) -> list[str]:
     return (stack.home / "s3" / "s3.log").read_text(errors="replace").splitlines()
 
@@ -423,17 +445,7 @@ def test_dropped_files_start_runs_that_see_each_file_once_across_a_triggerer_res
     _wait_for_dag(stack, dag_id)
     api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
 
-    def recorded() -> list[str]:
-        keys: list[str] = []
-        for key in _keys(s3, "audit/event_runs/"):
-            keys += json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
-        return sorted(keys)
-
-    def runs() -> list[dict[str, Any]]:
-        return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])  # type: ignore[index]
-
-    def all_finished() -> bool:
-        return all(run["state"] in ("success", "failed") for run in runs())
+    recorded, runs, all_finished = _event_runs(stack, dag_id, "audit/event_runs/")
 
     first = [f"drop/e{i}.csv" for i in range(3)]
     for key in first:
@@ -481,17 +493,7 @@ def test_notified_files_start_runs_within_seconds_each_once(stack: Stack) -> Non
     api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
     _until("the queue watcher's first listing of inbox/", lambda: _drop_listings(stack, "inbox") >= 1, 180)
 
-    def recorded() -> list[str]:
-        keys: list[str] = []
-        for key in _keys(s3, "audit/event_runs_sqs/"):
-            keys += json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
-        return sorted(keys)
-
-    def runs() -> list[dict[str, Any]]:
-        return list(api(stack.api_url, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])  # type: ignore[index]
-
-    def all_finished() -> bool:
-        return all(run["state"] in ("success", "failed") for run in runs())
+    recorded, runs, all_finished = _event_runs(stack, dag_id, "audit/event_runs_sqs/")
 
     latencies = []
     files = [f"inbox/n{i}.csv" for i in range(3)]
