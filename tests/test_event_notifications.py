@@ -383,24 +383,38 @@ def test_a_missing_or_denied_queue_is_a_clear_error_event(
     assert "secret" not in json.dumps(denied).lower().replace("secret access key", "")
 
 
-def test_sns_envelopes_from_the_bucket_are_announced(moto: MotoServer, conn: str, queue: Queue) -> None:
-    """S3 → SNS → SQS, all moto's: the SNS envelope is opened."""
-    sns = moto.admin_client("sns")
-    topic = sns.create_topic(Name="s3connect-topic")["TopicArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue.arn)
-    moto.admin_client("s3").put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={"TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+def _route(moto: MotoServer, queue: Queue, envelope: str) -> None:
+    """The bucket's ObjectCreated events to the queue, through SNS or through EventBridge."""
+    s3 = moto.admin_client("s3")
+    if envelope == "sns":
+        sns = moto.admin_client("sns")
+        topic = sns.create_topic(Name="s3connect-topic")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue.arn)
+        config: dict[str, Any] = {"TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]}
+    else:
+        events = moto.admin_client("events")
+        pattern = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
+        events.put_rule(Name="s3connect-created", EventPattern=json.dumps(pattern))
+        events.put_targets(Rule="s3connect-created", Targets=[{"Id": "queue", "Arn": queue.arn}])
+        config = {"EventBridgeConfiguration": {}}
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=config)
+
+
+@pytest.mark.parametrize("envelope", ["sns", "eventbridge"])
+def test_sns_and_eventbridge_envelopes_from_the_bucket_are_announced(
+    moto: MotoServer, conn: str, queue: Queue, envelope: str
+) -> None:
+    """S3 → SNS → SQS and S3 → EventBridge → SQS, all moto's: the envelopes are opened."""
+    _route(moto, queue, envelope)
 
     async def run() -> list[dict[str, Any]]:
         events = _trigger(conn, queue).run()
         pending = asyncio.ensure_future(anext(events))
         await asyncio.sleep(1.5)
-        _put(moto, "in/via-sns.csv")
+        _put(moto, "in/via a bus.csv")
         return [(await asyncio.wait_for(pending, 30)).payload, *await _events(events, 3)]
 
-    assert _keys(asyncio.run(run())) == ["in/via-sns.csv"]
+    assert _keys(asyncio.run(run())) == ["in/via a bus.csv"]
     assert queue.counts() == (0, 0)
 
 
