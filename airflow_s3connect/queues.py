@@ -44,11 +44,12 @@ class NotificationQueue:
         the URL does not name one.
     """
 
-    def __init__(self, client: Any, url: str, address: QueueAddress, region: str | None, wait_seconds: int) -> None:
+    def __init__(self, client: Any, url: str, address: QueueAddress, region: str | None, wait_seconds: float) -> None:
         self.client = client
         self.url = url
         self.arn = address.arn(region)
-        self.wait_seconds = max(0, min(MAX_WAIT, wait_seconds))
+        # Never 0: a short poll of an idle queue would answer at once, and the watcher ask again.
+        self.wait_seconds = max(1, min(MAX_WAIT, round(wait_seconds)))
         self.requests = 0
 
     def check(self) -> None:

@@ -365,10 +365,17 @@ def test_a_missing_or_denied_queue_is_a_clear_error_event(
         await events.aclose()
         return dict(payload)
 
-    gone = asyncio.run(first(S3ObjectEventTrigger(s3connect_conn_id=conn, prefix="in/", queue_url=missing)))
+    async def all_events(trigger: S3ObjectEventTrigger) -> list[dict[str, Any]]:
+        return await _events(trigger.run(), 3)
+
+    gone_trigger = S3ObjectEventTrigger(s3connect_conn_id=conn, prefix="in/", queue_url=missing, poll_interval=0.2)
+    with moto.recording() as rec:
+        (gone,) = asyncio.run(all_events(gone_trigger))  # one event for the same error, however often retried
     assert gone["status"] == "error"
     assert "does not exist" in gone["message"]
     assert "check queue_url" in gone["message"]
+    assert len(rec.sqs("GetQueueAttributes")) >= 5  # asked again every poll_interval, until fixed
+    assert _listings(rec) == []  # and the watcher does not fall back to listing meanwhile
 
     sqs = iam.admin_client("sqs")
     url = sqs.create_queue(QueueName="denied")["QueueUrl"]
@@ -614,3 +621,14 @@ def test_every_store_with_a_queue_beside_it(
     assert sorted(_keys(payloads)) == ["in/a.csv", "in/b.csv"], payloads
     assert {o["size"] for p in payloads for o in p["objects"]} == {5}
     assert queue.counts() == (0, 0)
+
+
+def test_an_idle_queue_is_one_long_poll_per_wait_never_a_busy_loop(moto: MotoServer, conn: str, queue: Queue) -> None:
+    """poll_interval is the long poll's wait, at least 1 s: a watcher given 0.2 s asks an idle
+    queue about once a second, and lists nothing after its first start."""
+    with moto.recording() as rec:
+        assert asyncio.run(_events(_trigger(conn, queue, poll_interval=0.2).run(), 4.5)) == []
+    receives = rec.sqs("ReceiveMessage")
+    assert 3 <= len(receives) <= 6
+    assert {json.loads(r.body)["WaitTimeSeconds"] for r in receives} == {1}
+    assert len(_listings(rec)) == 1

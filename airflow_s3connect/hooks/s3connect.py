@@ -231,7 +231,7 @@ class S3ConnectHook(TaskFlowMixin, BaseHook):
                 self._session = clients.build_session(self.settings)
             return self._session
 
-    def notification_queue(self, queue_url: str, wait_seconds: int = 20) -> NotificationQueue:
+    def notification_queue(self, queue_url: str, wait_seconds: float = 20) -> NotificationQueue:
         """The SQS queue the bucket's S3 notifications arrive in, read with the connection's
         credentials (either auth mode, refreshed like the S3 client's). The scope applies to
         what the messages name: a watcher drops a notification of a key outside it."""

@@ -95,7 +95,7 @@ class S3ObjectEventTrigger(BaseEventTrigger):
     :param queue_url: an SQS queue receiving the bucket's ``s3:ObjectCreated:*``
         notifications (directly, through SNS or through EventBridge): objects are
         announced when their notification arrives instead of by listing every poll;
-        ``poll_interval`` is then the long poll's wait (at most 20 s). Give each watched
+        ``poll_interval`` is then the long poll's wait (1 to 20 s). Give each watched
         prefix its own queue: the watcher deletes every message it has read.
     :param reconcile_interval: with ``queue_url``, seconds between listings that catch
         objects whose notification never came (they are announced once, like the others,
@@ -298,7 +298,7 @@ def _resolve(options: dict[str, Any]) -> _Watch:
     ref = scope.resolve_prefix(prefix, options["bucket"])
     queue = None
     if options.get("queue_url"):
-        queue = hook.notification_queue(options["queue_url"], wait_seconds=int(options["poll_interval"]))
+        queue = hook.notification_queue(options["queue_url"], wait_seconds=options["poll_interval"])
     return _Watch(hook.get_conn(), ref.bucket, ref.key, compile_pattern(pattern) if pattern else None, scope, queue)
 
 
@@ -357,6 +357,8 @@ class ObjectProducer(SharedStreamProducer):
                     raise failure
                 if watch is None or self.stream is None:
                     watch = await asyncio.to_thread(_resolve, self.options)
+                    if watch.queue is not None:  # missing or denied: an error now, and again until fixed
+                        await asyncio.to_thread(watch.queue.check)
                     watermark = await self._load()
                     self._saved = watermark.to_json() if watermark else None
                     self.stream = ObjectStream(
@@ -368,13 +370,11 @@ class ObjectProducer(SharedStreamProducer):
                         watermark=watermark,
                         start_after=watch.start_after if watch.pattern and watch.pattern.date_order else None,
                     )
-                    if watch.queue is not None:
-                        await asyncio.to_thread(watch.queue.check)
-                        self.queue = watch.queue
-                        # The queue holds what arrived while no watcher ran: with a watermark,
-                        # the first listing waits for the reconcile interval.
-                        if watermark is not None:
-                            listing_due = time.monotonic() + self._reconcile_interval
+                    self.queue = watch.queue
+                    # The queue holds what arrived while no watcher ran: with a watermark,
+                    # the first listing waits for the reconcile interval.
+                    if self.queue is not None and watermark is not None:
+                        listing_due = time.monotonic() + self._reconcile_interval
                 if self.queue is None or time.monotonic() >= listing_due:
                     async for item in self._list(watch):
                         yield item
