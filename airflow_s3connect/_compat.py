@@ -10,6 +10,8 @@ line lacks is decided once, on purpose:
   (where the event watcher keeps its watermark) came with Airflow 3.3. Without them each
   watcher polls on its own and keeps its watermark in the triggerer's memory
   (:mod:`airflow_s3connect.triggers.object_events` says what that changes).
+* DAG bundles report a ``BundleVersion`` (a version and its data) from Airflow 3.3; older
+  lines take the version as a string.
 * The declarative connection form (``conn-fields``) came with Airflow 3.2; older lines
   build the form from the hook's widget methods, which
   :mod:`airflow_s3connect.hooks.form` generates from the same table of fields.
@@ -56,6 +58,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def bundle_version(version: str, data: dict[str, Any] | None = None) -> Any:
+    """What a DAG bundle's ``get_current_version`` returns on this Airflow line."""
+    try:
+        from airflow.dag_processing.bundles.base import BundleVersion
+    except ImportError:  # before Airflow 3.3: the version string alone
+        return version
+    return BundleVersion(version, data)
+
+
 __all__ = [
     "AirflowNotFoundException",
     "Asset",
@@ -70,6 +81,7 @@ __all__ = [
     "SharedStreamProducer",
     "TriggerEvent",
     "XCom",
+    "bundle_version",
     "conf",
     "mask_secret",
 ]

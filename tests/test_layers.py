@@ -22,11 +22,11 @@ PURE = {
 }  # fmt: skip
 ENGINE = {
     "catalog", "cleanup", "client", "conditional", "copies", "deletes", "downloads", "events", "filesystem",
-    "listing", "local", "native", "queues", "restores", "selection", "sources", "uploads", "watch",
+    "listing", "local", "native", "queues", "restores", "selection", "snapshots", "sources", "uploads", "watch",
 }  # fmt: skip
 AIRFLOW_LAYER = ("hooks", "operators", "sensors", "triggers", "plugins", "mixins")
 #: Top-level modules of the Airflow layer (wiring, entry points, the CLI).
-AIRFLOW_MODULES = ("__init__", "_compat", "provider_info", "log_settings", "cli", "links", "mixins")
+AIRFLOW_MODULES = ("__init__", "_compat", "bundles", "provider_info", "log_settings", "cli", "links", "mixins")
 #: What the pure core may import besides the standard library and itself.
 PURE_ALLOWED = ("pyarrow", "botocore.exceptions", "botocore.compat", "botocore.httpchecksum")
 
