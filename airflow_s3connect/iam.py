@@ -60,6 +60,9 @@ OPERATIONS: dict[str, Operation] = {
     # the event watcher with queue_url: a one-key listing confirms each notification,
     # the reconcile lists the prefix; the queue is checked, read and emptied
     "watch-sqs": Operation(("s3:ListBucket", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage")),
+    # the DAG bundle: list and read the DAG files, publish each version's manifest under the
+    # prefix; a worker rebuilding an older version on a versioned bucket reads by version id
+    "bundle": Operation(("s3:ListBucket", "s3:GetObject", "s3:PutObject"), also=("s3:GetObjectVersion",)),
 }
 
 _PRINCIPAL = re.compile(

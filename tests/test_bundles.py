@@ -221,3 +221,45 @@ def test_the_scope_holds_for_the_bundle(
     mine.initialize()
     assert _tree(mine.path) == {"mine.py": b"y"}
     assert "secret" not in repr(mine)
+
+
+def test_the_bundle_policy_is_exactly_enough(iam: Any, make_conn: Callable[..., str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``s3connect policy --operations bundle``, IAM enforced: the DAG processor syncs and
+    publishes, a worker rebuilds a version by its ids; without s3:PutObject the sync names it."""
+    from airflow_s3connect.errors import AccessDeniedError
+    from airflow_s3connect.iam import least_privilege_policy
+
+    admin = iam.server.admin_client("s3")
+    admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    admin.put_object(Bucket=BUCKET, Key="dags/flow.py", Body=b"old")
+    users = iam.server.admin_client("iam")
+
+    def connection(name: str, drop: str | None = None) -> str:
+        policy = least_privilege_policy(BUCKET, "dags/", ["bundle"])
+        for statement in policy["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            statement["Action"] = [a for a in actions if a != drop] or ["s3:GetBucketTagging"]
+        users.create_user(UserName=name)
+        users.put_user_policy(UserName=name, PolicyName="bundle", PolicyDocument=json.dumps(policy))
+        key = users.create_access_key(UserName=name)["AccessKey"]
+        return make_conn(name, key["AccessKeyId"], key["SecretAccessKey"], endpoint_url=iam.server.url,
+                         region_name=REGION, bucket=BUCKET, addressing_style="path")  # fmt: skip
+
+    good, unpublishing = connection("bundler"), connection("no_put", drop="s3:PutObject")
+    iam.enforce()
+    _machine(tmp_path, "processor", monkeypatch)
+    processor = _bundle(good)
+    processor.initialize()
+    first = _version(processor)
+    iam.server.set_auth(enforced=False)
+    admin.put_object(Bucket=BUCKET, Key="dags/flow.py", Body=b"new")
+    iam.enforce()
+    processor.refresh()
+    _machine(tmp_path, "worker", monkeypatch)
+    worker = _bundle(good, version=first)
+    worker.initialize()
+    assert _tree(worker.path) == {"flow.py": b"old"}
+    _machine(tmp_path, "other", monkeypatch)
+    with pytest.raises(AccessDeniedError, match="s3:PutObject"):
+        _bundle(unpublishing).initialize()

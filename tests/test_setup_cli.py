@@ -208,6 +208,7 @@ def test_check_probes_each_permission_without_writing(iam: IamFactory, make_conn
         "delete-version": False,
         "restore": False,
         "watch-sqs": None,  # SQS is not probed: unknown, never "works"
+        "bundle": False,
     }
     assert "s3:PutObject" in table
     assert "does not work" in table
