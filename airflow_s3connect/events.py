@@ -20,9 +20,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import S3ConnectError, WatcherError
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.notifications import Notification
@@ -61,6 +63,7 @@ class ObjectStream:
         lookback: float = DEFAULT_LOOKBACK,
         watermark: Watermark | None = None,
         start_after: Callable[[datetime.datetime], str] | None = None,
+        notified: bool = False,
     ) -> None:
         if start not in STARTS:
             raise S3ConnectError(f"start={start!r}: use 'now' (only what arrives from now on) or 'all'.")
@@ -74,8 +77,15 @@ class ObjectStream:
         self.requests = 0
         self._start_after = start_after
         self._pending: set[tuple[str, str, str]] = set()
-        #: pending object → the sequencer of the notification that told of it
+        #: With notifications, announced objects are remembered past the lookback
+        #: (:attr:`Watermark.announced`); pending object → its notification's sequencer.
+        self.notified = notified
         self._sequencers: dict[tuple[str, str, str], str] = {}
+        #: Sequencers order the notifications of a key on Amazon S3; other stores' need not.
+        self._ordered = notified and is_aws_endpoint(str(client.meta.endpoint_url))
+        #: Polls and confirmations run in worker threads, commits on the triggerer's loop:
+        #: the state they share changes under this lock (never held across a request).
+        self._lock = threading.Lock()
 
     def poll(self) -> list[ObjectInfo]:
         """What is new since the watermark and not already pending, oldest first."""
@@ -83,33 +93,39 @@ class ObjectStream:
         if self._start_after is not None and self.watermark.newest is not None:
             after = self._start_after(self.watermark.newest - datetime.timedelta(seconds=self.lookback) - DATE_SLACK)
         lister = Lister(self.client, self.bucket, ListQuery(base=self.prefix, start_after=after))
-        new = [
-            info
-            for info in lister
-            if isinstance(info, ObjectInfo)
-            and self.watermark.is_new(info, self.lookback)
-            and _pending_key(info) not in self._pending
-        ]
+        listed = [info for info in lister if isinstance(info, ObjectInfo)]
         self.requests += lister.requests
-        new.sort(key=lambda info: (info.last_modified, info.key))
-        if self.first_start:
-            self.first_start = False
-            if self.start == "now":
-                self.watermark.advance(new, self.lookback)
-                return []
-        self._pending.update(_pending_key(info) for info in new)
+        with self._lock:
+            new = [
+                info
+                for info in listed
+                if self.watermark.is_new(info, self.lookback)
+                and not (self.notified and self.watermark.was_announced(info.key, identity(info)))
+                and _pending_key(info) not in self._pending
+            ]
+            new.sort(key=lambda info: (info.last_modified, info.key))
+            if self.first_start:
+                self.first_start = False
+                if self.start == "now":
+                    self.watermark.advance(new, self.lookback)
+                    self.watermark.since = self.watermark.newest if self.notified else None
+                    return []
+            self._pending.update(_pending_key(info) for info in new)
         return new
 
-    def confirm(self, notified: Iterable[Notification]) -> list[ObjectInfo]:
-        """The objects S3 notifications told of that are new, oldest first; each confirmed
-        by one listing of its key (none for a notification older than, or the same as, one
-        acted on: its sequencer tells).
+    def confirm(self, notified: Iterable[Notification]) -> tuple[list[ObjectInfo], set[str]]:
+        """The objects S3 notifications told of that are new, oldest first, each confirmed
+        by one listing of its key; and the keys whose object is pending (announced, not yet
+        stored: their messages must wait).
 
         A notification is delivered at least once and in any order, and the object may
         have been replaced or deleted since. The listing says what the key holds *now*:
-        that is announced, once (its identity is then seen), whichever of its notifications
-        comes first; a deleted object is not announced. Unlike a poll, age does not hide a
-        notified object: a queue drained after an outage announces what it held.
+        that is announced once, whichever of its notifications comes first, and remembered
+        past the lookback (:attr:`Watermark.announced`); a deleted object is not announced.
+        On Amazon S3, a notification whose sequencer is not newer than the one acted on
+        costs no request. Unlike a poll, age does not hide a notified object (a queue
+        drained after an outage announces what it held), except what existed before a
+        ``start="now"`` watcher first listed.
         """
         latest: dict[str, Notification] = {}
         for notification in notified:
@@ -117,36 +133,52 @@ class ObjectStream:
             if known is None or notification.is_newer_than(known.sequencer):
                 latest[notification.key] = notification
         new: list[ObjectInfo] = []
+        busy: set[str] = set()
         for key, notification in latest.items():
-            if not notification.is_newer_than(self.watermark.sequencers.get(key)):
+            with self._lock:
+                acted = self.watermark.announced.get(key, ("",))[0] or None
+            if self._ordered and acted and not notification.is_newer_than(acted):
                 continue
             seen = observe(self.client, WatchSpec(self.bucket, key=key))
             self.requests += seen.requests
-            for info in seen.matches:
-                pending = _pending_key(info)
-                if self.watermark.seen.get(info.key) == identity(info) or pending in self._pending:
-                    continue
-                new.append(info)
-                self._pending.add(pending)
-                if notification.sequencer:
-                    self._sequencers[pending] = notification.sequencer
-        return sorted(new, key=lambda info: (info.last_modified, info.key))
+            with self._lock:
+                for info in seen.matches:
+                    pending = _pending_key(info)
+                    if pending in self._pending:
+                        busy.add(key)
+                    elif self.watermark.was_announced(key, identity(info)):
+                        if (
+                            notification.sequencer
+                            and notification.is_newer_than(acted)
+                            and self.watermark.announced.get(key, ("",))[1:] == identity(info)
+                        ):  # the same object, told again: later duplicates cost no request
+                            self.watermark.remember(key, notification.sequencer, identity(info))
+                    elif not self._before_start(info):
+                        new.append(info)
+                        self._pending.add(pending)
+                        self._sequencers[pending] = notification.sequencer or ""
+        return sorted(new, key=lambda info: (info.last_modified, info.key)), busy
+
+    def _before_start(self, info: ObjectInfo) -> bool:
+        since = self.watermark.since
+        return since is not None and info.last_modified < since - datetime.timedelta(seconds=self.lookback)
 
     def commit(self, infos: Iterable[ObjectInfo]) -> None:
         """The events for ``infos`` are stored: the watermark moves past them."""
         infos = list(infos)
-        sequencers = {}
-        for info in infos:
-            self._pending.discard(pending := _pending_key(info))
-            if (sequencer := self._sequencers.pop(pending, None)) is not None:
-                sequencers[info.key] = sequencer
-        self.watermark.advance(infos, self.lookback, sequencers)
+        with self._lock:
+            sequencers = {}
+            for info in infos:
+                self._pending.discard(pending := _pending_key(info))
+                sequencers[info.key] = self._sequencers.pop(pending, "")
+            self.watermark.advance(infos, self.lookback, sequencers if self.notified else None)
 
     def release(self, infos: Iterable[ObjectInfo]) -> None:
         """The events for ``infos`` were not stored: the next poll returns them again."""
-        for info in infos:
-            self._pending.discard(pending := _pending_key(info))
-            self._sequencers.pop(pending, None)
+        with self._lock:
+            for info in infos:
+                self._pending.discard(pending := _pending_key(info))
+                self._sequencers.pop(pending, None)
 
 
 def _pending_key(info: ObjectInfo) -> tuple[str, str, str]:

@@ -169,11 +169,14 @@ def _queue_arn(queue_url: str | None) -> str:
 
 def notification_setup(bucket: str, prefix: str, queue_url: str, owner: str | None = None) -> dict[str, Any]:
     """What the bucket's owner pastes so that the bucket notifies the watcher's queue: the
-    bucket's notification configuration (``aws s3api put-bucket-notification-configuration``)
-    and the queue's access policy letting S3, for this bucket only, send to it."""
+    bucket's notification configuration (``aws s3api put-bucket-notification-configuration``,
+    which replaces the bucket's whole configuration: merge it into the existing one) and the
+    queue's access policy letting S3, for this bucket only, send to it."""
     prefix = _checked(bucket, prefix)
     arn = _queue_arn(queue_url)
-    target: dict[str, Any] = {"Id": "s3connect-watcher", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
+    # One configuration per watched prefix, named after it: the bucket keeps one list of them.
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", prefix).strip("-") or "bucket"
+    target: dict[str, Any] = {"Id": f"s3connect-{name}"[:255], "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
     if prefix:
         target["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
     condition: dict[str, Any] = {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}}

@@ -92,25 +92,29 @@ def parse_message(body: str) -> Parsed:
         return Parsed([], 0, foreign=True)
     created: list[Notification] = []
     ignored = 0
+    foreign = False
     for record in _records(records):
         name = str(record.get("eventName", ""))
         s3 = record["s3"]
         if not name.startswith(CREATED_PREFIX):
             ignored += 1
             continue
-        found = s3.get("object") or {}
+        found, bucket = _mapping(s3.get("object")), _mapping(s3.get("bucket"))
+        if not isinstance(found.get("key"), str) or not isinstance(bucket.get("name"), str):
+            foreign = True  # a record that names no object: nothing to announce, nothing to fail on
+            continue
         created.append(
             Notification(
-                bucket=str((s3.get("bucket") or {}).get("name", "")),
-                key=unquote_plus(str(found.get("key", ""))),
+                bucket=bucket["name"],
+                key=unquote_plus(found["key"]),
                 etag=_etag(found.get("eTag")),
                 size=_size(found.get("size")),
-                sequencer=found.get("sequencer") or None,
-                version_id=found.get("versionId") or None,
+                sequencer=_text(found.get("sequencer")),
+                version_id=_text(found.get("versionId")),
                 event=name,
             )
         )
-    return Parsed(created, ignored)
+    return Parsed(created, ignored, foreign)
 
 
 def _records(records: list[Any]) -> Iterator[Mapping[str, Any]]:
@@ -123,17 +127,28 @@ def _eventbridge(document: Mapping[str, Any]) -> Parsed:
     if document.get("detail-type") != CREATED_DETAIL_TYPE:
         return Parsed([], 1)
     detail = document["detail"]
-    found = detail.get("object") or {}
+    found, bucket = _mapping(detail.get("object")), _mapping(detail.get("bucket"))
+    if not isinstance(found.get("key"), str) or not isinstance(bucket.get("name"), str):
+        return Parsed([], 0, foreign=True)
     notification = Notification(
-        bucket=str((detail.get("bucket") or {}).get("name", "")),
-        key=str(found.get("key", "")),
+        bucket=bucket["name"],
+        key=found["key"],
         etag=_etag(found.get("etag")),
         size=_size(found.get("size")),
-        sequencer=found.get("sequencer") or None,
-        version_id=found.get("version-id") or None,
+        sequencer=_text(found.get("sequencer")),
+        version_id=_text(found.get("version-id")),
         event=f"{CREATED_PREFIX}{detail.get('reason', '')}",
     )
     return Parsed([notification], 0)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A sequencer or version id: a non-empty string, else unknown."""
+    return value if isinstance(value, str) and value else None
 
 
 def _etag(value: Any) -> str | None:

@@ -23,8 +23,9 @@ from airflow_s3connect.objects import ObjectInfo
 
 #: Seconds before the newest LastModified in which late-visible objects are still found.
 DEFAULT_LOOKBACK = 900.0
-#: Notification sequencers remembered (a few hundred kB of asset state at most).
-SEQUENCERS_KEPT = 5000
+#: Objects announced from notifications remembered past the lookback (each a key, a
+#: sequencer, an ETag and a time: about 1 MB of asset state with 150-character keys).
+ANNOUNCED_KEPT = 5000
 _VERSION = 1
 
 
@@ -35,18 +36,24 @@ class Watermark:
     newest: datetime.datetime | None = None
     #: key → (ETag, LastModified as ISO 8601)
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: key → the sequencer of the newest S3 notification acted on, newest last: a repeated
-    #: or older notification of the key is known without a request, also when the object
-    #: is older than the lookback (a backlog drained late). The last :data:`SEQUENCERS_KEPT`.
-    sequencers: dict[str, str] = field(default_factory=dict)
+    #: With notifications: key → (sequencer of the newest notification acted on, or "";
+    #: ETag; LastModified) of the object announced last, newest last, the last
+    #: :data:`ANNOUNCED_KEPT`. It outlives ``seen``'s window: a notification delivered late,
+    #: repeated or out of order (a backlog drained after an outage) is known by it, most
+    #: often without a request (its sequencer is not newer).
+    announced: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: With ``start="now"``: the newest LastModified of the first listing. A notified object
+    #: older than it by more than the lookback existed before the watcher: not announced.
+    since: datetime.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": _VERSION,
             "newest": self.newest.isoformat() if self.newest else None,
             "seen": {key: list(value) for key, value in sorted(self.seen.items())},
-            # pairs, not an object: a JSON object's order is not kept by every database
-            "sequencers": [[key, sequencer] for key, sequencer in self.sequencers.items()],
+            # a list, not an object: a JSON object's order is not kept by every database
+            "announced": [[key, *value] for key, value in self.announced.items()],
+            "since": self.since.isoformat() if self.since else None,
         }
 
     @classmethod
@@ -63,7 +70,8 @@ class Watermark:
         return cls(
             datetime.datetime.fromisoformat(newest) if newest else None,
             {str(key): (str(etag), str(moment)) for key, (etag, moment) in value.get("seen", {}).items()},
-            {str(key): str(sequencer) for key, sequencer in value.get("sequencers") or []},
+            {str(k): (str(q), str(e), str(m)) for k, q, e, m in value.get("announced") or []},
+            datetime.datetime.fromisoformat(value["since"]) if value.get("since") else None,
         )
 
     def is_new(self, info: ObjectInfo, lookback: float) -> bool:
@@ -71,24 +79,30 @@ class Watermark:
             return False
         return self.newest is None or info.last_modified >= self.newest - datetime.timedelta(seconds=lookback)
 
-    def advance(
-        self, infos: Iterable[ObjectInfo], lookback: float, sequencers: Mapping[str, str] | None = None
-    ) -> None:
-        """``infos`` are announced (``sequencers``: the notifications that told of them)."""
+    def advance(self, infos: Iterable[ObjectInfo], lookback: float, announced: Mapping[str, str] | None = None) -> None:
+        """``infos`` are announced; with ``announced`` (key → the sequencer of the
+        notification that told of it, or "") they are also remembered past the window."""
         for info in infos:
             self.seen[info.key] = identity(info)
             if self.newest is None or info.last_modified > self.newest:
                 self.newest = info.last_modified
-        for key, sequencer in (sequencers or {}).items():
-            self.sequencers.pop(key, None)
-            self.sequencers[key] = sequencer
+            if announced is not None:
+                self.remember(info.key, announced.get(info.key, ""), identity(info))
         if self.newest is not None:
             oldest = self.newest - datetime.timedelta(seconds=lookback)
             self.seen = {
                 key: value for key, value in self.seen.items() if datetime.datetime.fromisoformat(value[1]) >= oldest
             }
-        for key in list(self.sequencers)[: max(0, len(self.sequencers) - SEQUENCERS_KEPT)]:
-            del self.sequencers[key]
+        for key in list(self.announced)[: max(0, len(self.announced) - ANNOUNCED_KEPT)]:
+            del self.announced[key]
+
+    def remember(self, key: str, sequencer: str, version: tuple[str, str]) -> None:
+        """``key``'s object ``version`` is announced, as far as notification ``sequencer``."""
+        self.announced.pop(key, None)
+        self.announced[key] = (sequencer, *version)
+
+    def was_announced(self, key: str, version: tuple[str, str]) -> bool:
+        return self.seen.get(key) == version or self.announced.get(key, ("",))[1:] == version
 
 
 def identity(info: ObjectInfo) -> tuple[str, str]:

@@ -28,6 +28,8 @@ from airflow_s3connect.iam import notification_setup
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "s3connect-demo"
 PARTNER_BUCKET = "partner-dropbox"
+#: A versioned bucket for DAG files (an S3ConnectDagBundle rebuilds older versions by version id).
+DAGS_BUCKET = "s3connect-dags"
 REGION = "eu-west-1"
 #: Each example DAG and the logical date it is run for ("now": its data interval ends now).
 DAGS = (
@@ -82,11 +84,13 @@ def inbox_queue_url(url: str) -> str:
 
 
 def seed(url: str) -> None:
-    """The buckets, the files the import and catalog examples look for, and the queue the
-    bucket notifies of new objects under ``inbox/`` (as ``s3connect notifications`` prints it)."""
+    """The buckets (one versioned, for DAG files), the files the import and catalog examples
+    look for, and the queue the bucket notifies of new objects under ``inbox/`` (as
+    ``s3connect notifications`` prints it)."""
     s3 = s3_client(url)
-    for bucket in (BUCKET, PARTNER_BUCKET):
+    for bucket in (BUCKET, PARTNER_BUCKET, DAGS_BUCKET):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[attr-defined]
+    s3.put_bucket_versioning(Bucket=DAGS_BUCKET, VersioningConfiguration={"Status": "Enabled"})  # type: ignore[attr-defined]
     sqs = boto3.client("sqs", endpoint_url=url, region_name=REGION, aws_access_key_id="demo",
                        aws_secret_access_key="demo")  # fmt: skip
     arn = f"arn:aws:sqs:{REGION}:123456789012:{INBOX_QUEUE}"
@@ -107,7 +111,8 @@ def seed(url: str) -> None:
 
 
 def connections(url: str) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` for the demo: the default connection and a cross-account one."""
+    """``AIRFLOW_CONN_*`` for the demo: the default connection, a cross-account one, and one
+    for the DAG files' bucket (``s3connect_dags``)."""
     common = {"endpoint_url": url, "sts_endpoint_url": url, "region_name": REGION}
     default = {
         "conn_type": "s3connect",
@@ -127,9 +132,11 @@ def connections(url: str) -> dict[str, str]:
             "external_id": "acme-7f3a9c",
         },
     }
+    dags = {**default, "extra": {**common, "bucket": DAGS_BUCKET}}
     return {
         "AIRFLOW_CONN_S3CONNECT_DEFAULT": json.dumps(default),
         "AIRFLOW_CONN_S3CONNECT_PARTNER": json.dumps(partner),
+        "AIRFLOW_CONN_S3CONNECT_DAGS": json.dumps(dags),
     }
 
 

@@ -119,10 +119,12 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    def _start(self, name: str, command: list[str]) -> None:
         log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        # Each component keeps its DAG bundles in its own folder, as on machines of its own.
+        env = {**self.env, "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(self.home / "bundles" / name)}
         self.processes[name] = subprocess.Popen(
-            command, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def _airflow(self, *args: str) -> list[str]:
@@ -172,7 +174,9 @@ class Stack:
               == 200, 180, self.home / "logs" / "api-server.log")  # fmt: skip
 
     def start_worker(self, name: str) -> None:
-        self._start(name, self._airflow("celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "4"))
+        # The default queue, and one of its own: a task with queue=<worker> runs there.
+        self._start(name, self._airflow("celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "4",
+                                        "--queues", f"default,{name}"))  # fmt: skip
 
     def restart(self, name: str) -> None:
         """Stop an Airflow component as a redeploy does (SIGTERM, SIGKILL after 30 s), start it again."""

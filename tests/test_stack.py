@@ -120,6 +120,21 @@ def stack(proxy_holder: dict[str, FaultProxy], rgw: Any) -> Iterator[Stack]:
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "s3connect_default",
         "AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS": "airflow_s3connect.log_settings.LOGGING_CONFIG",
         "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "True",
+        # The DAGs folder, and DAG files from S3 through s3connect_dags (a versioned bucket).
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {},
+                },
+                {
+                    "name": "s3c-bundle",
+                    "classpath": "airflow_s3connect.bundles.S3ConnectDagBundle",
+                    "kwargs": {"s3connect_conn_id": "s3connect_dags", "prefix": "dags/", "refresh_interval": 5},
+                },
+            ]
+        ),
     }
     with Stack(home, api_port=free_port(), extra_env=extra_env).running() as running:
         proxy.upstream = running.s3_url
@@ -535,3 +550,89 @@ def _queue_polls(stack: Stack) -> int:
     """POSTs to / the embedded server answered: SQS's JSON calls (the stack's connections
     assume no role at rest, so no STS call is among them)."""
     return sum(1 for line in _log_lines(stack) if '"POST / HTTP' in line)
+
+
+#: A DAG served from S3 by the stack's S3ConnectDagBundle: each task returns the code's MARK,
+#: one on each worker (their own queues), slowly enough to change the file meanwhile.
+BUNDLE_DAG = """
+import time
+import pendulum
+from airflow.sdk import DAG, task
+
+MARK = "{mark}"
+
+with DAG("s3c_bundle_probe", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False):
+
+    @task(queue="worker1")
+    def on_worker1() -> str:
+        time.sleep(20)
+        return MARK
+
+    @task(queue="worker2")
+    def on_worker2() -> str:
+        time.sleep(20)
+        return MARK
+
+    on_worker1()
+    on_worker2()
+"""
+NESTED_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("s3c_bundle_nested", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False):
+    EmptyOperator(task_id="noop")
+"""
+
+
+@pytest.mark.timeout(900)
+def test_dag_files_from_s3_reach_every_component_and_runs_keep_their_version(stack: Stack) -> None:
+    """S3ConnectDagBundle on the stack: a DAG file added, changed at the same size and a nested
+    one deleted in S3 reach the DAG processor and both workers (each with its own bundle
+    folder, as on machines of their own); a run started before the change ends on its code."""
+    s3 = _s3(stack)
+    dag_id = "s3c_bundle_probe"
+
+    def put(relative: str, body: str) -> None:
+        s3.put_object(Bucket=demo.DAGS_BUCKET, Key=f"dags/{relative}", Body=body.encode())
+
+    def bundle_versions() -> list[str]:
+        found = api(stack.api_url, f"/api/v2/dags/{dag_id}/dagVersions")["dag_versions"]  # type: ignore[index]
+        return [str(v["bundle_version"]) for v in found]
+
+    def returned(run_id: str, task_id: str) -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return api(stack.api_url, path)["value"]  # type: ignore[index]
+
+    put("s3c_bundle_probe.py", BUNDLE_DAG.format(mark="old"))
+    put("team/deep/s3c_bundle_nested.py", NESTED_DAG)
+    _wait_for_dag(stack, dag_id)
+    _wait_for_dag(stack, "s3c_bundle_nested")
+    (first,) = _until("the first bundle version", bundle_versions, 60)
+    api(stack.api_url, f"/api/v2/dags/{dag_id}", {"is_paused": False}, method="PATCH")
+    before = _trigger_now(stack, dag_id)
+    _until("both tasks of the first run to start", lambda: all(
+        ti["state"] == "running" for ti in _tis(stack, dag_id, before)), 120)  # fmt: skip
+
+    put("s3c_bundle_probe.py", BUNDLE_DAG.format(mark="new"))  # the same size, other bytes
+    s3.delete_object(Bucket=demo.DAGS_BUCKET, Key="dags/team/deep/s3c_bundle_nested.py")
+    versions = _until("the DAG processor to parse the change",
+                      lambda: len(bundle_versions()) == 2 and bundle_versions(), 120)  # fmt: skip
+    second = next(v for v in versions if v != first)
+    after = _trigger_now(stack, dag_id)
+    assert _finished(stack, dag_id, before) == "success"
+    assert _finished(stack, dag_id, after) == "success"
+    # The run that began before the change ran the old code on both workers; the next, the new.
+    assert [returned(before, t) for t in ("on_worker1", "on_worker2")] == ["old", "old"]
+    assert [returned(after, t) for t in ("on_worker1", "on_worker2")] == ["new", "new"]
+    for worker in ("worker1", "worker2"):
+        versions_dir = stack.home / "bundles" / worker / "s3c-bundle" / "versions"
+        assert (versions_dir / first / "team" / "deep" / "s3c_bundle_nested.py").exists()
+        assert (versions_dir / second / "s3c_bundle_probe.py").read_text() == BUNDLE_DAG.format(mark="new")
+        assert not (versions_dir / second / "team").exists()  # the nested deletion, at depth
+    current = stack.home / "bundles" / "dag-processor" / "s3c-bundle" / "current"
+    assert current.resolve().name == second
+    assert not (current / "team").exists()
+    _until("the deleted DAG to be marked stale",
+           lambda: api(stack.api_url, "/api/v2/dags/s3c_bundle_nested")["is_stale"], 120)  # type: ignore[index]  # fmt: skip

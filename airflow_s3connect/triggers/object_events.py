@@ -66,6 +66,11 @@ SETTLE = 60.0
 #: The default reconcile_interval (seconds); 0 turns reconciling off.
 DEFAULT_RECONCILE = 900.0
 
+#: Queue URL → the producer reading it in this process: a second one (another prefix or
+#: connection, or a second watcher where Airflow shares no streams) would delete the first
+#: one's messages, and is refused with an error event.
+_QUEUE_READERS: dict[str, int] = {}
+
 #: Stream key → the asset state stores of the watchers subscribed to it (id → store).
 #: The triggerer builds a stream's producer from one watcher's kwargs only; this is how
 #: the producer finds where to keep the watermark.
@@ -200,8 +205,11 @@ class S3ObjectEventTrigger(BaseEventTrigger):
                 # Resumed once the events built from ``raw`` were handed to the triggerer.
                 await producer.commit(delivery)
 
-        async for event in self._filter(polls()):
-            yield event
+        try:
+            async for event in self._filter(polls()):
+                yield event
+        finally:
+            await producer.aclose()
 
     async def _filter(self, raws: AsyncIterator[dict[str, Any]]) -> AsyncIterator[TriggerEvent]:
         """This watcher's events from the stream's polls: its own pattern, one or a batch.
@@ -244,10 +252,12 @@ def _stream_key(options: dict[str, Any]) -> tuple[Any, ...]:
     pattern = compile_pattern(options["pattern"]) if options.get("pattern") else None
     listed = (pattern.prefix, pattern.date_order) if pattern is not None else ("", None)
     names = ("s3connect_conn_id", "bucket", "prefix", "tenant", "tap", "stream_name")
+    if options.get("queue_url"):
+        # Every watcher of one queue and prefix shares the stream, whatever its pattern or
+        # timing (the first one's timing applies): the stream deletes every message it reads.
+        return ("airflow_s3connect", *(options.get(n) for n in names), "queue", options["queue_url"])
     timing = ("start", "poll_interval", "jitter", "lookback")
-    # Added only when set, so a polling watcher keeps the key (and saved watermark) it had.
-    queue = (options["queue_url"], options.get("reconcile_interval")) if options.get("queue_url") else ()
-    return ("airflow_s3connect", *(options.get(n) for n in names), *listed, *(options.get(n) for n in timing), *queue)
+    return ("airflow_s3connect", *(options.get(n) for n in names), *listed, *(options.get(n) for n in timing))
 
 
 @dataclass
@@ -346,9 +356,12 @@ class ObjectProducer(SharedStreamProducer):
         self.clock: Callable[[], float] = time.time
 
     async def open_stream(self) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
+        # An error is announced once, and again only after objects were announced since
+        # (an idle poll between two failures is no recovery).
         reported: str | None = None
         watch: _Watch | None = None
         listing_due = 0.0  # monotonic time of the next listing (with a queue: of the next reconcile)
+        restarted = False
         while True:
             failed = False
             try:
@@ -358,31 +371,23 @@ class ObjectProducer(SharedStreamProducer):
                 if watch is None or self.stream is None:
                     watch = await asyncio.to_thread(_resolve, self.options)
                     if watch.queue is not None:  # missing or denied: an error now, and again until fixed
+                        self._claim(watch)
                         await asyncio.to_thread(watch.queue.check)
                     watermark = await self._load()
                     self._saved = watermark.to_json() if watermark else None
-                    self.stream = ObjectStream(
-                        watch.client,
-                        watch.bucket,
-                        watch.listing_prefix,
-                        start=self.options["start"],
-                        lookback=self.options["lookback"],
-                        watermark=watermark,
-                        start_after=watch.start_after if watch.pattern and watch.pattern.date_order else None,
-                    )
+                    self.stream = self._stream(watch, watermark)
                     self.queue = watch.queue
-                    # The queue holds what arrived while no watcher ran: with a watermark,
-                    # the first listing waits for the reconcile interval.
-                    if self.queue is not None and watermark is not None:
-                        listing_due = time.monotonic() + self._reconcile_interval
+                    restarted = watermark is not None
                 if self.queue is None or time.monotonic() >= listing_due:
-                    async for item in self._list(watch):
+                    async for item in self._list(watch, restarted):
+                        reported = None
                         yield item
+                    restarted = False
                     listing_due = time.monotonic() + (self._reconcile_interval if self.queue else 0)
                 if self.queue is not None:
                     async for item in self._receive(watch):
+                        reported = None
                         yield item
-                reported = None
             except S3ConnectError as exc:
                 failed = True
                 if str(exc) != reported:
@@ -393,17 +398,52 @@ class ObjectProducer(SharedStreamProducer):
                 jitter = self.options["jitter"]
                 await asyncio.sleep(interval * (1 + self._random.uniform(-jitter, jitter)))
 
+    def _claim(self, watch: _Watch) -> None:
+        url = self.options["queue_url"]
+        if _QUEUE_READERS.setdefault(url, id(self)) != id(self):
+            raise S3ConnectError(
+                f"The SQS queue {url} is read by another watcher of this triggerer: s3://{watch.bucket}/{watch.base} "
+                "needs a queue of its own, since a watcher deletes every message it reads. Give each watched "
+                "prefix its own queue (and bucket notification); on Airflow 3.3, watchers of one prefix and "
+                "queue share it."
+            )
+
+    async def aclose(self) -> None:
+        if _QUEUE_READERS.get(self.options.get("queue_url") or "") == id(self):
+            del _QUEUE_READERS[self.options["queue_url"]]
+
     @property
     def _reconcile_interval(self) -> float:
         interval = float(self.options.get("reconcile_interval") or 0)
         return interval if interval > 0 else math.inf
 
-    async def _list(self, watch: _Watch) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
-        """One listing: every poll without a queue; with one, the first start and each reconcile."""
+    def _stream(self, watch: _Watch, watermark: Watermark | None) -> ObjectStream:
+        """With a queue, the stream lists the whole prefix (the watchers sharing it have their
+        own patterns), and what it announced stays seen for the lookback plus a reconcile
+        interval: a reconcile finds what no notification announced since the one before."""
+        lookback = float(self.options["lookback"])
+        if watch.queue is None:
+            dated = watch.pattern is not None and watch.pattern.date_order
+            return ObjectStream(watch.client, watch.bucket, watch.listing_prefix, start=self.options["start"],
+                                lookback=lookback, watermark=watermark,
+                                start_after=watch.start_after if dated else None)  # fmt: skip
+        if math.isfinite(self._reconcile_interval):
+            lookback += self._reconcile_interval + 2 * SETTLE
+        return ObjectStream(watch.client, watch.bucket, watch.base, start=self.options["start"], lookback=lookback,
+                            watermark=watermark, notified=True)  # fmt: skip
+
+    async def _list(self, watch: _Watch, restarted: bool) -> AsyncIterator[tuple[dict[str, Any], Delivery]]:
+        """One listing: every poll without a queue; with one, the first start (or restart)
+        and each reconcile. At a restart, what arrived while no watcher ran is listed before
+        the queue is read (whose messages then find it announced): a queue purged or held
+        past its retention meanwhile loses nothing."""
         assert self.stream is not None
         first = self.stream.first_start
         new = await asyncio.to_thread(self.stream.poll)
-        if self.queue is not None and not first:
+        if self.queue is not None and restarted and new:
+            log.info("%d objects found by the listing at the watcher's start, under s3://%s/%s", len(new),
+                     watch.bucket, watch.base)  # fmt: skip
+        elif self.queue is not None and not first:
             # Objects a notification may still be on its way for are left to it (or to the
             # next reconcile): what remains is what no notification announced.
             settled = self.clock() - SETTLE
@@ -417,7 +457,7 @@ class ObjectProducer(SharedStreamProducer):
                     "filter) and the queue's policy.",
                     len(new),
                     watch.bucket,
-                    watch.listing_prefix,
+                    watch.base,
                     self.options["queue_url"],
                 )
         if self.stream.watermark.to_json() != self._saved:  # a first start took what exists as seen
@@ -432,14 +472,15 @@ class ObjectProducer(SharedStreamProducer):
         messages = await asyncio.to_thread(self.queue.receive)
         if not messages:
             return
-        notified: list[Notification] = []
-        for message in messages:
-            notified += _relevant(watch, parse_message(message.body), self.options["queue_url"])
-        receipts = [message.receipt for message in messages]
-        new = await asyncio.to_thread(self.stream.confirm, notified) if notified else []
+        told = [(m.receipt, _relevant(watch, parse_message(m.body), self.options["queue_url"])) for m in messages]
+        notified = [notification for _, found in told for notification in found]
+        new, busy = await asyncio.to_thread(self.stream.confirm, notified) if notified else ([], set())
+        # A message naming an object whose events are not stored yet waits: SQS delivers it
+        # again after its visibility timeout, and by then the object is seen or released.
+        receipts = [receipt for receipt, found in told if not any(n.key in busy for n in found)]
         if new:
             yield _payload(watch, new), Delivery(new, receipts)
-        else:  # duplicates, other events, other prefixes: nothing to store first
+        elif receipts:  # duplicates, other events, other prefixes: nothing to store first
             await asyncio.to_thread(self.queue.delete, receipts)
 
     async def advance(self, batch: Sequence[Any]) -> None:
@@ -498,10 +539,11 @@ def _relevant(watch: _Watch, parsed: Any, queue_url: str) -> list[Notification]:
     """The notifications of objects this stream watches. One of a key outside the
     connection's scope is logged and dropped: a queue is no way around the scope."""
     kept: list[Notification] = []
+    scope = watch.scope
     for notification in parsed.created:
-        try:
-            watch.scope.check(notification.bucket, notification.key)
-        except S3ConnectError:
+        if (scope.bucket is not None and notification.bucket != scope.bucket) or not notification.key.startswith(
+            scope.prefix
+        ):
             log.warning(
                 "Ignored a notification from %s for s3://%s/%s: outside the connection's scope %s.",
                 queue_url,
@@ -510,7 +552,7 @@ def _relevant(watch: _Watch, parsed: Any, queue_url: str) -> list[Notification]:
                 watch.scope.describe(),
             )
             continue
-        if notification.bucket == watch.bucket and notification.key.startswith(watch.listing_prefix):
+        if notification.bucket == watch.bucket and notification.key.startswith(watch.base):
             kept.append(notification)
     if parsed.foreign:
         log.warning("Ignored a message from %s that is no S3 event notification.", queue_url)
