@@ -56,6 +56,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "bundles": [{"integration-name": "S3 Connect", "python-modules": ["airflow_s3connect.bundles"]}],
         "extra-links": ["airflow_s3connect.links.S3ConsoleLink"],
         "filesystems": ["airflow_s3connect.hooks.fs"],
         "remote-logging": [

@@ -617,9 +617,9 @@ def test_dag_files_from_s3_reach_every_component_and_runs_keep_their_version(sta
 
     put("s3c_bundle_probe.py", BUNDLE_DAG.format(mark="new"))  # the same size, other bytes
     s3.delete_object(Bucket=demo.DAGS_BUCKET, Key="dags/team/deep/s3c_bundle_nested.py")
-    versions = _until("the DAG processor to parse the change",
-                      lambda: len(bundle_versions()) == 2 and bundle_versions(), 120)  # fmt: skip
-    second = next(v for v in versions if v != first)
+    # The DAG's structure is unchanged: Airflow moves its version's bundle pointer in place.
+    second = _until("the DAG processor to parse the change",
+                    lambda: next((v for v in bundle_versions() if v != first), None), 120)  # fmt: skip
     after = _trigger_now(stack, dag_id)
     assert _finished(stack, dag_id, before) == "success"
     assert _finished(stack, dag_id, after) == "success"
