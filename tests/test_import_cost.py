@@ -24,7 +24,12 @@ PUBLIC = (
 )
 #: Loaded only when something is transferred, rendered in the UI, or written as Parquet.
 NOT_AT_IMPORT = ("boto3", "s3transfer", "botocore.client", "fastapi", "pyarrow", "airflow_s3connect.plugins")
-BUDGET_MS = 100
+#: The incumbent's S3 operators, imported the same way: our operators must cost at most
+#: this fraction of theirs (measured 0.31: 230 ms against 750 ms on a slow day of the
+#: 2-CPU machine, about 90 ms against 290 ms on a fast one). A ratio in one run, not a
+#: time: the machine's speed varies from run to run by a factor of two.
+INCUMBENT = "airflow.providers.amazon.aws.operators.s3"
+AT_MOST = 0.5
 _CUMULATIVE = re.compile(r"^import time:\s+\d+ \|\s+(\d+) \| (\S+)$")
 
 SCRIPT = """
@@ -61,11 +66,17 @@ def test_public_modules_load_no_transfer_stack(module: str) -> None:
     assert not loaded, f"import {module} loads {sorted(set(loaded))[:10]}"
 
 
-def test_operators_import_within_budget() -> None:
-    # The least of three runs: the figure is what the import costs, not what the machine
-    # was doing meanwhile.
-    cost = min(_import("airflow_s3connect.operators")[0] for _ in range(3))
-    assert cost <= BUDGET_MS, f"import airflow_s3connect.operators took {cost:.0f} ms after airflow.sdk"
+def test_operators_import_at_under_half_the_incumbents_cost() -> None:
+    # The least of three runs each, interleaved: the figures are what the imports cost, not
+    # what the machine was doing meanwhile.
+    ours, theirs = [], []
+    for _ in range(3):
+        ours.append(_import("airflow_s3connect.operators")[0])
+        theirs.append(_import(INCUMBENT)[0])
+    assert min(ours) <= AT_MOST * min(theirs), (
+        f"import airflow_s3connect.operators took {min(ours):.0f} ms after airflow.sdk, "
+        f"{INCUMBENT} {min(theirs):.0f} ms"
+    )
 
 
 def test_lazy_imports_load_on_first_use() -> None:

@@ -481,7 +481,7 @@ def test_dropped_files_start_runs_that_see_each_file_once_across_a_triggerer_res
     _until("a run for the new file", lambda: "drop/late.csv" in recorded() and all_finished(), 300)
     after = runs()
     (late,) = [run for run in after if run["dag_run_id"] not in {r["dag_run_id"] for r in before}]
-    window = 60
+    window = 40
     listed = _drop_listings(stack)
     time.sleep(window)  # a measurement of requests at rest, not a wait for a condition
     at_rest = (_drop_listings(stack) - listed) * 3600 // window
@@ -530,7 +530,7 @@ def test_notified_files_start_runs_within_seconds_each_once(stack: Stack) -> Non
     time.sleep(5)  # what it could have fired reaches the scheduler (2 s heartbeat)
     assert len(runs()) == len(files)
 
-    window = 60
+    window = 40
     posts = _queue_polls(stack)
     time.sleep(window)  # a measurement of requests at rest, not a wait for a condition
     _record_figures(sqs={"long_poll_s": 20, "reconcile_interval_s": 900,
