@@ -103,7 +103,6 @@ class Snapshots:
         self.root = root
         self.manifests = manifests
         self.config = config
-        self.requests = 0
 
     def manifest_key(self, version: str) -> str:
         return f"{self.base}{MANIFEST_FOLDER}{version}.json"
@@ -125,7 +124,6 @@ class Snapshots:
                 log.warning("Left out of the bundle: %s", exc)
                 continue
             files[relative] = Entry(info.key, info.etag, info.size, info.version_id)
-        self.requests += lister.requests
         return Manifest(files)
 
     def path(self, version: str) -> Path:
@@ -169,7 +167,6 @@ class Snapshots:
                 relative = fetched.key[len(self.base) :]
                 entry = files[relative]
                 files[relative] = Entry(entry.key, entry.etag, entry.size, entry.version_id or fetched.version_id)
-            self.requests += len(tasks)
             result = Manifest(files)
             (self.manifests / f"{version}.json").write_text(json.dumps(result.to_json()))
             try:
