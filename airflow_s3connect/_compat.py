@@ -12,6 +12,8 @@ line lacks is decided once, on purpose:
   (:mod:`airflow_s3connect.triggers.object_events` says what that changes).
 * DAG bundles report a ``BundleVersion`` (a version and its data) from Airflow 3.3; older
   lines take the version as a string.
+* Airflow's metrics (``Stats``) moved to ``airflow.sdk.observability.stats`` in 3.3; the old
+  module still answers there, with a deprecation warning we do not want in task logs.
 * The declarative connection form (``conn-fields``) came with Airflow 3.2; older lines
   build the form from the hook's widget methods, which
   :mod:`airflow_s3connect.hooks.form` generates from the same table of fields.
@@ -67,6 +69,15 @@ def bundle_version(version: str, data: dict[str, Any] | None = None) -> Any:
     return BundleVersion(version, data)
 
 
+def stats() -> Any:
+    """Airflow's Stats (StatsD / OpenTelemetry, as the deployment configures it)."""
+    try:
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # before Airflow 3.3
+        from airflow.stats import Stats
+    return Stats
+
+
 __all__ = [
     "AirflowNotFoundException",
     "Asset",
@@ -84,4 +95,5 @@ __all__ = [
     "bundle_version",
     "conf",
     "mask_secret",
+    "stats",
 ]

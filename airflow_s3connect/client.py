@@ -22,7 +22,6 @@ import functools
 import inspect
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -548,35 +547,3 @@ def build_sqs_client(settings: ConnectionSettings, session: boto3.session.Sessio
         verify=_verify(settings),
         config=config,
     )
-
-
-class RequestCounter:
-    """The HTTP requests clients send while it is open, retries included: one figure for
-    every operation, whether we, s3transfer or botocore's paginators made the request."""
-
-    def __init__(self, *clients: Any) -> None:
-        self._clients = list({id(client): client for client in clients}.values())
-        self._id = f"s3connect-request-counter-{id(self)}"
-        self._lock = threading.Lock()
-        self.requests = 0
-
-    def _count(self, **_: Any) -> None:
-        with self._lock:
-            self.requests += 1
-
-    def __enter__(self) -> RequestCounter:
-        for client in self._clients:
-            client.meta.events.register("before-send.s3", self._count, unique_id=self._id)
-            if (engine := native.engine_of(client)) is not None:
-                engine.events.register("before-send.s3", self._count, unique_id=self._id)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for client in self._clients:
-            client.meta.events.unregister("before-send.s3", unique_id=self._id)
-            if (engine := native.engine_of(client)) is not None:
-                engine.events.unregister("before-send.s3", unique_id=self._id)
-        self._clients = []

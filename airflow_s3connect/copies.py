@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect import progress
 from airflow_s3connect.cleanup import Cleanup, OpenResources
 from airflow_s3connect.conditional import etag_condition, refused_wrongly
 from airflow_s3connect.connection import is_aws_endpoint
@@ -176,16 +177,21 @@ class Copier:
 
     def run(self, tasks: Sequence[CopyTask]) -> Iterator[Copied]:
         self._refuse_onto_source(tasks)
+        meter = progress.of(self.target_client)
         todo: list[CopyTask] = []
         for task in tasks:
             if self.skip_unchanged and (done := self._unchanged(task)) is not None:
+                meter.queued(task.source.size)
+                meter.finished()
                 yield done
             else:
                 todo.append(task)
         if self.server_side:
             with ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="s3connect-copy") as pool:
-                yield from pool.map(self._server_copy, todo)
-        else:
+                for done in pool.map(self._server_copy, meter.planning(todo, lambda task: task.source.size)):
+                    meter.finished()
+                    yield done
+        else:  # the uploader tells the meter what it queued, sent and finished
             yield from self._stream_copies(todo)
 
     # -- skip ----------------------------------------------------------------------------
@@ -235,6 +241,7 @@ class Copier:
                     # Quoted as listings quote it: Ceph RGW answers a copy's ETag bare.
                     etag = quoted(str(answer.get("CopyObjectResult", {}).get("ETag", "")))
                     self.requests += 1
+                    progress.of(self.target_client).moved(source.size)
                 else:
                     self._multipart_copy(task, copy_source, pin, args)
                     etag = ""
@@ -294,6 +301,7 @@ class Copier:
                     Bucket=self.target_bucket, Key=key, UploadId=upload_id, PartNumber=number,
                     CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}", **pin,
                 )  # fmt: skip
+                progress.of(self.target_client).moved(last - first + 1)
                 return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
 
             plan = plan_parts(source.size, self.config.chunk_size)
@@ -336,7 +344,8 @@ class Copier:
                 answered: dict[str, Any] = {}
                 body = ChunkStream(self._verified_body(task.source, answered))
                 attributes = None if self.options.replaces_source_attributes else (lambda a=answered: a)
-                uploader.put_stream(body, task.target_key, None, {SOURCE_ETAG: task.source.etag}, attributes)
+                uploader.put_stream(body, task.target_key, None, {SOURCE_ETAG: task.source.etag}, attributes,
+                                    size=task.source.size)  # fmt: skip
             for task, done in zip(tasks, uploader.results(), strict=True):
                 yield Copied(self._source_uri(task.source), done.bucket, done.key, done.size, done.etag, "stream")
         self.requests += 2 * len(tasks)

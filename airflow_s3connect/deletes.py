@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect import progress
 from airflow_s3connect.conditional import pinned
 from airflow_s3connect.connection import is_aws_endpoint
 from airflow_s3connect.errors import (
@@ -119,7 +120,8 @@ class BatchDelete:
 
     def run(self, objects: Iterable[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
         """Delete ``objects`` (listed, with their ETag, or keys); yield each one deleted."""
-        found = iter(objects)
+        meter = progress.of(self.client)
+        found = iter(meter.planning(objects, lambda _: None))  # objects count here, not their bytes
         while batch := list(itertools.islice(found, DELETE_BATCH)):
             entries: list[dict[str, Any]] = []
             for item in batch:
@@ -141,6 +143,7 @@ class BatchDelete:
                     self.failed.append((entry["Key"], str(error.get("Code", "")), str(error.get("Message", ""))))
                     self.versioned = self.versioned or "VersionId" in entry
                 else:
+                    meter.finished()
                     yield item
 
     def check(self, deleted: int) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect import progress
 from airflow_s3connect.cleanup import Cleanup
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -170,6 +171,8 @@ class Downloader:
             self._abort.set()
         limit = 2 * self.config.max_concurrency
         in_flight = 0
+        meter = progress.of(self.client)
+        tasks = meter.planning(tasks, lambda task: task.size)
         error: BaseException | None = None
         with ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="s3connect-get") as pool:
             self._pool = pool
@@ -179,6 +182,7 @@ class Downloader:
                         done, error = self._results.get()
                         in_flight -= 1
                         if done is not None:
+                            meter.finished()
                             yield done
                     if error is not None:
                         break
@@ -201,6 +205,7 @@ class Downloader:
                         )
                     self._abort.set()
                 if done is not None and error is None:
+                    meter.finished()
                     yield done
         if error is not None:
             raise error
@@ -362,6 +367,7 @@ class Downloader:
                         )
                     os.pwrite(job.fd, chunk, position)
                     position += len(chunk)
+                    progress.of(self.client).moved(len(chunk))
                 if position == end + 1:
                     return
                 # A body that ends early without an error: what is missing is asked for again.

@@ -11,8 +11,9 @@ Paths are ``bucket/key`` with the full key, as fsspec's S3 filesystems have them
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from glob import has_magic
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
+from airflow_s3connect import progress
 from airflow_s3connect.deletes import BatchDelete
 from airflow_s3connect.errors import (
     PRECONDITION_CODES,
@@ -58,13 +60,36 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
     cachable = False  # the client carries credentials that refresh; never share instances by arguments
 
     def __init__(
-        self, client: S3Client, scope: Scope, *, config: TransferConfig | None = None, overwrite: bool = True
-    ) -> None:
+        self, client: S3Client, scope: Scope, *, config: TransferConfig | None = None, overwrite: bool = True,
+        meter: Callable[[str], progress.Meter] | None = None,
+    ) -> None:  # fmt: skip
+        """:param meter: makes the progress meter of a bulk operation (``get``, ``put``,
+        ``copy``, ``rm``, ``mv``) from its name; default: lines in the log every 30 s."""
         super().__init__()
         self.client = client
         self.scope = scope
         self.config = config or TransferConfig()
         self.overwrite = overwrite
+        self._meter = meter or (lambda operation: progress.Meter(operation).attached(client))
+
+    # -- bulk operations: each one metered (a line every interval while it runs) ------------
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        with self._meter("s3connect:// get"):
+            return super().get(*args, **kwargs)
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        with self._meter("s3connect:// put"):
+            return super().put(*args, **kwargs)
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        with self._meter("s3connect:// copy"):
+            return super().copy(*args, **kwargs)
+
+    def get_file(self, rpath: str, lpath: Any, *args: Any, **kwargs: Any) -> Any:
+        done = super().get_file(rpath, lpath, *args, **kwargs)
+        if not isinstance(lpath, (str, os.PathLike)) or os.path.isfile(lpath):  # a folder is made, not fetched
+            progress.of(self.client).finished()
+        return done
 
     # -- paths -------------------------------------------------------------------------------
     @classmethod
@@ -253,7 +278,8 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         A folder's own marker object (``dir/``, as consoles and s3fs create) goes with it, so
         the folder is gone; the scope's root and the folders above it have none of ours to
         delete and are left (their objects inside the scope are deleted)."""
-        self._delete(self._typed(path, recursive, maxdepth))
+        with self._meter("s3connect:// rm"):
+            self._delete(self._typed(path, recursive, maxdepth))
 
     def mv(self, path1: Any, path2: str, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any) -> None:
         """Copy, then delete exactly what was copied (with ``maxdepth`` too, what lies deeper
@@ -267,9 +293,10 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise S3ConnectError(f"Cannot move {source!r} into itself ({path2!r}): nothing was moved.")
             if not recursive and self.isdir(source):
                 raise IsADirectoryError(f"{source!r} is a folder: move it with recursive=True.")
-        sources = self._typed(path1, recursive, maxdepth)
-        self.copy(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
-        self._delete(sources)
+        with self._meter("s3connect:// mv"):
+            sources = self._typed(path1, recursive, maxdepth)
+            self.copy(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
+            self._delete(sources)
 
     def _typed(self, path: Any, recursive: bool, maxdepth: int | None) -> dict[str, str]:
         """What :meth:`expand_path` finds, with each path's type taken from the same
@@ -403,6 +430,7 @@ class S3ConnectFile(AbstractBufferedFile):  # type: ignore[misc]
                     ) from None
                 raise
             data = bytes(answer["Body"].read())
+        progress.of(self.fs.client).moved(len(data))
         if len(data) != end - start:
             raise S3ConnectError(
                 f"s3://{self.bucket}/{self.key}: asked for bytes {start}-{end - 1}, got {len(data)} bytes."

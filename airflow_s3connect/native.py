@@ -362,7 +362,7 @@ class NativeEngine:
         check_call(self.settings.scope, operation, params)
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
-            self.events.emit(f"before-send.s3.{operation}", request=None)
+            self.events.emit(f"before-send.s3.{operation}", request=None, attempt=attempt)
             try:
                 return request()
             except (ValueError, TypeError):

@@ -62,6 +62,22 @@ def get_provider_info() -> dict[str, Any]:
         "remote-logging": [
             {"scheme": "s3connect", "classpath": "airflow_s3connect.hooks.task_logs.S3ConnectRemoteLogIO"}
         ],
+        "config": {
+            "s3connect": {
+                "description": "Transfers of the S3 Connect provider.",
+                "options": {
+                    "progress_interval": {
+                        "description": "Seconds between two progress lines (objects, bytes, rate, ETA, retries) in "
+                        "the log of a running transfer, and between two sends of its metrics; a transfer that ends "
+                        "sooner logs none. 0 turns progress lines off. An operator's progress_interval overrides it.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "30",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_s3connect import progress
 from airflow_s3connect.cleanup import Cleanup, OpenResources
 from airflow_s3connect.conditional import AWS_SUPPORT, HONOURED, conditional_support
 from airflow_s3connect.deletes import delete_object
@@ -331,6 +332,18 @@ class Uploader:
         args.setdefault("ChecksumAlgorithm", "CRC32")
         return args
 
+    def _progress(self) -> list[Any]:
+        """s3transfer's byte counts, told to the meter of this uploader's client."""
+        from s3transfer.subscribers import BaseSubscriber
+
+        meter = progress.of(self.client)
+
+        class Moved(BaseSubscriber):
+            def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+                meter.moved(bytes_transferred)
+
+        return [Moved()]
+
     def _claim(self, key: str) -> None:
         with self._lock:
             if key in self._keys:
@@ -342,6 +355,7 @@ class Uploader:
         through the native engine where it can send that PutObject exactly."""
         self._claim(key)
         size = path.stat().st_size
+        progress.of(self.client).queued(size)
         args = self._args(content_type)
         if size <= self._threshold and self._router.engine is not None:
             params = {"Bucket": self.bucket, "Key": key, **args}
@@ -355,13 +369,15 @@ class Uploader:
                 native: Future[None] = self._native.submit(self._put_native, send, path, params)
                 self._pending.append((key, native, lambda: size))
                 return
-        future = self._manager.upload(str(path), self.bucket, key, extra_args=args)
+        future = self._manager.upload(str(path), self.bucket, key, extra_args=args, subscribers=self._progress())
         self._pending.append((key, future, lambda: size))
 
     def _put_native(self, send: Callable[..., Mapping[str, Any]], path: Path, params: dict[str, Any]) -> None:
         if self.cleanup.reason is not None:
             raise TransferInterrupted(f"Upload of s3://{self.bucket}/{params['Key']} cancelled: {self.cleanup.reason}.")
-        answer = send(Body=path.read_bytes(), **params)
+        body = path.read_bytes()
+        answer = send(Body=body, **params)
+        progress.of(self.client).moved(len(body))
         with self._lock:
             self._responses[str(params["Key"])] = answer
 
@@ -372,14 +388,17 @@ class Uploader:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         attributes: Callable[[], Mapping[str, Any]] | None = None,
+        size: int | None = None,
     ) -> None:
         """Queue a readable binary stream, read part by part (so it may be endless-looking).
 
         :param attributes: parameters known only once the stream was first read (a copied
             object's content type and metadata, from its GET's answer), added to the
             upload's PutObject or CreateMultipartUpload, which s3transfer sends after that.
+        :param size: the stream's length, when known (progress lines show the total).
         """
         self._claim(key)
+        progress.of(self.client).queued(size)
         if attributes is not None:
             self._attributes[key] = attributes
         if not isinstance(stream, ChunkStream):
@@ -389,14 +408,17 @@ class Uploader:
         # return less, and s3transfer takes a short first read for the whole object: one
         # PutObject holding everything in memory instead of a multipart upload.
         future = self._manager.upload(
-            io.BufferedReader(stream), self.bucket, key, extra_args=self._args(content_type, metadata)
-        )
+            io.BufferedReader(stream), self.bucket, key, extra_args=self._args(content_type, metadata),
+            subscribers=self._progress(),
+        )  # fmt: skip
         self._pending.append((key, future, lambda: counted.bytes_read))
 
     def results(self) -> Iterator[Uploaded]:
         """Wait for the queued uploads in order; the first failure is raised (translated)."""
         from s3transfer.exceptions import CancelledError as S3TransferCancelledError
 
+        meter = progress.of(self.client)
+        meter.planned()
         for key, future, size in self._pending:
             try:
                 future.result()
@@ -405,6 +427,7 @@ class Uploader:
                 own = self._own_earlier_write(key, error) if isinstance(error, KeyExistsError) else None
                 if own is None:
                     raise error from None
+                meter.finished()
                 yield own
                 continue
             except (S3TransferCancelledError, FutureCancelledError):
@@ -423,6 +446,7 @@ class Uploader:
             checksum = next(
                 (str(v) for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"), None
             )
+            meter.finished()
             yield Uploaded(
                 self.bucket,
                 key,

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_s3connect.client import RequestCounter
 from airflow_s3connect.copies import MAX_PARTS, SOURCE_ETAG, Copier, CopyTask, plan_parts
 from airflow_s3connect.errors import ObjectChangedError, S3ConnectError, TransferInterrupted
 from airflow_s3connect.hooks.s3connect import S3ConnectHook
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.objects import MiB, ObjectInfo, TransferConfig
+from airflow_s3connect.progress import Meter
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
 from tests.support.fault_proxy import Fault, FaultProxy
@@ -82,7 +82,7 @@ def test_a_small_copy_is_one_request_and_reports_the_quoted_etag(store: Store, m
         store.admin.put_object(Bucket=bucket, Key=f"one/{i}.txt", Body=f"body {i}".encode())
     client = _hook(store, bucket, monkeypatch).get_conn()
     tasks = [CopyTask(info, "copied/" + info.key) for info in _listed(client, bucket, "one/")]
-    with RequestCounter(client) as counter:
+    with Meter("test", interval=0).attached(client) as counter:
         done = list(Copier(client, bucket, client, bucket, SMALL, WriteOptions(), server_side=True).run(tasks))
     assert counter.requests == 3
     assert [c.etag for c in done] == [t.source.etag for t in tasks]

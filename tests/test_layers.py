@@ -22,7 +22,8 @@ PURE = {
 }  # fmt: skip
 ENGINE = {
     "catalog", "cleanup", "client", "conditional", "copies", "deletes", "downloads", "events", "filesystem",
-    "listing", "local", "native", "queues", "restores", "selection", "snapshots", "sources", "uploads", "watch",
+    "listing", "local", "native", "progress", "queues", "restores", "selection", "snapshots", "sources", "uploads",
+    "watch",
 }  # fmt: skip
 AIRFLOW_LAYER = ("hooks", "operators", "sensors", "triggers", "plugins", "mixins")
 #: Top-level modules of the Airflow layer (wiring, entry points, the CLI).

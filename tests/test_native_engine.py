@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from airflow_s3connect import native
-from airflow_s3connect.client import RequestCounter
 from airflow_s3connect.downloads import Downloader, DownloadTask
 from airflow_s3connect.errors import (
     ConnectionSettingsError,
@@ -28,6 +27,7 @@ from airflow_s3connect.errors import (
     TransferInterrupted,
 )
 from airflow_s3connect.objects import MiB, TransferConfig
+from airflow_s3connect.progress import Meter
 from airflow_s3connect.uploads import Uploader
 from airflow_s3connect.writes import WriteOptions
 from tests.conftest import BUCKET, REGION
@@ -87,7 +87,7 @@ def test_gets_and_small_puts_go_native_multipart_and_options_it_cannot_send_go_b
     (tmp_path / "up.bin").write_bytes(b"up")
     (tmp_path / "big.bin").write_bytes(LARGE)
     sent = Sent(client)
-    with RequestCounter(client) as counter:
+    with Meter("test", interval=0).attached(client) as counter:
         got = _get(client, tmp_path, "in/small.bin", "in/large.bin")
     # auto: the whole GET and the large object's first range natively, its later ranges botocore's
     assert (sent.native, counter.requests) == (1 + 1, 1 + 3)
@@ -189,11 +189,14 @@ def test_retries_follow_max_attempts_and_are_counted(moto: Any, proxy: Any, tmp_
     moto.admin_client("s3").put_object(Bucket=BUCKET, Key="in/a.bin", Body=b"a" * 100)
     client = _client(proxy.url)
     proxy.schedule(Fault("503", "GetObject", times=2))
-    with RequestCounter(client) as counter:
+    with Meter("test", interval=0).attached(client) as counter:
         assert _get(client, tmp_path, "in/a.bin")[0].path.read_bytes() == b"a" * 100
     assert counter.requests == 3
     proxy.schedule(Fault("500", "GetObject", times=None))
-    with RequestCounter(client) as counter, pytest.raises(Exception, match=r"InternalError|500") as failed:
+    with (
+        Meter("test", interval=0).attached(client) as counter,
+        pytest.raises(Exception, match=r"InternalError|500") as failed,
+    ):
         _get(client, tmp_path, "in/a.bin")
     assert counter.requests == 3  # max_attempts
     assert "in/a.bin" in str(failed.value)
@@ -361,7 +364,7 @@ def test_every_request_of_both_engines_goes_through_the_connections_proxy(moto: 
     try:
         client = _client(moto.url, proxy_url=egress.url)
         sent = Sent(client)
-        with RequestCounter(client) as counter:
+        with Meter("test", interval=0).attached(client) as counter:
             assert _get(client, tmp_path, "in/a.bin")[0].path.read_bytes() == b"via proxy"
             _put(client, WriteOptions(), (tmp_path / "b.bin", "out/b.bin"))
             client.head_object(Bucket=BUCKET, Key="out/b.bin")  # botocore's own request

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from airflow_s3connect.connection import ConnectionSettings
     from airflow_s3connect.objects import ObjectInfo, TransferConfig
+    from airflow_s3connect.progress import Meter
     from airflow_s3connect.scope import ObjectRef
 
 #: Longest presigned URL SigV4 allows (7 days).
@@ -43,6 +44,8 @@ class TaskFlowMixin:
         def get_conn(self) -> S3Client: ...
         def resolve(self, key: str, bucket: str | None = None) -> ObjectRef: ...
 
+        s3connect_conn_id: str
+
     def transfer_config(self, **sizes: int) -> TransferConfig:
         """The connection's parallelism and attempts, with ``chunk_size`` /
         ``multipart_threshold`` when given: what every transfer of this connection uses."""
@@ -50,6 +53,21 @@ class TaskFlowMixin:
 
         settings = self.settings
         return TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts, **sizes)
+
+    def meter(self, operation: str, *clients: Any, by: str, interval: float | None = None) -> Meter:
+        """A progress meter of one transfer on this connection's client (and ``clients``):
+        a line every ``interval`` seconds (default: ``[s3connect] progress_interval``, 30 s)
+        and the same figures as Airflow metrics tagged with this connection, the operation
+        and ``by`` (the operator's class, or the hook call). Use it with ``with``; a transfer
+        inside another's meter (a manifest written by an operator) adds to that one."""
+        from airflow_s3connect._compat import conf
+        from airflow_s3connect.hooks.metrics import StatsMetrics
+        from airflow_s3connect.progress import DEFAULT_INTERVAL, Meter
+
+        if interval is None:
+            interval = conf.getfloat("s3connect", "progress_interval", fallback=DEFAULT_INTERVAL)
+        metrics = StatsMetrics(conn_id=self.s3connect_conn_id, operation=operation, operator=by)
+        return Meter(operation, interval=interval, metrics=metrics).attached(self.get_conn(), *clients)
 
     # -- reading ---------------------------------------------------------------------------
     def read(
@@ -162,7 +180,8 @@ class TaskFlowMixin:
                 for item in selection.objects(self.get_conn(), lookup=False)
             ]
         downloader = Downloader(self.get_conn(), target, self.transfer_config())
-        return [result_entry(scope, target, done) for done in downloader.download(tasks)]
+        with self.meter("Get", by="hook.download"):
+            return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 
     # -- writing ---------------------------------------------------------------------------
     def upload(
@@ -200,6 +219,7 @@ class TaskFlowMixin:
         options = options.overridden(**write_options)
         prefix = self.scope_settings.scope.prefix
         with (
+            self.meter("Put", by="hook.upload"),
             tempfile.TemporaryDirectory(prefix="s3connect-upload-") as scratch,
             Uploader(self.get_conn(), ref.bucket, self.transfer_config(), options, prefix) as uploader,
         ):
@@ -245,7 +265,8 @@ class TaskFlowMixin:
         target = selection.bucket
         found = selection.at_most(self.get_conn(), max_objects, "delete", "deleted", lookup=False)
         delete = BatchDelete(self.get_conn(), target, if_match=is_aws_endpoint(self.settings.endpoint_url))
-        deleted = [item.key if isinstance(item, ObjectInfo) else item for item in delete.run(found)]
+        with self.meter("Delete", by="hook.delete"):
+            deleted = [item.key if isinstance(item, ObjectInfo) else item for item in delete.run(found)]
         delete.check(len(deleted))
         return [self.scope_settings.scope.relative(k) for k in deleted]
 
@@ -291,7 +312,8 @@ class TaskFlowMixin:
             skip_unchanged=skip_unchanged,
             prefix=scope.prefix,
         )  # fmt: skip
-        return [result_entry(scope, target_bucket, done) for done in copier.run(tasks)]
+        with self.meter("Copy", origin.get_conn(), by="hook.copy"):
+            return [result_entry(scope, target_bucket, done) for done in copier.run(tasks)]
 
     def presign(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -48,7 +49,7 @@ from airflow_s3connect.writes import WriteOptions, parse_json_object, parse_tags
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from airflow_s3connect.client import RequestCounter
+    from airflow_s3connect.progress import Meter
 
 
 class Stoppable(Protocol):
@@ -108,6 +109,8 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     :param storage_class: e.g. ``STANDARD_IA``, ``INTELLIGENT_TIERING``, ``GLACIER_IR``.
     :param tags: object tags (a mapping, JSON object or ``k=v&k2=v2``).
     :param requester_pays: say this task pays for its requests (Requester Pays buckets).
+    :param progress_interval: seconds between progress lines in the task log (and metrics);
+        default ``[s3connect] progress_interval`` (30); 0 turns them off.
     :param cache_control: ``content_disposition``, ``content_encoding``,
         ``content_language``, ``metadata``: attributes of the objects written.
 
@@ -150,9 +153,11 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         content_encoding: str | None = None,
         content_language: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        progress_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.progress_interval = progress_interval
         self.server_side_encryption, self.kms_key_id = server_side_encryption, kms_key_id
         self.bucket_key_enabled, self.kms_encryption_context = bucket_key_enabled, kms_encryption_context
         self.sse_customer_key, self.acl, self.storage_class = sse_customer_key, acl, storage_class
@@ -176,7 +181,14 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         self._lineage_outputs: list[str] = []
         self._manifest_upload: tuple[Path, ObjectRef] | None = None
         self._transfers: list[Stoppable] = []
-        self._counter: RequestCounter | None = None
+        self._meter: Meter | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every ``execute`` closes the progress meter it opened, however it ends: a failed
+        transfer's reporter stops and its last line says so."""
+        super().__init_subclass__(**kwargs)
+        if "execute" in cls.__dict__:
+            cls.execute = _closing_meter(cls.__dict__["execute"])  # type: ignore[method-assign]
 
     # -- wiring -------------------------------------------------------------------------
     def _render_macros(self, context: Any) -> None:
@@ -298,10 +310,11 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             self._manifest_upload = (Path(handle.name), ref)
             return handle, ref.uri
 
-        from airflow_s3connect.client import RequestCounter
-
         self._manifest_upload = None
-        self._counter = RequestCounter(self.client, *clients).__enter__()
+        if self._meter is not None:
+            self._meter.close()
+        operation = re.sub(r"^S3|(Objects?)?Operator$", "", type(self).__name__) or type(self).__name__
+        self._meter = self.hook.meter(operation, *clients, by=type(self).__name__, interval=self.progress_interval)
         return ResultSink(self.results, self.max_xcom_objects, self.batch_size, manifest)
 
     @staticmethod
@@ -324,9 +337,9 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             finally:
                 os.unlink(local)
             self.log.info("%d results written to the manifest %s", sink.count, sink.location)
-        assert self._counter is not None, "open_sink first"
-        self._counter.close()
-        summary = {"count": sink.count, "bytes": sink.bytes, "truncated": truncated, "requests": self._counter.requests}
+        assert self._meter is not None, "open_sink first"
+        self._meter.close()
+        summary = {"count": sink.count, "bytes": sink.bytes, "truncated": truncated, "requests": self._meter.requests}
         context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
         return sink.result()
 
@@ -425,6 +438,19 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
             return found
 
         return OperatorLineage(inputs=datasets(self._lineage_inputs), outputs=datasets(self._lineage_outputs))
+
+
+def _closing_meter(execute: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(execute)
+    def run(self: S3ConnectOperator, context: Any) -> Any:
+        try:
+            return execute(self, context)
+        except BaseException:
+            if self._meter is not None:
+                self._meter.close(failed=True)
+            raise
+
+    return run
 
 
 def _manifest_lines(location: str, hook: S3ConnectHook) -> Iterator[str]:

@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_s3connect import progress
 from airflow_s3connect.listing import Lister, listing_query
 from airflow_s3connect.mixins import CONNECTION_FIELDS, parse_moment
 from airflow_s3connect.objects import CommonPrefix, result_entry
@@ -91,6 +92,7 @@ class S3ListObjectsOperator(S3ConnectOperator):
         )
         sink = self.open_sink(context)
         lister = Lister(self.client, bucket, query)
+        meter = progress.of(self.client)
         for entry in lister:
             if isinstance(entry, CommonPrefix):
                 relative = scope.relative(entry.prefix)
@@ -102,6 +104,7 @@ class S3ListObjectsOperator(S3ConnectOperator):
                     result_entry(scope, bucket, entry) if self.include_metadata else scope.relative(entry.key),
                     entry.size,
                 )
+            meter.finished()
         self.log.info(
             "Listed s3://%s/%s: %d results of %d objects scanned in %d requests%s",
             bucket,
