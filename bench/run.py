@@ -364,22 +364,42 @@ CHARTED = ("get_many", "put_many", "get_large", "put_large")
 CHART_SIDES = ("ours", "ours-botocore", "incumbent", "incumbent-sync", *PEERS)
 
 
-def chart(server: str, scenario: Scenario) -> list[str]:
-    """A Mermaid bar chart (rendered where the Markdown is read): each side's median time as
-    a bar, its client CPU as a line."""
-    sides = [side for side in CHART_SIDES if side in scenario.results]
-    times = ", ".join(f"{median(scenario.results[side], 'seconds'):.2f}" for side in sides)
-    cpus = ", ".join(f"{median(scenario.results[side], 'cpu'):.2f}" for side in sides)
-    return [
-        "```mermaid",
-        "xychart-beta",
-        f'    title "{scenario.name} on {server}: seconds (bars), client CPU seconds (line)"',
-        "    x-axis [" + ", ".join(f'"{side}"' for side in sides) + "]",
-        '    y-axis "seconds"',
-        f"    bar [{times}]",
-        f"    line [{cpus}]",
-        "```",
-    ]
+#: Where the charts go: beside the docs that show them, linked from BENCHMARKS.md's tables.
+CHARTS = ROOT / "docs" / "images"
+
+
+def draw(server: str, scenarios_run: list[Scenario], directory: Path = CHARTS) -> Path | None:
+    """One PNG per server: for each charted scenario, each side's median time (top) and
+    client CPU (bottom); ours in colour, the others grey, the value on every bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charted = [s for s in scenarios_run if s.name in CHARTED]
+    if not charted:
+        return None
+    figure, axes = plt.subplots(2, len(charted), figsize=(3.6 * len(charted), 6.4), squeeze=False)
+    for column, scenario in enumerate(charted):
+        sides = [side for side in CHART_SIDES if side in scenario.results]
+        colours = ["#2f7d32" if side == "ours" else "#81c784" if side.startswith("ours") else "#9e9e9e"
+                   for side in sides]  # fmt: skip
+        for row, (measure, label) in enumerate((("seconds", "seconds"), ("cpu", "client CPU seconds"))):
+            axis = axes[row][column]
+            bars = axis.bar(range(len(sides)), [median(scenario.results[side], measure) for side in sides],
+                            color=colours)  # fmt: skip
+            axis.bar_label(bars, fmt="%.2f", fontsize=7)
+            axis.set_xticks(range(len(sides)), sides, rotation=40, ha="right", fontsize=8)
+            axis.set_title(f"{scenario.name}: {label}", fontsize=9)
+            axis.tick_params(axis="y", labelsize=8)
+    title = "Ceph RADOS Gateway (HTTP)" if server == "rgw" else "moto"
+    figure.suptitle(f"{title}: medians of alternating runs, lower is better", fontsize=10)
+    figure.tight_layout()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"bench-{server}.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def report(results: dict[str, list[Scenario]], sizes: Sizes, quick: bool, elapsed: float) -> str:
@@ -407,9 +427,8 @@ def report(results: dict[str, list[Scenario]], sizes: Sizes, quick: bool, elapse
     for server, scenarios_run in results.items():
         lines += ["", f"## {'Ceph RADOS Gateway (radosgw, beast, HTTP)' if server == 'rgw' else 'moto'}", ""]
         lines += table(scenarios_run)
-        for scenario in scenarios_run:
-            if scenario.name in CHARTED:
-                lines += ["", *chart(server, scenario)]
+        if (drawn := draw(server, scenarios_run)) is not None:
+            lines += ["", f"![{server}: time and client CPU per side]({drawn.relative_to(ROOT)})"]
         lines += ["", f"Targets on {server}:", ""]
         lines += targets(scenarios_run, sizes)
     return "\n".join(lines) + "\n"
