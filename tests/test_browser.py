@@ -21,6 +21,8 @@ from tests.support.api_server import api
 
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
+#: The screenshots the documentation shows: taken again by every run, from the newest line's UI.
+DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images" / "screenshots"
 
 if not CHROMIUM.exists():
     if os.environ.get("S3CONNECT_REQUIRE_BROWSER"):
@@ -42,6 +44,15 @@ def _browser_page(height: int) -> Iterator[Any]:
             yield browser.new_page(viewport={"width": 1400, "height": height})
         finally:
             browser.close()
+
+
+def _for_docs(page: Any, element: Any, name: str, height: int = 1500) -> None:
+    """The element alone, from its top (not the page around it), where the documentation shows it."""
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    box = element.bounding_box()
+    clip = {"x": box["x"], "y": box["y"], "width": box["width"], "height": min(box["height"], height)}
+    page.screenshot(path=str(DOCS_IMAGES / name), clip=clip)
+    assert (DOCS_IMAGES / name).stat().st_size > 10_000
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +113,9 @@ def test_connection_form_shows_every_field_and_saves_an_assume_role_connection(f
         page.locator("#element_bucket").fill("partner-dropbox")
         page.locator("#element_path_prefix").fill("deliveries/{tenant}")
         page.screenshot(path=str(OUTPUT / f"s3connect-connection-form-{line}.png"), full_page=True)
+        if line == "installed":
+            page.locator("input[name=connection_id]").scroll_into_view_if_needed()
+            _for_docs(page, page.get_by_role("dialog").first, "connection-form.png")
         page.get_by_role("button", name="Save").click()
         page.get_by_text("partner_role").first.wait_for(timeout=15_000)
         page.screenshot(path=str(OUTPUT / f"s3connect-connection-saved-{line}.png"), full_page=True)
@@ -148,6 +162,7 @@ def test_setup_page_in_the_ui_gives_external_id_and_both_policies(api_server: st
         trust = json.loads(frame.locator("#trust-policy").inner_text())
         policy = json.loads(frame.locator("#policy").inner_text())
         page.screenshot(path=str(OUTPUT / "s3connect-setup-page.png"), full_page=True)
+        _for_docs(page, page.locator("iframe"), "setup-page.png")
         content = frame.locator("body").inner_text()
 
     assert external_id == "acme-ext-42"
