@@ -254,30 +254,34 @@ def test_a_throttled_download_logs_progress_at_the_set_rate_with_right_counts(
     assert len([p for p in statsd.packets if p.startswith("airflow.s3connect.bytes:")]) >= 2
 
 
-def test_a_throttled_put_in_a_dag_run_logs_progress(
+def test_a_throttled_put_and_get_in_a_dag_run_log_progress(
     airflow_db: Path, moto: MotoServer, proxy: FaultProxy, make_conn: Any, caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    """The operator's own door (and its ``progress_interval``): a Put of 6 files, each
-    PutObject held 0.5 s, logs lines with the counts of what is written."""
+    """The operators' own door (and their ``progress_interval``): a Put of 6 files, then a Get
+    of them, each request held 0.5 s, log lines with the counts of what is written and read;
+    the Get (``results="list"``: the listing read first) knows its totals from its first line."""
     source = tmp_path / "src"
     source.mkdir()
     for number in range(6):
         (source / f"f{number}.csv").write_bytes(b"x" * 1000)
     make_conn("slow_put", KEY, SECRET, bucket=BUCKET, region_name=REGION, endpoint_url=proxy.url, max_concurrency=2)
-    proxy.schedule(Fault("slow", "PutObject", times=None, delay=0.5))
+    proxy.schedule(Fault("slow", "PutObject", times=None, delay=0.5), Fault("slow", "GetObject", times=None, delay=0.5))
     path = write_dag("progress_put", f"""
 import pendulum
 from airflow.sdk import DAG
-from airflow_s3connect.operators import S3PutObjectOperator
+from airflow_s3connect.operators import S3GetObjectOperator, S3PutObjectOperator
 
 with DAG("progress_put", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
-    S3PutObjectOperator(task_id="put", source="{source}", key="out/", s3connect_conn_id="slow_put",
-                        progress_interval=0.4)
+    put = S3PutObjectOperator(task_id="put", source="{source}", key="out/", s3connect_conn_id="slow_put",
+                              progress_interval=0.4)
+    get = S3GetObjectOperator(task_id="get", prefix="out/", local_dir="{tmp_path / 'got'}",
+                              s3connect_conn_id="slow_put", progress_interval=0.4)
+    put >> get
 """)  # fmt: skip
     caplog.set_level(logging.INFO, logger="airflow_s3connect.progress")
     result = run_dag(path, "progress_put")
-    assert result.task_states[("put", -1)] == "success"
+    assert set(result.task_states.values()) == {"success"}, result.task_states
     lines = _progress_lines(caplog, "Put")
     assert len(lines) >= 3, lines
     assert lines[-1].startswith("Put done: 6 / 6 objects, 5.9 / 5.9 KiB, "), lines
@@ -285,6 +289,10 @@ with DAG("progress_put", schedule=None, start_date=pendulum.datetime(2025, 1, 1,
     assert counts == sorted(counts), lines
     assert counts[-1] <= 6, lines
     assert result.summary("put")["count"] == 6
+    got = _progress_lines(caplog, "Get")
+    assert len(got) >= 3, got
+    assert all(re.match(r"Get( done)?: \d / 6 objects, ", text) for text in got), got
+    assert got[-1].startswith("Get done: 6 / 6 objects, 5.9 / 5.9 KiB, "), got
 
 
 # -- every door: the same figures, tagged ---------------------------------------------------------

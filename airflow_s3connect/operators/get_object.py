@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -200,12 +200,12 @@ class S3GetObjectOperator(S3ConnectOperator):
             # 20250114/a.csv and 20250115/a.csv into one local_dir must not replace each other.
             local = LocalTree(local_dir).path_for(selection.key, scope.prefix)
             if self.restore is None:  # no HEAD: the GET (of the version, if one is named) tells
-                tasks: Iterator[DownloadTask] = iter([DownloadTask(selection.key, local, version_id=self.version_id)])
+                tasks: Iterable[DownloadTask] = [DownloadTask(selection.key, local, version_id=self.version_id)]
             else:
                 (info,) = self.readable(self.hook, bucket, [head(self.client, bucket, selection.key, self.version_id)],
                                         self.restore,
                                         self.restore_poll_interval)  # fmt: skip
-                tasks = iter([DownloadTask.of(info, local)])
+                tasks = [DownloadTask.of(info, local)]
         else:
             base = selection.base
             if self.incremental == "watermark":
@@ -213,8 +213,9 @@ class S3GetObjectOperator(S3ConnectOperator):
             objects = self.readable(self.hook, bucket, selection.objects(self.client, lookup=False), self.restore,
                                     self.restore_poll_interval)  # fmt: skip
             tasks = self._plan(iter(objects), base, LocalTree(local_dir), watermark)
-        # For a list, the listing in full first: too many is refused before any download.
-        tasks = iter(sink.bounded(tasks, "objects to download"))
+        # For a list, the listing in full first: too many is refused before any download (and
+        # the progress lines know the totals from the start).
+        tasks = sink.bounded(tasks, "objects to download")
 
         owner = self.task_tag(context)
         if int(getattr(context["ti"], "try_number", 1) or 1) > 1:
