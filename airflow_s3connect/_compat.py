@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowNotFoundException,
+    AirflowSkipException,
     Asset,
     AssetAlias,
     BaseHook,
@@ -32,6 +33,7 @@ from airflow.providers.common.compat.sdk import (
     BaseOperatorLink,
     BaseSensorOperator,
     PokeReturnValue,
+    TaskDeferred,
     XCom,
     conf,
     mask_secret,
@@ -80,6 +82,7 @@ def stats() -> Any:
 
 __all__ = [
     "AirflowNotFoundException",
+    "AirflowSkipException",
     "Asset",
     "AssetAlias",
     "BaseEventTrigger",
@@ -90,6 +93,7 @@ __all__ = [
     "BaseTrigger",
     "PokeReturnValue",
     "SharedStreamProducer",
+    "TaskDeferred",
     "TriggerEvent",
     "XCom",
     "bundle_version",

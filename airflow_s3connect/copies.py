@@ -182,7 +182,7 @@ class Copier:
         for task in tasks:
             if self.skip_unchanged and (done := self._unchanged(task)) is not None:
                 meter.queued(task.source.size)
-                meter.finished()
+                meter.skipped(task.source.size)
                 yield done
             else:
                 todo.append(task)

@@ -118,10 +118,16 @@ class BatchDelete:
         #: whether a refused key named a version (deleting one needs s3:DeleteObjectVersion)
         self.versioned = False
 
-    def run(self, objects: Iterable[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
-        """Delete ``objects`` (listed, with their ETag, or keys); yield each one deleted."""
+    def run(
+        self, objects: Iterable[ObjectInfo | str], markers: frozenset[str] = frozenset()
+    ) -> Iterator[ObjectInfo | str]:
+        """Delete ``objects`` (listed, with their ETag, or keys); yield each one deleted.
+
+        :param markers: keys deleted in passing (a folder's marker, which may not exist: S3
+            answers "deleted" all the same), not counted as objects in progress figures."""
         meter = progress.of(self.client)
-        found = iter(meter.planning(objects, lambda _: None))  # objects count here, not their bytes
+        # objects count here, not their bytes; a marker not at all
+        found = iter(meter.planning(objects, lambda _: None, counted=lambda item: _key(item) not in markers))
         while batch := list(itertools.islice(found, DELETE_BATCH)):
             entries: list[dict[str, Any]] = []
             for item in batch:
@@ -143,7 +149,8 @@ class BatchDelete:
                     self.failed.append((entry["Key"], str(error.get("Code", "")), str(error.get("Message", ""))))
                     self.versioned = self.versioned or "VersionId" in entry
                 else:
-                    meter.finished()
+                    if entry["Key"] not in markers:
+                        meter.finished()
                     yield item
 
     def check(self, deleted: int) -> None:
@@ -156,6 +163,10 @@ class BatchDelete:
             raise AccessDeniedError(action, resource_arn(self.bucket, key))
         first = "; ".join(f"{key}: {code} ({message})" for key, code, message in self.failed[:5])
         raise S3ConnectError(f"{len(self.failed)} objects were not deleted ({deleted} were): {first}")
+
+
+def _key(item: ObjectInfo | str) -> str:
+    return item.key if isinstance(item, ObjectInfo) else item
 
 
 def _replaced_after_download(bucket: str, key: str, etag: str) -> ObjectChangedError:

@@ -182,7 +182,7 @@ class Downloader:
                         done, error = self._results.get()
                         in_flight -= 1
                         if done is not None:
-                            meter.finished()
+                            _told(meter, done)
                             yield done
                     if error is not None:
                         break
@@ -205,7 +205,7 @@ class Downloader:
                         )
                     self._abort.set()
                 if done is not None and error is None:
-                    meter.finished()
+                    _told(meter, done)
                     yield done
         if error is not None:
             raise error
@@ -448,6 +448,14 @@ class Downloader:
             if isinstance(exc, (BotoCoreError, ClientError)):
                 exc = translate(exc, "GetObject", self.bucket, job.task.key, version_id=job.task.version_id)
             self._results.put((None, exc))
+
+
+def _told(meter: progress.Meter, done: Downloaded) -> None:
+    """An object is done: fetched, or skipped as unchanged (its bytes leave the total)."""
+    if done.skipped:
+        meter.skipped(done.size)
+    else:
+        meter.finished()
 
 
 def object_size(response: Mapping[str, Any]) -> int:

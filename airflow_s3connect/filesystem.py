@@ -61,28 +61,31 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def __init__(
         self, client: S3Client, scope: Scope, *, config: TransferConfig | None = None, overwrite: bool = True,
-        meter: Callable[[str], progress.Meter] | None = None,
+        meter: Callable[[str, bool], progress.Meter] | None = None,
     ) -> None:  # fmt: skip
         """:param meter: makes the progress meter of a bulk operation (``get``, ``put``,
-        ``copy``, ``rm``, ``mv``) from its name; default: lines in the log every 30 s."""
+        ``copy``, ``rm``, ``mv``) from its name and whether it is open-ended (a loop of
+        per-file calls: its total is not known); default: lines in the log every 30 s."""
         super().__init__()
         self.client = client
         self.scope = scope
         self.config = config or TransferConfig()
         self.overwrite = overwrite
-        self._meter = meter or (lambda operation: progress.Meter(operation).attached(client))
+        self._meter = meter or (
+            lambda operation, open_ended: progress.Meter(operation, open_ended=open_ended).attached(client)
+        )
 
     # -- bulk operations: each one metered (a line every interval while it runs) ------------
     def get(self, *args: Any, **kwargs: Any) -> Any:
-        with self._meter("s3connect:// get"):
+        with self._meter("Get", True):
             return super().get(*args, **kwargs)
 
     def put(self, *args: Any, **kwargs: Any) -> Any:
-        with self._meter("s3connect:// put"):
+        with self._meter("Put", True):
             return super().put(*args, **kwargs)
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
-        with self._meter("s3connect:// copy"):
+        with self._meter("Copy", True):
             return super().copy(*args, **kwargs)
 
     def get_file(self, rpath: str, lpath: Any, *args: Any, **kwargs: Any) -> Any:
@@ -278,7 +281,7 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
         A folder's own marker object (``dir/``, as consoles and s3fs create) goes with it, so
         the folder is gone; the scope's root and the folders above it have none of ours to
         delete and are left (their objects inside the scope are deleted)."""
-        with self._meter("s3connect:// rm"):
+        with self._meter("Delete", False):
             self._delete(self._typed(path, recursive, maxdepth))
 
     def mv(self, path1: Any, path2: str, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any) -> None:
@@ -293,10 +296,11 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise S3ConnectError(f"Cannot move {source!r} into itself ({path2!r}): nothing was moved.")
             if not recursive and self.isdir(source):
                 raise IsADirectoryError(f"{source!r} is a folder: move it with recursive=True.")
-        with self._meter("s3connect:// mv"):
+        with self._meter("Move", True) as meter:
             sources = self._typed(path1, recursive, maxdepth)
             self.copy(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
-            self._delete(sources)
+            with meter.uncounted():  # a move's objects are those copied
+                self._delete(sources)
 
     def _typed(self, path: Any, recursive: bool, maxdepth: int | None) -> dict[str, str]:
         """What :meth:`expand_path` finds, with each path's type taken from the same
@@ -321,6 +325,7 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def _delete(self, paths: Mapping[str, str]) -> None:
         by_bucket: dict[str, list[str]] = {}
+        markers: set[str] = set()
         for found, kind in paths.items():
             bucket, key = self._split(found)
             if kind == "directory":
@@ -331,12 +336,13 @@ class S3ConnectFileSystem(AbstractFileSystem):  # type: ignore[misc]
                     continue
                 if not key or key == self.scope.prefix:
                     continue
+                markers.add(key)
             else:
                 self._object(found)
             by_bucket.setdefault(bucket, []).append(key)
         for bucket, keys in by_bucket.items():
             batch = BatchDelete(self.client, bucket)
-            deleted = sum(1 for _ in batch.run(keys))
+            deleted = sum(1 for _ in batch.run(keys, frozenset(markers)))
             batch.check(deleted)
         self.invalidate_cache()
 

@@ -16,6 +16,7 @@ are tested without sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -81,8 +82,8 @@ def line(operation: str, now: Figures, rate: float, *, final: bool = False) -> s
     """``Get: 12,400 / 200,000 objects, 3.1 / 48.2 GiB, 212.0 MiB/s, ETA 3m38s, 2 retries``.
 
     ``rate`` is bytes per second over the last interval (the whole run for the final line).
-    A total still growing (a listing not read to its end) is shown with ``+``; the ETA only
-    when the remaining bytes (or, for bytes of unknown size, objects) are known.
+    A total not known yet (a listing not read to its end) is left out, and so is the ETA,
+    given only when the remaining bytes (or, for deletes, objects) are known.
     """
     parts = [f"{now.objects:,} / {now.objects_total:,} objects" if now.objects_total is not None
              else f"{now.objects:,} objects"]  # fmt: skip
@@ -115,12 +116,16 @@ class Meter:
     """The figures of one transfer, reported every ``interval`` seconds while it runs.
 
     Attach it to the transfer's clients (``with Meter("Get").attached(client):``); the engines
-    find it with :func:`of`. Entering a meter on clients that already carry one (a hook
-    call made inside an operator's transfer, a streamed copy's uploads) adds nothing of its
-    own: its work counts in the outer meter, and it logs nothing.
+    find it with :func:`of`. A meter entered on clients that already carry one (a hook call
+    inside an operator's transfer, a streamed copy's uploads, two calls of one hook from two
+    threads) adds its work to that one and logs nothing of its own; the outer one ends only
+    once the last inner one has ended, so nothing done meanwhile is lost.
 
-    :param interval: seconds between lines; 0 or less: no lines and no reporter thread.
+    :param interval: seconds between lines; 0 or less: no lines.
     :param metrics: also given each interval's counts (and the duration at the end).
+    :param open_ended: the transfer is a loop of calls that each plan their own objects (a
+        filesystem's bulk copy, a user's loop of hook calls): their "nothing more" does not
+        make the totals final, which stay unknown.
     :param clock: seconds, monotonic; tests pass their own.
     """
 
@@ -130,27 +135,30 @@ class Meter:
         *,
         interval: float = DEFAULT_INTERVAL,
         metrics: Metrics | None = None,
+        open_ended: bool = False,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger = log,
     ) -> None:
         self.operation = operation
         self.interval = interval
         self.metrics = metrics
+        self.open_ended = open_ended
         self.clock = clock
         self.logger = logger
         self._lock = threading.Lock()
         self._figures = Figures()
         self._known_total = True  # every queued object's size known so far
         self._planned = False
+        self._counting = True
         self._started = clock()
         self._last: tuple[float, Figures] = (self._started, self._figures)
-        self._sent = Figures()  # what metrics were given so far
+        self._sent: dict[str, int] = {}  # what metrics were given so far
         self._clients: list[Any] = []
         self._id = f"s3connect-meter-{id(self)}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.lines = 0
-        self.nested = False
+        self.nested: Meter | None = None  # the meter this one adds to
+        self._inner = 0  # meters adding to this one, still open
+        self._ending: bool | None = None  # close() was called (with failed=...) while inner ones ran
         self._closed = False
         self._reporting = threading.Lock()
 
@@ -158,6 +166,8 @@ class Meter:
     def queued(self, size: int | None) -> None:
         """One more object is part of the transfer (``size``: its bytes, if known)."""
         with self._lock:
+            if not self._counting:
+                return
             f = self._figures
             self._known_total = self._known_total and size is not None
             self._figures = replace(f, objects_total=(f.objects_total or 0) + 1,
@@ -165,42 +175,69 @@ class Meter:
             self._planned = False
 
     def planned(self) -> None:
-        """Nothing more will be queued: the totals are final."""
+        """Nothing more will be queued: the totals are final (not for an open-ended meter)."""
         with self._lock:
-            self._planned = True
+            self._planned = not self.open_ended
 
-    def planning(self, items: Iterable[T], size: Callable[[T], int | None]) -> Iterator[T]:
-        """``items``, each queued with ``size(item)``: a list at once (its totals are known
-        before the first byte), a lazy plan (a listing) as it is read; planned at its end."""
+    def planning(
+        self, items: Iterable[T], size: Callable[[T], int | None], counted: Callable[[T], bool] = lambda _: True
+    ) -> Iterator[T]:
+        """``items``, each queued with ``size(item)`` (unless not ``counted``): a list at once
+        (its totals are known before the first byte), a lazy plan (a listing) as it is read;
+        planned at its end."""
         if isinstance(items, Sized):
             for item in items:
-                self.queued(size(item))
+                if counted(item):
+                    self.queued(size(item))
             self.planned()
             yield from items
             return
         for item in items:
-            self.queued(size(item))
+            if counted(item):
+                self.queued(size(item))
             yield item
         self.planned()
 
     def moved(self, amount: int) -> None:
         """Bytes sent or received (negative: s3transfer rewinding a retried part)."""
         with self._lock:
-            self._figures = replace(self._figures, bytes=max(0, self._figures.bytes + amount))
+            if self._counting:
+                self._figures = replace(self._figures, bytes=max(0, self._figures.bytes + amount))
 
     def finished(self, count: int = 1) -> None:
         with self._lock:
-            self._figures = replace(self._figures, objects=self._figures.objects + count)
+            if self._counting:
+                self._figures = replace(self._figures, objects=self._figures.objects + count)
+
+    def skipped(self, size: int | None) -> None:
+        """A queued object done without moving its bytes (unchanged): they leave the total."""
+        with self._lock:
+            if not self._counting:
+                return
+            f = self._figures
+            total = None if f.bytes_total is None else max(0, f.bytes_total - (size or 0))
+            self._figures = replace(f, objects=f.objects + 1, bytes_total=total)
+
+    @contextlib.contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Requests made in the block count; the objects and bytes they move do not (the
+        deletes of a move, an operator's own manifest)."""
+        with self._lock:
+            before, self._counting = self._counting, False
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counting = before
 
     # -- requests, from the clients' events ------------------------------------------------
     def _request(self, attempt: int | None = None, **_: Any) -> None:
         with self._lock:
-            f = self._figures
-            self._figures = replace(
-                f, requests=f.requests + 1, retries=f.retries + (attempt is not None and attempt > 1)
-            )
+            f, retried = self._figures, attempt is not None and attempt > 1
+            self._figures = replace(f, requests=f.requests + 1, retries=f.retries + retried)
 
     def _created(self, request: Any = None, **_: Any) -> None:
+        """botocore's retries: each attempt is a new request whose context counts it."""
         attempt = (getattr(request, "context", None) or {}).get("retries", {}).get("attempt")
         if attempt is not None and attempt > 1:
             with self._lock:
@@ -212,12 +249,15 @@ class Meter:
 
     # -- reading ------------------------------------------------------------------------------
     def figures(self) -> Figures:
-        """Now's figures; totals only once final (or as far as planned, while queuing)."""
+        """Now's figures; totals only once final."""
         with self._lock:
             f = replace(self._figures, elapsed=self.clock() - self._started)
             if not self._planned:
                 return replace(f, objects_total=None, bytes_total=None)
             return f if self._known_total else replace(f, bytes_total=None)
+
+    def due(self, now: float) -> bool:
+        return self.interval > 0 and not self._closed and now - self._last[0] >= self.interval
 
     def report(self) -> str:
         """Log one progress line (rate over the time since the previous one); hand the counts
@@ -228,7 +268,7 @@ class Meter:
             now = self.figures()
             at = self.clock()
             then, before = self._last
-            rate = (now.bytes - before.bytes) / (at - then) if at > then else 0.0
+            rate = max(0.0, (now.bytes - before.bytes) / (at - then)) if at > then else 0.0
             self._last = (at, now)
             text = line(self.operation, now, rate)
             self.logger.info("%s", text)
@@ -237,33 +277,35 @@ class Meter:
             return text
 
     def _send(self, now: Figures) -> None:
+        """Counts since the last send; a count that went down (a rewound part) waits."""
         if self.metrics is None:
             return
         for name in ("objects", "bytes", "requests", "retries"):
-            if delta := getattr(now, name) - getattr(self._sent, name):
+            if (delta := getattr(now, name) - self._sent.get(name, 0)) > 0:
                 self.metrics.incr(name, delta)
-        self._sent = now
+                self._sent[name] = getattr(now, name)
 
     # -- lifetime -----------------------------------------------------------------------------
     def attached(self, *clients: Any) -> Meter:
-        """Attach to ``clients`` (those without a meter) and start reporting; ``with`` detaches."""
-        fresh = [c for c in {id(c): c for c in clients}.values() if of(c) is NULL or of(c) is self]
-        self.nested = bool(clients) and not fresh
-        for client in fresh:
-            client.s3connect_meter = self
-            client.meta.events.register("before-send.s3", self._request, unique_id=self._id)
-            client.meta.events.register("request-created.s3", self._created, unique_id=self._id)
-            if (engine := native.engine_of(client)) is not None:
-                engine.events.register("before-send.s3", self._request, unique_id=self._id)
-        self._clients = fresh
+        """Attach to ``clients`` and start reporting (or add to the meter they carry); ``with``
+        detaches."""
+        with _ATTACHING:
+            outer = next((m for c in clients if (m := of(c)) is not NULL and m is not self), None)
+            if outer is not None:
+                self.nested = outer
+                outer._inner += 1
+                return self
+            for client in {id(c): c for c in clients}.values():
+                client.s3connect_meter = self
+                client.meta.events.register("before-send.s3", self._request, unique_id=self._id)
+                client.meta.events.register("request-created.s3", self._created, unique_id=f"{self._id}-created")
+                if (engine := native.engine_of(client)) is not None:
+                    engine.events.register("before-send.s3", self._request, unique_id=self._id)
+                self._clients.append(client)
         self._started = self.clock()
         self._last = (self._started, self._figures)
-        if self.interval > 0 and not self.nested and self._thread is None:
-            self._thread = threading.Thread(
-                target=_report_every, args=(weakref.ref(self), self.interval, self._stop),
-                name="s3connect-progress", daemon=True,
-            )  # fmt: skip
-            self._thread.start()
+        if self.interval > 0:
+            _REPORTER.add(self)
         return self
 
     def __enter__(self) -> Meter:
@@ -274,16 +316,31 @@ class Meter:
 
     def close(self, *, failed: bool = False) -> Figures:
         """Detach, stop reporting and, if a line was logged, log the summary (and give the
-        metrics what remains plus the duration). Safe to call twice."""
-        self._stop.set()
+        metrics what remains plus the duration). Safe to call twice. While meters inside
+        this one are open, the end waits for the last of them."""
+        with _ATTACHING:
+            if (outer := self.nested) is not None:
+                if not self._closed:
+                    self._closed = True
+                    outer._inner -= 1
+                    if outer._inner == 0 and outer._ending is not None:
+                        outer._end(outer._ending)
+                return outer.figures()
+            if self._inner:
+                self._ending = self._ending or failed
+                return self.figures()
+            return self._end(failed)
+
+    def _end(self, failed: bool) -> Figures:
         for client in self._clients:
             client.meta.events.unregister("before-send.s3", unique_id=self._id)
-            client.meta.events.unregister("request-created.s3", unique_id=self._id)
+            client.meta.events.unregister("request-created.s3", unique_id=f"{self._id}-created")
             if (engine := native.engine_of(client)) is not None:
                 engine.events.unregister("before-send.s3", unique_id=self._id)
             if getattr(client, "s3connect_meter", None) is self:
                 del client.s3connect_meter
         self._clients = []
+        _REPORTER.discard(self)
         with self._reporting:
             now = self.figures()
             if self._closed:
@@ -293,25 +350,54 @@ class Meter:
                 rate = now.bytes / now.elapsed if now.elapsed > 0 else 0.0
                 text = line(self.operation, now, rate, final=True)
                 self.logger.info("%s%s", text, " (failed)" if failed else "")
-            if self.metrics is not None and not self.nested:
+            if self.metrics is not None:
                 self._send(now)
                 self.metrics.timing("duration", now.elapsed)
-        self._thread = None
         return now
 
 
-def _report_every(meter_ref: weakref.ref[Meter], interval: float, stop: threading.Event) -> None:
-    """The reporter thread: holds the meter weakly, so a meter never closed (a task that
-    failed before its end) is not kept alive, nor reported on, by its own thread."""
-    while not stop.wait(interval):
-        meter = meter_ref()
-        if meter is None:
-            return
-        try:
-            meter.report()
-        except Exception:  # a broken metrics backend must not end the reporting of the rest
-            log.debug("Progress report failed", exc_info=True)
-        del meter
+class _Reporter:
+    """One daemon thread for every meter of the process: a hook call costs no thread of its
+    own, and a meter nobody closed (a task that failed before its end) is held weakly."""
+
+    def __init__(self) -> None:
+        self._meters: weakref.WeakSet[Meter] = weakref.WeakSet()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, meter: Meter) -> None:
+        with self._wake:
+            self._meters.add(meter)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="s3connect-progress", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, meter: Meter) -> None:
+        with self._wake:
+            self._meters.discard(meter)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                meters = list(self._meters)
+                if not meters:
+                    self._wake.wait()
+                    continue
+                # a quarter of the shortest interval: lines come within 25 % of when they are due
+                self._wake.wait(max(0.05, min(1.0, min(m.interval for m in meters) / 4)))
+                meters = list(self._meters)
+            for meter in meters:
+                try:
+                    if meter.due(meter.clock()):
+                        meter.report()
+                except Exception:  # a broken metrics backend must not end the reporting of the rest
+                    log.debug("Progress report failed", exc_info=True)
+            del meters
+
+
+_REPORTER = _Reporter()
+_ATTACHING = threading.Lock()
 
 
 class _NullMeter(Meter):
@@ -327,6 +413,9 @@ class _NullMeter(Meter):
         pass
 
     def finished(self, count: int = 1) -> None:
+        pass
+
+    def skipped(self, size: int | None) -> None:
         pass
 
 

@@ -334,15 +334,7 @@ class Uploader:
 
     def _progress(self) -> list[Any]:
         """s3transfer's byte counts, told to the meter of this uploader's client."""
-        from s3transfer.subscribers import BaseSubscriber
-
-        meter = progress.of(self.client)
-
-        class Moved(BaseSubscriber):
-            def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-                meter.moved(bytes_transferred)
-
-        return [Moved()]
+        return [_moved_subscriber()(progress.of(self.client))]
 
     def _claim(self, key: str) -> None:
         with self._lock:
@@ -478,6 +470,22 @@ class Uploader:
                  key)  # fmt: skip
         return Uploaded(self.bucket, key, int(head["ContentLength"]), str(head.get("ETag", "")),
                         head.get("VersionId"), None)  # fmt: skip
+
+
+@functools.cache
+def _moved_subscriber() -> type:
+    """s3transfer's subscriber telling a meter the bytes each upload sends (and takes back
+    when it rewinds a retried part); s3transfer is imported where a transfer starts."""
+    from s3transfer.subscribers import BaseSubscriber
+
+    class Moved(BaseSubscriber):
+        def __init__(self, meter: progress.Meter) -> None:
+            self.meter = meter
+
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            self.meter.moved(bytes_transferred)
+
+    return Moved
 
 
 def own_reservation(client: S3Client, bucket: str, key: str, writer: str | None) -> str | None:

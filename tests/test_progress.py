@@ -217,14 +217,16 @@ def _progress_lines(caplog: pytest.LogCaptureFixture, operation: str) -> list[st
             and r.getMessage().startswith(f"{operation}")]  # fmt: skip
 
 
+@pytest.mark.parametrize("engine", ["auto", "botocore"])
 def test_a_throttled_download_logs_progress_at_the_set_rate_with_right_counts(
-    moto: MotoServer, proxy: FaultProxy, make_conn: Any, statsd: StatsdWire, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, tmp_path: Path,
+    engine: str, moto: MotoServer, proxy: FaultProxy, make_conn: Any, statsd: StatsdWire,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:  # fmt: skip
     """8 objects of 64 KiB, two at a time, each answer held 0.5 s, one answered 503 first:
     about 2.5 s of transfer, so lines every 0.4 s show the counts rising to the totals."""
     _seed(moto, "in/", 8, 64 * 1024)
-    make_conn("slow", KEY, SECRET, bucket=BUCKET, region_name=REGION, endpoint_url=proxy.url, max_concurrency=2)
+    make_conn("slow", KEY, SECRET, bucket=BUCKET, region_name=REGION, endpoint_url=proxy.url, max_concurrency=2,
+              engine=engine)  # fmt: skip
     monkeypatch.setenv("AIRFLOW__S3CONNECT__PROGRESS_INTERVAL", "0.4")
     hook = S3ConnectHook(s3connect_conn_id="slow")
     listed = [f"in/{n:02d}.bin" for n in range(8)]
@@ -242,13 +244,14 @@ def test_a_throttled_download_logs_progress_at_the_set_rate_with_right_counts(
     assert counts[0] < 8, lines
     assert all(" / 512.0 KiB, " in text and "/s, " in text for text in running), lines
     assert any("ETA " in text for text in running), lines
-    # 8 GETs and the one refused with 503, retried: every figure exact at the end.
+    # A listing, 8 GETs and the one refused with 503, retried (by either engine): every figure
+    # exact at the end.
     assert final.startswith("Get done: 8 / 8 objects, 512.0 / 512.0 KiB, "), final
-    assert final.endswith(", 9 requests, 1 retry"), final
+    assert final.endswith(", 10 requests, 1 retry"), final
     assert 1000 < statsd.timing("airflow.s3connect.duration") < 20_000  # ms
     assert statsd.counter("airflow.s3connect.objects") == 8
     assert statsd.counter("airflow.s3connect.bytes") == 8 * 64 * 1024
-    assert statsd.counter("airflow.s3connect.requests") == 9
+    assert statsd.counter("airflow.s3connect.requests") == 10
     assert statsd.counter("airflow.s3connect.retries") == 1
     # Counters arrive while it runs, not only at the end: one packet per line and figure.
     assert len([p for p in statsd.packets if p.startswith("airflow.s3connect.bytes:")]) >= 2
@@ -316,6 +319,7 @@ def test_every_door_reports_its_objects_and_bytes_tagged(
     fs.put(str(tmp_path / "fs"), f"{BUCKET}/up/", recursive=True)
     fs.copy(f"{BUCKET}/src/", f"{BUCKET}/fscopy/", recursive=True)
     fs.rm(f"{BUCKET}/fscopy/", recursive=True)
+    fs.mv(f"{BUCKET}/up/", f"{BUCKET}/moved/", recursive=True)
     path = write_dag("progress_doors", """
 import pendulum
 from airflow.sdk import DAG
@@ -328,7 +332,7 @@ with DAG("progress_doors", schedule=None, start_date=pendulum.datetime(2025, 1, 
     put = S3PutObjectOperator(task_id="put", data="abc", key="ops/a.txt", **conn)
     get = S3GetObjectOperator(task_id="get", prefix="src/", local_dir="OUT", **conn)
     copy = S3CopyObjectsOperator(task_id="copy", source_prefix="src/", target_key="opcopy/{relative_path}", **conn)
-    listed = S3ListObjectsOperator(task_id="list", prefix="src/", **conn)
+    listed = S3ListObjectsOperator(task_id="list", prefix="src/", results="manifest", **conn)
     delete = S3DeleteObjectsOperator(task_id="delete", prefix="opcopy/", **conn)
     put >> get >> copy >> listed >> delete
 """.replace("OUT", str(tmp_path / "ops")))  # fmt: skip
@@ -337,12 +341,13 @@ with DAG("progress_doors", schedule=None, start_date=pendulum.datetime(2025, 1, 
 
     expected = {  # (operator tag, operation): (objects, bytes)
         ("hook.download", "Get"): (4, 4000), ("hook.upload", "Put"): (1, 500), ("hook.copy", "Copy"): (4, 4000),
-        ("hook.delete", "Delete"): (4, 0), ("s3connect://", "s3connect:// get"): (4, 4000),
-        ("s3connect://", "s3connect:// put"): (4, 4000), ("s3connect://", "s3connect:// copy"): (4, 4000),
-        ("s3connect://", "s3connect:// rm"): (5, 0),  # 4 files and the folder's marker key
+        ("hook.delete", "Delete"): (4, 0), ("filesystem", "Get"): (4, 4000), ("filesystem", "Put"): (4, 4000),
+        ("filesystem", "Copy"): (4, 4000), ("filesystem", "Delete"): (4, 0),  # not the folder's marker key
+        ("filesystem", "Move"): (4, 4000),  # what was copied; its deletes are not counted again
         ("S3PutObjectOperator", "Put"): (1, 3),
         ("S3GetObjectOperator", "Get"): (4, 4000), ("S3CopyObjectsOperator", "Copy"): (4, 4000),
-        ("S3ListObjectsOperator", "List"): (4, 0), ("S3DeleteObjectsOperator", "Delete"): (4, 0),
+        ("S3ListObjectsOperator", "List"): (4, 0),  # not its own manifest
+        ("S3DeleteObjectsOperator", "Delete"): (4, 0),
     }  # fmt: skip
     seen = {(by, operation): (recorder.total("s3connect.objects", operator=by, operation=operation),
                               recorder.total("s3connect.bytes", operator=by, operation=operation))
@@ -353,3 +358,81 @@ with DAG("progress_doors", schedule=None, start_date=pendulum.datetime(2025, 1, 
     durations = [c for c in recorder.calls if c[1] == "s3connect.duration"]
     assert len(durations) >= len(expected)
     assert all(c[0] == "incr" or c[2] >= 0 for c in recorder.calls)
+
+
+def test_unchanged_objects_leave_the_totals(client: Any, tmp_path: Path) -> None:
+    """A re-run that skips what it has: 9 of 10 unchanged, so the one changed object's bytes
+    are the whole total, and the line reaches it."""
+    from airflow_s3connect.downloads import Downloader, DownloadTask
+    from airflow_s3connect.objects import TransferConfig
+    from airflow_s3connect.scope import Scope
+    from airflow_s3connect.selection import Selection
+
+    for number in range(10):
+        client.put_object(Bucket=BUCKET, Key=f"s/{number}.bin", Body=bytes([number]) * 1000)
+
+    def sync() -> Figures:
+        listed = Selection.of(Scope(BUCKET, ""), prefix="s/").objects(client, lookup=False)
+        tasks = [DownloadTask.of(item, tmp_path / item.key) for item in listed]
+        with Meter("Get", interval=0).attached(client) as meter:
+            list(Downloader(client, BUCKET, TransferConfig(), skip_unchanged=True).download(tasks))
+        return meter.figures()
+
+    first = sync()
+    assert (first.objects, first.bytes, first.bytes_total) == (10, 10_000, 10_000)
+    client.put_object(Bucket=BUCKET, Key="s/3.bin", Body=b"changed" * 100)
+    again = sync()
+    assert (again.objects, again.objects_total, again.bytes, again.bytes_total) == (10, 10, 700, 700)
+
+
+def test_two_calls_of_one_hook_from_two_threads_lose_nothing(
+    moto: MotoServer, make_conn: Any, recorder: Recorder, tmp_path: Path
+) -> None:
+    """Both calls share the hook's client, so the second adds to the first's meter, which
+    ends when the last of them has: every object and request counted, one duration sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_conn("shared", KEY, SECRET, bucket=BUCKET, region_name=REGION, endpoint_url=moto.url)
+    _seed(moto, "a/", 12, 1000)
+    _seed(moto, "b/", 12, 1000)
+    hook = S3ConnectHook(s3connect_conn_id="shared")
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda p: len(hook.download(tmp_path / p, prefix=p)), ["a/", "b/"]))
+    assert done == [12, 12]
+    assert recorder.total("s3connect.objects", operator="hook.download") == 24
+    assert recorder.total("s3connect.bytes", operator="hook.download") == 24_000
+    assert recorder.total("s3connect.requests", operator="hook.download") == 24 + 2  # and the two listings
+    assert not hasattr(hook.get_conn(), "s3connect_meter")
+
+
+def test_a_deferral_or_a_skip_is_not_logged_as_a_failed_transfer(
+    moto: MotoServer, make_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_s3connect._compat import AirflowSkipException, TaskDeferred
+    from airflow_s3connect.operators.base import S3ConnectOperator
+
+    make_conn("defers", KEY, SECRET, bucket=BUCKET, region_name=REGION, endpoint_url=moto.url)
+    closed: list[bool] = []
+    close = Meter.close
+
+    def recorded(self: Meter, *, failed: bool = False) -> Figures:
+        closed.append(failed)
+        return close(self, failed=failed)
+
+    monkeypatch.setattr(Meter, "close", recorded)
+
+    class Stops(S3ConnectOperator):
+        def __init__(self, *, error: BaseException, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.error = error
+
+        def execute(self, context: Any) -> Any:
+            self.open_sink(context)
+            raise self.error
+
+    for error, failed in ((TaskDeferred(trigger=None, method_name="resume"), False),  # type: ignore[arg-type]
+                          (AirflowSkipException("nothing new"), False), (RuntimeError("broken"), True)):  # fmt: skip
+        closed.clear()
+        with pytest.raises(type(error)):
+            Stops(error=error, task_id="stops", s3connect_conn_id="defers").execute({})
+        assert closed == [failed]

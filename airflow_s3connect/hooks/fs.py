@@ -44,7 +44,8 @@ class S3ConnectConnectionFileSystem(S3ConnectFileSystem):
         hook = S3ConnectHook(s3connect_conn_id=conn_id or DEFAULT_CONN_ID)
         super().__init__(hook.get_conn(), hook.scope_settings.scope, config=hook.transfer_config(),
                          overwrite=bool(overwrite),
-                         meter=lambda operation: hook.meter(operation, by="s3connect://"))  # fmt: skip
+                         meter=lambda operation, open_ended: hook.meter(operation, by="filesystem",
+                                                                        open_ended=open_ended))  # fmt: skip
         self.conn_id = conn_id or DEFAULT_CONN_ID
 
 

@@ -11,6 +11,7 @@ call). Which backend receives them, and whether tags reach it, is the deployment
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 from airflow_s3connect._compat import stats
@@ -22,7 +23,8 @@ class StatsMetrics:
     """A :class:`~airflow_s3connect.progress.Metrics` writing to Airflow's Stats."""
 
     def __init__(self, **tags: str) -> None:
-        self.tags = tags
+        # Tag values as StatsD names allow them: InfluxDB-style tags become part of the name.
+        self.tags = {name: re.sub(r"[^A-Za-z0-9_.-]", "_", value) for name, value in tags.items()}
         self._stats: Any = stats()
 
     def incr(self, name: str, count: int) -> None:

@@ -54,12 +54,15 @@ class TaskFlowMixin:
         settings = self.settings
         return TransferConfig(max_concurrency=settings.max_concurrency, max_attempts=settings.max_attempts, **sizes)
 
-    def meter(self, operation: str, *clients: Any, by: str, interval: float | None = None) -> Meter:
+    def meter(
+        self, operation: str, *clients: Any, by: str, interval: float | None = None, open_ended: bool = False
+    ) -> Meter:
         """A progress meter of one transfer on this connection's client (and ``clients``):
         a line every ``interval`` seconds (default: ``[s3connect] progress_interval``, 30 s)
         and the same figures as Airflow metrics tagged with this connection, the operation
         and ``by`` (the operator's class, or the hook call). Use it with ``with``; a transfer
-        inside another's meter (a manifest written by an operator) adds to that one."""
+        inside another's meter (a manifest written by an operator) adds to that one.
+        ``open_ended``: a loop of calls, each planning its own objects (the total is not known)."""
         from airflow_s3connect._compat import conf
         from airflow_s3connect.hooks.metrics import StatsMetrics
         from airflow_s3connect.progress import DEFAULT_INTERVAL, Meter
@@ -67,7 +70,8 @@ class TaskFlowMixin:
         if interval is None:
             interval = conf.getfloat("s3connect", "progress_interval", fallback=DEFAULT_INTERVAL)
         metrics = StatsMetrics(conn_id=self.s3connect_conn_id, operation=operation, operator=by)
-        return Meter(operation, interval=interval, metrics=metrics).attached(self.get_conn(), *clients)
+        meter = Meter(operation, interval=interval, metrics=metrics, open_ended=open_ended)
+        return meter.attached(self.get_conn(), *clients)
 
     # -- reading ---------------------------------------------------------------------------
     def read(
@@ -172,15 +176,15 @@ class TaskFlowMixin:
         target = selection.bucket
         # One key keeps its path below the connection's prefix; a listing's, below its base.
         under = scope.prefix if key is not None else selection.base
-        if selection.key is not None:  # no HEAD: the GET (of the version, if one is named) tells
-            tasks = [DownloadTask(selection.key, tree.path_for(selection.key, under), version_id=version_id)]
-        else:
-            tasks = [
-                DownloadTask.of(item, tree.path_for(item if isinstance(item, str) else item.key, under))
-                for item in selection.objects(self.get_conn(), lookup=False)
-            ]
-        downloader = Downloader(self.get_conn(), target, self.transfer_config())
-        with self.meter("Get", by="hook.download"):
+        with self.meter("Get", by="hook.download"):  # the listing too: a long one is the first minutes
+            if selection.key is not None:  # no HEAD: the GET (of the version, if one is named) tells
+                tasks = [DownloadTask(selection.key, tree.path_for(selection.key, under), version_id=version_id)]
+            else:
+                tasks = [
+                    DownloadTask.of(item, tree.path_for(item if isinstance(item, str) else item.key, under))
+                    for item in selection.objects(self.get_conn(), lookup=False)
+                ]
+            downloader = Downloader(self.get_conn(), target, self.transfer_config())
             return [result_entry(scope, target, done) for done in downloader.download(tasks)]
 
     # -- writing ---------------------------------------------------------------------------
@@ -263,9 +267,9 @@ class TaskFlowMixin:
                 self.scope_settings.scope, keys=keys, prefix=prefix, pattern=pattern, bucket=bucket
             )
         target = selection.bucket
-        found = selection.at_most(self.get_conn(), max_objects, "delete", "deleted", lookup=False)
         delete = BatchDelete(self.get_conn(), target, if_match=is_aws_endpoint(self.settings.endpoint_url))
         with self.meter("Delete", by="hook.delete"):
+            found = selection.at_most(self.get_conn(), max_objects, "delete", "deleted", lookup=False)
             deleted = [item.key if isinstance(item, ObjectInfo) else item for item in delete.run(found)]
         delete.check(len(deleted))
         return [self.scope_settings.scope.relative(k) for k in deleted]
@@ -300,19 +304,19 @@ class TaskFlowMixin:
             raise S3ConnectError("Give either source_key=... or source_prefix=... / source_pattern=... .")
         selection = Selection.of(origin.scope_settings.scope, key=source_key, prefix=source_prefix,
                                  pattern=source_pattern, bucket=source_bucket, version_id=version_id)  # fmt: skip
-        origin_bucket, base = selection.bucket, selection.base
-        listed = [item for item in selection.objects(origin.get_conn()) if isinstance(item, ObjectInfo)]
-        scope = self.scope_settings.scope
-        target_bucket = scope.bucket_for(bucket)
-        prefix = target_prefix if not target_prefix or target_prefix.endswith("/") else target_prefix + "/"
-        tasks = [CopyTask(i, self.resolve(prefix + i.key[len(base) :], target_bucket).key) for i in listed]
-        copier = Copier(
-            origin.get_conn(), origin_bucket, self.get_conn(), target_bucket, self.transfer_config(),
-            WriteOptions(overwrite=overwrite).overridden(**write_options), server_side=origin is self,
-            skip_unchanged=skip_unchanged,
-            prefix=scope.prefix,
-        )  # fmt: skip
-        with self.meter("Copy", origin.get_conn(), by="hook.copy"):
+        with self.meter("Copy", origin.get_conn(), by="hook.copy"):  # the listing too
+            origin_bucket, base = selection.bucket, selection.base
+            listed = [item for item in selection.objects(origin.get_conn()) if isinstance(item, ObjectInfo)]
+            scope = self.scope_settings.scope
+            target_bucket = scope.bucket_for(bucket)
+            prefix = target_prefix if not target_prefix or target_prefix.endswith("/") else target_prefix + "/"
+            tasks = [CopyTask(i, self.resolve(prefix + i.key[len(base) :], target_bucket).key) for i in listed]
+            copier = Copier(
+                origin.get_conn(), origin_bucket, self.get_conn(), target_bucket, self.transfer_config(),
+                WriteOptions(overwrite=overwrite).overridden(**write_options), server_side=origin is self,
+                skip_unchanged=skip_unchanged,
+                prefix=scope.prefix,
+            )  # fmt: skip
             return [result_entry(scope, target_bucket, done) for done in copier.run(tasks)]
 
     def presign(

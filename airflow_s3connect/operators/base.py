@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from airflow_s3connect._compat import BaseOperator
+from airflow_s3connect._compat import AirflowSkipException, BaseOperator, TaskDeferred
 from airflow_s3connect.cleanup import OpenResources
 from airflow_s3connect.connection import DEFAULT_CONN_ID
 from airflow_s3connect.errors import (
@@ -333,7 +333,10 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         if self._manifest_upload is not None:
             local, ref = self._manifest_upload
             try:
-                self.hook.upload(ref.uri, path=local, content_type="application/x-ndjson", **self.manifest_options())
+                assert self._meter is not None
+                with self._meter.uncounted():  # its requests count in the summary; it is not a result
+                    self.hook.upload(ref.uri, path=local, content_type="application/x-ndjson",
+                                     **self.manifest_options())  # fmt: skip
             finally:
                 os.unlink(local)
             self.log.info("%d results written to the manifest %s", sink.count, sink.location)
@@ -445,9 +448,9 @@ def _closing_meter(execute: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: S3ConnectOperator, context: Any) -> Any:
         try:
             return execute(self, context)
-        except BaseException:
-            if self._meter is not None:
-                self._meter.close(failed=True)
+        except BaseException as exc:
+            if self._meter is not None:  # a deferral or a skip is not a failure of the transfer
+                self._meter.close(failed=not isinstance(exc, (TaskDeferred, AirflowSkipException)))
             raise
 
     return run
