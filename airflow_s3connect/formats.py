@@ -4,7 +4,7 @@ No Airflow, no S3. Text formats are encoded as a stream of byte chunks, so an it
 of millions of records is uploaded in bounded memory; parquet is written batch by batch
 (one row group per batch) to a local file, because its footer comes last.
 
-Every value is written by one table (:data:`TYPE_MAPPING`, mirrored in the README), so
+Every value is written by one table (:data:`TYPE_MAPPING`, mirrored in the docs' operators page), so
 that pyarrow, DuckDB, polars and pandas read back what was written; a value a format
 cannot hold fails with :class:`FormatError` naming the record and the field, never
 silently changed:

@@ -263,7 +263,7 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
         uploads are aborted, its key reservations released while they still are its own),
         and return the callback that records this try's open resources in Airflow's task
         state store (Airflow 3.3+; None without one, where a bucket lifecycle rule aborts
-        incomplete uploads and a retry takes its reservations over, see the README)."""
+        incomplete uploads and a retry takes its reservations over, see the getting-started page of the docs)."""
         store = context.get("task_state_store")
         if store is None:
             return None

@@ -102,7 +102,7 @@ class S3PutObjectOperator(S3ConnectOperator):
         (ints above 2**53 then lose precision). Default: such a field fails with FormatError.
     :param checksum_algorithm: CRC32 (default), SHA1, SHA256, or CRC32C / CRC64NVME with
         ``botocore[crt]`` installed. Who verifies it depends on the connection's
-        ``checksum_mode`` (see the README's "Checksums").
+        ``checksum_mode`` (see "Checksums and S3-compatible stores" in the docs).
 
     Large objects go multipart through s3transfer (``multipart_threshold``,
     ``chunk_size``, the connection's ``max_concurrency``); a failed multipart upload is
