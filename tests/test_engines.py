@@ -2,9 +2,9 @@
 
 The whole suite runs with the connection's default engine (``auto``: the native engine for
 the requests it can make exactly, botocore for the rest). Here the suites that state
-guarantees (faults, crash safety, scope at the wire, least privilege) run again in a fresh
-pytest with every test connection set to ``engine=botocore``, so that both engines keep
-each of them.
+guarantees (faults, the store behaviour suite, crash safety, scope at the wire, least
+privilege) run again in a fresh pytest with every test connection set to
+``engine=botocore``, so that both engines keep each of them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("tests/test_faults.py", "tests/test_crash_safety.py", "tests/test_scope_wire.py",
+SUITES = ("tests/test_faults.py", "tests/test_stores.py", "tests/test_crash_safety.py", "tests/test_scope_wire.py",
           "tests/test_least_privilege.py")  # fmt: skip
 
 
