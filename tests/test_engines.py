@@ -14,11 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ("tests/test_faults.py", "tests/test_stores.py", "tests/test_crash_safety.py", "tests/test_scope_wire.py",
           "tests/test_least_privilege.py")  # fmt: skip
 
 
+@pytest.mark.timeout(1500)  # five suites in a fresh pytest: minutes, bounded by the subprocess's own timeout
 def test_the_guarantee_suites_pass_on_the_botocore_engine(tmp_path: Path) -> None:
     env = {**os.environ, "S3CONNECT_TEST_ENGINE": "botocore"}
     completed = subprocess.run(
