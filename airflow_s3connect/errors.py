@@ -216,6 +216,8 @@ _AUTH_CODES = {
     "TokenRefreshRequired": "the session token has expired",
 }
 
+#: A store's refusal of a body that does not match the digest sent with it.
+_DAMAGED_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
 _REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 
 
@@ -333,6 +335,11 @@ def translate(
         return KeyExistsError(
             f"s3://{bucket}/{key} already exists and overwrite is off: choose another key "
             "(add {uuid} or {date_time}) or set overwrite=True."
+        )
+    if code in _DAMAGED_CODES:
+        return IntegrityError(
+            f"{operation} of {resource_arn(bucket, key)} was refused by the store: the body it received does not "
+            f"match the MD5 or checksum sent with it ({code}: changed on the way). Nothing was written; run again."
         )
     if code in _REGION_CODES or status == 301:
         found = error.get("Region") or exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(

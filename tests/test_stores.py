@@ -171,6 +171,59 @@ def test_a_store_keeping_other_bytes_fails_the_write(moto: MotoServer, proxy: Fa
     assert moto.admin_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="corrupt-big")["KeyCount"] == 0
 
 
+def test_a_body_damaged_on_the_way_is_refused_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
+    """Every body carries its MD5 as a signed header and no payload hash (one digest, not
+    two): a store refuses a body that does not match it, and where a store checks nothing
+    (moto) the ETag comparison fails the write. Single-part from a file (the native engine
+    where it applies) and from a stream, and a multipart upload's part."""
+    bucket = store.new_bucket()
+    signed: list[object] = []
+
+    def payload_hash(request: Any, **_: Any) -> None:
+        assert request.headers["Content-MD5"]
+        signed.append(request.headers["X-Amz-Content-SHA256"])
+
+    if not store.endpoint_url.startswith("http://"):  # TLS: no middlebox can change a body unseen
+        client = _client(store, bucket)
+        client.meta.events.register("before-send.s3.UploadPart", payload_hash)
+        _put(client, bucket, "whole.bin", b"w" * (6 * MiB), overwrite=True)
+        assert set(signed) == {b"UNSIGNED-PAYLOAD"}
+        return
+    proxy = FaultProxy(store.endpoint_url).start()
+    try:
+        client = endpoint_client(proxy.url, key=store.key, secret=store.secret, region=store.region, bucket=bucket,
+                                 max_attempts=1)  # fmt: skip
+        for operation in ("PutObject", "UploadPart"):
+            client.meta.events.register(f"before-send.s3.{operation}", payload_hash)
+        (tmp_path / "small.bin").write_bytes(b"s" * 1000)
+
+        def upload(door: Callable[[Uploader], None]) -> None:
+            with Uploader(client, bucket, PARTS, WriteOptions(overwrite=True)) as up:
+                door(up)
+                list(up.results())
+
+        doors: list[tuple[str, str, Callable[[Uploader], None]]] = [
+            ("PutObject", "file.bin", lambda up: up.put_file(tmp_path / "small.bin", "file.bin")),
+            ("PutObject", "stream.bin", lambda up: up.put_stream(io.BytesIO(b"s" * 1000), "stream.bin")),
+            ("UploadPart", "parts.bin", lambda up: up.put_stream(io.BytesIO(b"p" * (6 * MiB)), "parts.bin")),
+        ]
+        for operation, key, door in doors:
+            proxy.schedule(Fault("damage", operation))
+            with pytest.raises(IntegrityError) as info:
+                upload(door)
+            assert [f.kind for f in proxy.injected] == ["damage"], key
+            if store.name == "moto":  # stores anything: our comparison is what fails the write
+                assert "for a body whose MD5 is" in str(info.value) or "damaged on the way" in str(info.value)
+            else:
+                assert "was refused by the store: the body it received does not match" in str(info.value), key
+                assert store.admin.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 0, key
+        assert store.admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert store.admin.list_objects_v2(Bucket=bucket, Prefix="parts")["KeyCount"] == 0
+        assert set(signed) == {b"UNSIGNED-PAYLOAD"}  # over HTTP too
+    finally:
+        proxy.stop()
+
+
 def test_one_failing_upload_among_many_surfaces_its_own_error(moto: MotoServer, proxy: FaultProxy) -> None:
     """s3transfer's shutdown(cancel=True) raised TypeError over the real error."""
     proxy.schedule(Fault("500", "PutObject", times=None, key_contains="bad-7"))

@@ -17,6 +17,8 @@ matches, gets that fault instead of (or on top of) moto's answer:
 - ``etag``: moto's answer is forwarded with another ETag, as a store that kept other bytes;
 - ``short``: moto's answer without its last byte, Content-Length and Content-Range telling
   the truth about the short body, as a store that loses bytes without a network error;
+- ``damage``: the request's body is forwarded with its last byte changed, as a faulty
+  network or middlebox would deliver it (the store should refuse it by its Content-MD5);
 - ``repeat``: a ListObjectsV2 continuation page that starts with the previous page's last
   object again, as a store whose key order is not S3's;
 - ``noetag``: moto's answer with an empty ``<ETag>``, as RGW answers CompleteMultipartUpload;
@@ -263,6 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         dropped = fault.header if fault is not None and fault.kind == "strip" else ""
+        if fault is not None and fault.kind == "damage" and body:
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])
         status, reason, upstream_headers, answer = self._forward(body, dropped)
         if fault is not None and fault.kind == "etag":
             upstream_headers = [(k, '"00000000000000000000000000000bad"' if k.lower() == "etag" else v)
