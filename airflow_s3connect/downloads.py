@@ -49,7 +49,7 @@ from airflow_s3connect.errors import (
 )
 from airflow_s3connect.local import record_etag, stored_etag
 from airflow_s3connect.native import Router
-from airflow_s3connect.objects import Downloaded, ObjectInfo, TransferConfig, version_args
+from airflow_s3connect.objects import Downloaded, MiB, ObjectInfo, TransferConfig, version_args
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -102,6 +102,19 @@ def plan_fetch(size: int | None, config: TransferConfig) -> FetchMode:
     if size is None:
         return "probe"
     return "whole" if size <= config.multipart_threshold else "ranges"
+
+
+def range_size(size: int, config: TransferConfig) -> int:
+    """Bytes per ranged GET of an object of ``size``: ``chunk_size``, or more for a large
+    object, so that each worker takes about four ranges (whole MiB, at most 64 MiB).
+
+    Every GET costs the worker about 6 ms of CPU (signing, parsing, events): a 1 GiB object
+    in 32 MiB ranges takes a quarter of the requests of 8 MiB ones, and 35% less client
+    CPU (``make bench``'s get_large), while four ranges a worker still keep every worker
+    busy to the end. A range streams to its file as it arrives and a broken body resumes
+    where it broke, so a larger range holds no more memory and loses no more work."""
+    per_worker = -(-size // (config.max_concurrency * 4))
+    return max(config.chunk_size, min(64 * MiB, -(-per_worker // MiB) * MiB))
 
 
 def plan_ranges(size: int, chunk: int, start: int = 0) -> list[tuple[int, int]]:
@@ -251,8 +264,8 @@ class Downloader:
             if mode == "probe" and not self._first_range(job):
                 return  # a 304: skipped
             assert job.size is not None
-            chunk = self.config.chunk_size
-            ranges = plan_ranges(job.size, chunk, start=chunk if mode == "probe" else 0)
+            first = self.config.chunk_size if mode == "probe" else 0  # the probe fetched chunk_size bytes
+            ranges = plan_ranges(job.size, range_size(job.size, self.config), start=first)
             if not ranges:
                 self._finish(job)
                 return

@@ -26,7 +26,8 @@ class TransferConfig:
     """How a transfer uses the network; ``max_concurrency`` comes from the connection.
 
     :param max_concurrency: requests in flight (download workers, multipart parts).
-    :param chunk_size: bytes per ranged GET and per multipart part.
+    :param chunk_size: bytes per multipart part and per ranged GET; a large download takes
+        larger ranges, about four per worker (:func:`~airflow_s3connect.downloads.range_size`).
     :param multipart_threshold: objects above this are fetched in ranges / uploaded in parts.
     :param read_size: bytes read from a response body at a time.
     :param max_attempts: tries of one part when its body breaks off (connection reset, timeout).

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airflow_s3connect.downloads import Downloader, DownloadTask, plan_fetch, plan_ranges, read_object
+from airflow_s3connect.downloads import Downloader, DownloadTask, plan_fetch, plan_ranges, range_size, read_object
 from airflow_s3connect.errors import LocalPathError, NoSuchKeyError, S3ConnectError
 from airflow_s3connect.listing import Lister, ListQuery
 from airflow_s3connect.local import ETAG_XATTR, LocalTree, stored_etag
@@ -73,6 +73,38 @@ def test_fetch_plans_follow_what_is_known_before_any_request() -> None:
     assert covered[0][0] == 0
     assert covered[-1][1] == 10 * MiB + 2
     assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(covered))
+
+
+def test_a_large_object_takes_about_four_ranges_a_worker() -> None:
+    """Fewer, larger ranges for a large object (each GET costs the worker CPU), never
+    below chunk_size, never above 64 MiB."""
+    eight = TransferConfig(max_concurrency=8, chunk_size=8 * MiB)
+    assert range_size(100 * MiB, eight) == 8 * MiB  # up to 32 chunks: chunk_size
+    assert range_size(256 * MiB, eight) == 8 * MiB
+    assert range_size(1024 * MiB, eight) == 32 * MiB  # 32 ranges for 8 workers
+    assert range_size(1024 * MiB + 1, eight) == 33 * MiB  # whole MiB
+    assert range_size(100 * 1024 * MiB, eight) == 64 * MiB
+    assert range_size(1024 * MiB, TransferConfig(max_concurrency=64, chunk_size=8 * MiB)) == 8 * MiB
+
+
+def test_a_large_download_is_fewer_ranges_on_the_wire(moto: MotoServer, client: Any, tmp_path: Path) -> None:
+    """With 2 workers and 5 MiB chunks, a 48 MiB object is 7 ranges of 7 MiB, not 10 of 5
+    (after a 5 MiB probe where its size is not known); the file is byte-exact."""
+    body = os.urandom(48 * MiB + 3)
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="d/big.bin", Body=body)
+    config = TransferConfig(max_concurrency=2, chunk_size=5 * MiB, multipart_threshold=5 * MiB)
+    for known, expected in ((len(body), 7), (None, 8)):
+        target = tmp_path / f"big-{known}.bin"
+        with moto.recording() as rec:
+            list(Downloader(client, BUCKET, config).download([DownloadTask("d/big.bin", target, known)]))
+        assert target.read_bytes() == body
+        ranges = sorted(int(r.headers["Range"][6:].split("-")[0]) for r in _s3_gets(rec))
+        assert len(ranges) == expected
+        if known is None:  # the probe's 5 MiB, then 7 MiB ranges (48 MiB / 8, in whole MiB)
+            assert ranges[:3] == [0, 5 * MiB, 12 * MiB]
+            assert len(ranges) == 8
+        else:
+            assert ranges[:3] == [0, 7 * MiB, 14 * MiB]
 
 
 def test_listed_objects_skip_the_size_probe(moto: MotoServer, client: Any, tmp_path: Path) -> None:

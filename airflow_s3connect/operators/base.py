@@ -90,7 +90,8 @@ class S3ConnectOperator(MacroFieldsMixin, BaseOperator):
     :param tenant: value of ``{tenant}`` (over the DAG param and the connection field).
     :param tap: value of ``{tap}``.
     :param stream_name: value of ``{stream_name}`` (default: the task id).
-    :param chunk_size: bytes per ranged GET / multipart part (at least 5 MiB).
+    :param chunk_size: bytes per multipart part and per ranged GET (at least 5 MiB; a large
+        download takes larger ranges, about four per worker, at most 64 MiB).
     :param multipart_threshold: objects above this size are transferred in parts.
     :param results: the result's shape, whatever the number of results: ``"list"`` (the
         results), ``"manifest"`` (``{"manifest", "count", "bytes"}``: every result one line
