@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,8 @@ from typing import Any
 from botocore.config import Config
 
 from airflow_s3connect.errors import ArgumentError, IntegrityError, S3ConnectError
+
+log = logging.getLogger(__name__)
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: Algorithms only the AWS CRT (``botocore[crt]``) computes.
@@ -196,9 +199,13 @@ def register(client: Any, mode: str) -> None:
             name, value = context["s3connect_checksum"]
             parsed.setdefault(name, value)
             return
+        removed = ""
+        if not where["UploadId"]:  # a part is dropped with its upload; an object must go itself
+            remove_damaged(client, str(where["Bucket"]), str(where["Key"]), parsed.get("VersionId"))
+            removed = " and the object was removed"
         raise IntegrityError(
             f"{model.name}: the store answered ETag {found.group(1)} for a body whose MD5 is {sent}: "
-            "it stored other bytes than were sent. Nothing is reported written; check the store and "
+            f"it stored other bytes than were sent{removed}. Nothing is reported written; check the store and "
             "the connection's checksum_mode."
         )
 
@@ -244,6 +251,15 @@ def register(client: Any, mode: str) -> None:
     events.register("before-parameter-build.s3.CompleteMultipartUpload", before_complete)
     events.register("after-call.s3.CompleteMultipartUpload", after_complete)
     events.register("before-parameter-build.s3.AbortMultipartUpload", forget)
+
+
+def remove_damaged(client: Any, bucket: str, key: str, version: str | None) -> None:
+    """Remove an object a store answered for with other bytes than were sent (its own
+    version, on a versioned bucket), so that no reader takes it for the write; best effort."""
+    try:
+        client.delete_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
+    except Exception:  # the IntegrityError about to be raised is the failure that matters
+        log.warning("Could not remove the damaged object s3://%s/%s", bucket, key)
 
 
 def _compare(what: str, stored: str, sent: str) -> None:

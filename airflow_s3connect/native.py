@@ -49,6 +49,7 @@ from botocore.exceptions import (
 )
 
 from airflow_s3connect.allowlist import check_call
+from airflow_s3connect.checksums import read_back_md5, remove_damaged
 from airflow_s3connect.connection import AddressingStyle, ConnectionSettings
 from airflow_s3connect.errors import ConnectionSettingsError, IntegrityError
 from airflow_s3connect.scope import path_problem
@@ -324,7 +325,7 @@ class NativeEngine:
             and etag != expected
             and not self._holds(bucket, key, result, expected)
         ):
-            self._remove(bucket, key, result.get("version"))
+            remove_damaged(self.client, bucket, key, result.get("version"))
             raise IntegrityError(
                 f"PutObject of s3://{bucket}/{key}: the store answered ETag {etag}, not the MD5 of the bytes sent "
                 f"({expected}): the bytes were damaged on the way and the object was removed. Run again."
@@ -338,8 +339,6 @@ class NativeEngine:
         """Whether the store holds the bytes sent although its ETag is not their MD5: under
         the bucket's default SSE-KMS the ETag is no MD5, so what it holds is read back (as
         ``checksum_mode="header"`` does under encryption on botocore)."""
-        from airflow_s3connect.checksums import read_back_md5
-
         where: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if result.get("version"):
             where["VersionId"] = result["version"]
@@ -347,14 +346,6 @@ class NativeEngine:
         if not str(head.get("ServerSideEncryption", "")).startswith("aws:kms"):
             return False
         return f'"{read_back_md5(self.client, where)}"' == expected
-
-    def _remove(self, bucket: str, key: str, version: str | None) -> None:
-        """Remove a damaged write (its own version, on a versioned bucket); best effort."""
-        try:
-            extra = {"VersionId": version} if version else {}
-            self.client.delete_object(Bucket=bucket, Key=key, **extra)
-        except Exception:
-            log.warning("Could not remove the damaged object s3://%s/%s", bucket, key)
 
     def _send(self, operation: str, params: Mapping[str, Any], request: Callable[[], _T]) -> _T:
         """One request: checked against the scope, counted, retried as botocore's standard
