@@ -139,8 +139,9 @@ def register(client: Any, mode: str) -> None:
     if mode not in ("header", "off"):
         return
     events = client.meta.events
-    s3: Any = {**(client.meta.config.s3 or {}), "payload_signing_enabled": False}
-    unsigned = client.meta.config.merge(Config(s3=s3))
+    s3: Any = client.meta.config.s3 or {}
+    unsigned_s3: Any = {**s3, "payload_signing_enabled": False}
+    unsigned = client.meta.config.merge(Config(s3=unsigned_s3))
     #: Encrypted multipart uploads without a checksum answer: upload id → {part: MD5}, read back at completion.
     unverified: dict[str, dict[int, tuple[str | None, int]]] = {}
 
@@ -201,8 +202,8 @@ def register(client: Any, mode: str) -> None:
             return
         removed = ""
         if not where["UploadId"]:  # a part is dropped with its upload; an object must go itself
-            remove_damaged(client, str(where["Bucket"]), str(where["Key"]), parsed.get("VersionId"))
-            removed = " and the object was removed"
+            bucket, key = str(where["Bucket"]), str(where["Key"])
+            removed = remove_damaged(client, bucket, key, parsed.get("VersionId"), str(parsed.get("ETag", "")))
         raise IntegrityError(
             f"{model.name}: the store answered ETag {found.group(1)} for a body whose MD5 is {sent}: "
             f"it stored other bytes than were sent{removed}. Nothing is reported written; check the store and "
@@ -230,8 +231,9 @@ def register(client: Any, mode: str) -> None:
         unverified.pop(params.get("UploadId") or "", None)  # an aborted upload has nothing to read back
 
     def md5_signed(request: Any, **_: Any) -> None:
-        # botocore reads whether to hash the payload from the request's client config alone.
-        if "Content-MD5" in request.headers:
+        # Only a body whose MD5 we computed (and compare with the ETag), and unless payload
+        # signing was asked for; botocore reads it from the request's client config alone.
+        if request.context.get("s3connect_md5") and "Content-MD5" in request.headers:
             request.context["client_config"] = unsigned
 
     def delete_md5(params: dict[str, Any], **_: Any) -> None:
@@ -245,7 +247,8 @@ def register(client: Any, mode: str) -> None:
     for operation in ("PutObject", "UploadPart"):
         events.register(f"before-parameter-build.s3.{operation}", before_body)
         events.register(f"after-call.s3.{operation}", after_body)
-        events.register(f"before-sign.s3.{operation}", md5_signed)
+        if s3.get("payload_signing_enabled") is None:
+            events.register(f"before-sign.s3.{operation}", md5_signed)
     events.register("before-parameter-build.s3.CreateMultipartUpload", no_algorithm)
     events.register("before-parameter-build.s3.CompleteMultipartUpload", plain_parts)
     events.register("before-parameter-build.s3.CompleteMultipartUpload", before_complete)
@@ -253,13 +256,22 @@ def register(client: Any, mode: str) -> None:
     events.register("before-parameter-build.s3.AbortMultipartUpload", forget)
 
 
-def remove_damaged(client: Any, bucket: str, key: str, version: str | None) -> None:
-    """Remove an object a store answered for with other bytes than were sent (its own
-    version, on a versioned bucket), so that no reader takes it for the write; best effort."""
+def remove_damaged(client: Any, bucket: str, key: str, version: str | None, etag: str) -> str:
+    """Remove an object a store answered for with other bytes than were sent, so that no
+    reader takes it for the write: its own version on a versioned bucket, else the key only
+    while it still holds that write's ``etag`` (an object another writer stored since is
+    kept). Best effort; returns what the error should say of it."""
+    from airflow_s3connect.deletes import delete_object  # (deletes → progress → native → here)
+
     try:
-        client.delete_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
+        if version:
+            client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+        else:
+            delete_object(client, bucket, key, etag)
     except Exception:  # the IntegrityError about to be raised is the failure that matters
         log.warning("Could not remove the damaged object s3://%s/%s", bucket, key)
+        return f"; it was not removed (the delete was refused, or the key holds another write since): check s3://{bucket}/{key}"
+    return " and the object was removed"
 
 
 def _compare(what: str, stored: str, sent: str) -> None:

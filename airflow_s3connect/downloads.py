@@ -112,7 +112,8 @@ def range_size(size: int, config: TransferConfig) -> int:
     in 32 MiB ranges takes a quarter of the requests of 8 MiB ones, and 35% less client
     CPU (``make bench``'s get_large), while four ranges a worker still keep every worker
     busy to the end. A range streams to its file as it arrives and a broken body resumes
-    where it broke, so a larger range holds no more memory and loses no more work."""
+    where it broke, with ``max_attempts`` per ``chunk_size`` bytes of it, so a larger range
+    holds no more memory, loses no more work and bears as many breaks."""
     per_worker = -(-size // (config.max_concurrency * 4))
     return max(config.chunk_size, min(64 * MiB, -(-per_worker // MiB) * MiB))
 
@@ -365,6 +366,9 @@ class Downloader:
         assert job.fd is not None
         position = start
         attempts = 1
+        # max_attempts per chunk_size bytes: a range larger than a chunk (range_size) may
+        # break as often as the chunks it stands for would have.
+        budget = self.config.max_attempts * -(-(end - start + 1) // self.config.chunk_size)
         body = response["Body"]
         while True:
             try:
@@ -387,7 +391,7 @@ class Downloader:
             except retryable:
                 if position > end:
                     return
-            if attempts >= self.config.max_attempts:
+            if attempts >= budget:
                 raise TransferInterrupted(
                     f"GetObject of s3://{self.bucket}/{job.task.key} broke off {attempts} times "
                     f"(at byte {position} of bytes {start}-{end}): check the network or the store, then run again."

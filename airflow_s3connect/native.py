@@ -325,10 +325,10 @@ class NativeEngine:
             and etag != expected
             and not self._holds(bucket, key, result, expected)
         ):
-            remove_damaged(self.client, bucket, key, result.get("version"))
+            removed = remove_damaged(self.client, bucket, key, result.get("version"), etag)
             raise IntegrityError(
                 f"PutObject of s3://{bucket}/{key}: the store answered ETag {etag}, not the MD5 of the bytes sent "
-                f"({expected}): the bytes were damaged on the way and the object was removed. Run again."
+                f"({expected}): the bytes were damaged on the way{removed}. Run again."
             )
         answer: dict[str, Any] = {"ETag": etag}
         if result.get("version"):

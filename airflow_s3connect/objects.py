@@ -30,7 +30,8 @@ class TransferConfig:
         larger ranges, about four per worker (:func:`~airflow_s3connect.downloads.range_size`).
     :param multipart_threshold: objects above this are fetched in ranges / uploaded in parts.
     :param read_size: bytes read from a response body at a time.
-    :param max_attempts: tries of one part when its body breaks off (connection reset, timeout).
+    :param max_attempts: tries of one part (of each ``chunk_size`` bytes of a larger range) when
+        its body breaks off (connection reset, timeout).
     """
 
     max_concurrency: int = 8

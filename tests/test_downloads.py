@@ -107,6 +107,55 @@ def test_a_large_download_is_fewer_ranges_on_the_wire(moto: MotoServer, client: 
             assert ranges[:3] == [0, 7 * MiB, 14 * MiB]
 
 
+class _Breaking:
+    """A response body that breaks off (a read timeout) after ``every`` bytes."""
+
+    def __init__(self, body: Any, every: int) -> None:
+        self.body, self.every = body, every
+
+    def iter_chunks(self, size: int) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        got = 0
+        for chunk in self.body.iter_chunks(size):
+            yield chunk
+            got += len(chunk)
+            if got >= self.every:
+                self.body.close()
+                raise ReadTimeoutError(endpoint_url="test")
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def test_a_larger_range_bears_as_many_breaks_as_the_chunks_it_stands_for(moto: MotoServer, tmp_path: Path) -> None:
+    """max_attempts counts per chunk_size bytes: a 13 MiB range (48 MiB, one worker, 5 MiB
+    chunks) whose body breaks every 3 MiB takes 5 bodies, beyond max_attempts=3 for one
+    chunk but within 3 for each of the 3 chunks it stands for; a link that breaks every
+    1 MiB still exhausts the budget, and says so."""
+    from tests.support.stores import endpoint_client
+
+    body = os.urandom(48 * MiB + 3)
+    moto.admin_client("s3").put_object(Bucket=BUCKET, Key="d/flaky.bin", Body=body)
+    config = TransferConfig(max_concurrency=1, chunk_size=5 * MiB, multipart_threshold=5 * MiB, max_attempts=3)
+    assert range_size(len(body), config) == 13 * MiB
+    for every, fails in ((3 * MiB, False), (1 * MiB, True)):
+        client = endpoint_client(moto.url, engine="botocore")
+        client.meta.events.register(
+            "after-call.s3.GetObject",
+            lambda parsed, every=every, **_: parsed.update(Body=_Breaking(parsed["Body"], every)),
+        )
+        target = tmp_path / f"flaky-{every}.bin"
+        task = DownloadTask("d/flaky.bin", target, len(body))
+        if fails:
+            with pytest.raises(S3ConnectError, match=r"broke off 9 times \(at byte 9437184 of bytes 0-13631487\)"):
+                list(Downloader(client, BUCKET, config).download([task]))
+            assert not target.exists()
+        else:
+            list(Downloader(client, BUCKET, config).download([task]))
+            assert target.read_bytes() == body
+
+
 def test_listed_objects_skip_the_size_probe(moto: MotoServer, client: Any, tmp_path: Path) -> None:
     admin = moto.admin_client("s3")
     for i in range(20):

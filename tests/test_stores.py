@@ -160,10 +160,15 @@ def test_a_store_ignoring_the_condition_on_complete_gets_reservations(moto: Moto
 
 
 def test_a_store_keeping_other_bytes_fails_the_write(moto: MotoServer, proxy: FaultProxy) -> None:
-    """The ETag a store answers is the MD5 of what it stored: ours must match."""
+    """The ETag a store answers is the MD5 of what it stored: ours must match. The object is
+    removed only while the key holds the write that was answered for: here the key holds
+    an object whose ETag is not the answered one (as if another writer stored it since), so
+    it is kept, and the error says so."""
     proxy.schedule(Fault("etag", "PutObject", times=None))
-    with pytest.raises(IntegrityError, match=r"answered ETag 0+bad for a body whose MD5 is [0-9a-f]{32}"):
+    with pytest.raises(IntegrityError, match=r"answered ETag 0+bad for a body whose MD5 is [0-9a-f]{32}") as info:
         _put(_proxied(proxy), BUCKET, "corrupt.bin", b"payload", overwrite=True)
+    assert "it was not removed (the delete was refused, or the key holds another write since)" in str(info.value)
+    assert moto.admin_client("s3").get_object(Bucket=BUCKET, Key="corrupt.bin")["Body"].read() == b"payload"
     proxy.schedule(Fault("etag", "UploadPart", times=None))
     with pytest.raises(IntegrityError, match="UploadPart"):
         _put(_proxied(proxy), BUCKET, "corrupt-big.bin", b"p" * (6 * MiB), overwrite=True)
@@ -224,6 +229,31 @@ def test_a_body_damaged_on_the_way_is_refused_and_nothing_is_written(store: Stor
         assert set(signed) == {b"UNSIGNED-PAYLOAD"}  # over HTTP too
     finally:
         proxy.stop()
+
+
+def test_only_a_body_whose_md5_we_compare_goes_unsigned(moto: MotoServer) -> None:
+    """A caller's own Content-MD5 (checksum_mode off: nothing compares the ETag) and a
+    client whose config asks for payload signing keep botocore's payload SHA-256."""
+    from botocore.config import Config
+
+    from airflow_s3connect.client import GuardedSession, build_session
+    from airflow_s3connect.connection import parse_settings
+
+    def payload_hash(client: Any, **params: Any) -> object:
+        sent: list[object] = []
+        client.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(
+            request.headers["X-Amz-Content-SHA256"]))  # fmt: skip
+        client.put_object(Bucket=BUCKET, Key="signed.bin", Body=b"body", **params)
+        return sent[0]
+
+    md5 = "hBotaJrYa9FhFEdFPCLG/A=="  # of b"body"
+    assert payload_hash(endpoint_client(moto.url), ContentMD5=md5) == b"UNSIGNED-PAYLOAD"
+    assert payload_hash(endpoint_client(moto.url, checksum_mode="off"), ContentMD5=md5) != b"UNSIGNED-PAYLOAD"
+    settings = parse_settings("test", "AKIAEXAMPLE", "secret", {"endpoint_url": moto.url, "region_name": REGION})
+    signing = GuardedSession(build_session(settings), settings).client(
+        "s3", endpoint_url=moto.url, config=Config(s3={"payload_signing_enabled": True, "addressing_style": "path"})
+    )
+    assert payload_hash(signing) != b"UNSIGNED-PAYLOAD"
 
 
 def test_one_failing_upload_among_many_surfaces_its_own_error(moto: MotoServer, proxy: FaultProxy) -> None:
