@@ -37,8 +37,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from botocore.config import Config
-
 from airflow_s3connect.errors import ArgumentError, IntegrityError, S3ConnectError
 
 log = logging.getLogger(__name__)
@@ -138,6 +136,8 @@ def register(client: Any, mode: str) -> None:
     """Install the handlers of ``mode`` (``header`` or ``off``) on an S3 client."""
     if mode not in ("header", "off"):
         return
+    from botocore.config import Config  # here: DAG files import this module, and parsing them stays light
+
     events = client.meta.events
     s3: Any = client.meta.config.s3 or {}
     unsigned_s3: Any = {**s3, "payload_signing_enabled": False}
