@@ -15,6 +15,7 @@ import json
 import subprocess
 import tarfile
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,26 +141,24 @@ def test_artifacts_carry_the_licence_and_a_user_facing_description(dist: Path, w
     assert first_screen.index("pip install") < first_screen.index("make test")
 
 
-@pytest.mark.parametrize("line", list(LINES))
-def test_the_wheel_works_on_each_supported_airflow_line(
-    line: str, wheel: Path, moto: MotoServer, tmp_path: Path
-) -> None:
-    venv = tmp_path / "venv"
-    python = str(install(line, wheel, venv) / "python")
-    moto.admin_client("s3").create_bucket(
-        Bucket="compat", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    dags = tmp_path / "dags"
+def _exercise(line: str, wheel: Path, moto: MotoServer, work: Path) -> None:
+    """Everything one line's environment must do (its own bucket, home and folders)."""
+    bucket = "compat-" + line.replace(".", "-")
+    work.mkdir(parents=True)
+    python = str(install(line, wheel, work / "venv") / "python")
+    moto.admin_client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    dags = work / "dags"
     dags.mkdir()
-    (dags / "compat.py").write_text(DAG.replace("OUT", str(tmp_path / "out")))
+    (dags / "compat.py").write_text(DAG.replace("OUT", str(work / "out")))
     connection = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
-                  "extra": {"endpoint_url": moto.url, "region_name": "eu-west-1", "bucket": "compat"}}  # fmt: skip
-    env = clean_env(tmp_path / "home", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+                  "extra": {"endpoint_url": moto.url, "region_name": "eu-west-1", "bucket": bucket}}  # fmt: skip
+    env = clean_env(work / "home", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                     AIRFLOW_CONN_S3CONNECT_DEFAULT=json.dumps(connection))  # fmt: skip
+    venv = work / "venv"
     airflow = str(venv / "bin" / "airflow")
 
     def run(*command: str) -> str:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=work)
         assert done.returncode == 0, _excerpt(done.stdout + done.stderr)
         return done.stdout + done.stderr
 
@@ -178,17 +177,40 @@ def test_the_wheel_works_on_each_supported_airflow_line(
     assert listed == {"s3c_compat", *demo.DAGS}, listed  # what make demo runs is every example DAG
     output = run(airflow, "dags", "test", "s3c_compat", "2025-01-02")
     assert "state=success" in output, output[-4000:]
-    assert [p.read_text() for p in (tmp_path / "out").glob("*.txt")] == ["hello 2025-01-02"]
-    assert pq.read_table(tmp_path / "out" / "t.parquet").to_pylist() == [{"n": 1, "s": "a"}]
+    assert [p.read_text() for p in (work / "out").glob("*.txt")] == ["hello 2025-01-02"]
+    assert pq.read_table(work / "out" / "t.parquet").to_pylist() == [{"n": 1, "s": "a"}]
     admin = moto.admin_client("s3")
-    assert admin.list_objects_v2(Bucket="compat").get("KeyCount") == 0  # got, then deleted; the copy deleted
-    admin.put_object(Bucket="compat", Key="watched/a.csv", Body=b"a")
+    assert admin.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # got, then deleted; the copy deleted
+    admin.put_object(Bucket=bucket, Key="watched/a.csv", Body=b"a")
     event = result(run(python, "-c", WATCH))
     assert [o["key"] for o in event["objects"]] == ["watched/a.csv"]
-    env.update(AIRFLOW__LOGGING__REMOTE_LOGGING="True", AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER="s3connect://compat/logs",
+    env.update(AIRFLOW__LOGGING__REMOTE_LOGGING="True", AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER=f"s3connect://{bucket}/logs",
                AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID="s3connect_default",
                AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS="airflow_s3connect.log_settings.LOGGING_CONFIG")  # fmt: skip
     logs = result(run(python, "-c", LOGS))
-    assert logs == {"type": "S3ConnectRemoteLogIO", "sources": ["s3connect://compat/logs/dag_id=d/attempt=1.log"],
+    assert logs == {"type": "S3ConnectRemoteLogIO", "sources": [f"s3connect://{bucket}/logs/dag_id=d/attempt=1.log"],
                     "texts": ["a task's log\n"]}  # fmt: skip
-    assert admin.get_object(Bucket="compat", Key="logs/dag_id=d/attempt=1.log")["Body"].read() == b"a task's log\n"
+    assert admin.get_object(Bucket=bucket, Key="logs/dag_id=d/attempt=1.log")["Body"].read() == b"a task's log\n"
+
+
+@pytest.fixture(scope="module")
+def lines(
+    request: pytest.FixtureRequest, wheel: Path, moto_plain: MotoServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Future[None]]:
+    """Each selected line exercised, two at a time: every step is one Airflow process on one
+    core, so two lines side by side take about half the time on two cores. A line's test
+    re-raises what failed in it."""
+    test = test_the_wheel_works_on_each_supported_airflow_line.__name__
+    selected = dict.fromkeys(
+        item.callspec.params["line"] for item in request.session.items if getattr(item, "originalname", "") == test
+    )
+    moto_plain.reset()
+    root = tmp_path_factory.mktemp("lines")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {line: pool.submit(_exercise, line, wheel, moto_plain, root / line) for line in selected}
+    return futures
+
+
+@pytest.mark.parametrize("line", list(LINES))
+def test_the_wheel_works_on_each_supported_airflow_line(line: str, lines: dict[str, Future[None]]) -> None:
+    lines[line].result()
