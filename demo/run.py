@@ -160,7 +160,7 @@ def airflow(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.C
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-#: What starts each DAG's part of the output of :data:`DAGS_TEST`, on both streams.
+#: What starts each DAG's part of the output of :data:`DAGS_TEST`.
 MARK = "::s3connect-demo dag "
 
 #: ``airflow dags test`` for each DAG named, one after another in one Airflow process: the
@@ -174,8 +174,7 @@ from airflow.cli import cli_parser
 
 parser = cli_parser.get_parser()
 for dag_id in sys.argv[2:]:
-    for stream in (sys.stdout, sys.stderr):
-        print(sys.argv[1] + dag_id, file=stream, flush=True)
+    print(sys.argv[1] + dag_id, flush=True)
     logical = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
     args = parser.parse_args(["dags", "test", dag_id, logical.isoformat()])
     try:
@@ -183,21 +182,30 @@ for dag_id in sys.argv[2:]:
     except (Exception, SystemExit):  # "DagRun failed" is a SystemExit: the next DAG still runs
         traceback.print_exc()
         print("DagRun failed: state=failed", flush=True)
+print(sys.argv[1], flush=True)
 """
 
 
-def dags_test(env: dict[str, str], dag_ids: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``airflow dags test`` for each of ``dag_ids`` (:data:`DAGS_TEST`): each DAG's output."""
-    done = subprocess.run([sys.executable, "-c", DAGS_TEST, MARK, *dag_ids], env={**env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=300 * len(dag_ids), check=False)  # fmt: skip
-    outputs = dict.fromkeys(dag_ids, "")
-    for stream in (done.stdout, done.stderr):
-        for part in stream.split(MARK)[1:]:
-            dag_id, _, text = part.partition("\n")
-            outputs[dag_id] += text
-    if done.returncode:  # the process itself failed: every DAG says so
-        outputs = {dag_id: f"{text}\n{done.stderr[-3000:]}\nstate=failed" for dag_id, text in outputs.items()}
-    return outputs
+def dags_test(env: dict[str, str], dag_ids: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """``airflow dags test`` for each of ``dag_ids`` (:data:`DAGS_TEST`): each DAG and its
+    output, as soon as it has run. Both streams are one pipe, so a DAG's lines stay in order."""
+    command = [sys.executable, "-c", DAGS_TEST, MARK, *dag_ids]
+    with subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as process:  # fmt: skip
+        assert process.stdout is not None
+        current, lines, done = "", [], set()
+        for line in process.stdout:
+            if not line.startswith(MARK):
+                lines.append(line)
+                continue
+            if current:
+                done.add(current)
+                yield current, "".join(lines)
+            current, lines = line.removeprefix(MARK).strip(), []
+        process.wait()
+    for dag_id in dag_ids:  # the process itself failed: what it said, for each DAG it did not finish
+        if dag_id not in done:
+            yield dag_id, "".join(lines) + f"\nexit code {process.returncode}: state=failed"
 
 
 def succeeded(output: str) -> bool:
@@ -267,7 +275,8 @@ def main() -> int:
             print(migrated.stdout[-3000:], migrated.stderr[-3000:])
             return 1
         failed = []
-        for dag_id, output in dags_test(env, DAGS).items():
+        print("Running each example DAG with airflow dags test (one Airflow process for all):")
+        for dag_id, output in dags_test(env, DAGS):
             state = "ok" if succeeded(output) else "FAILED"
             print(f"  airflow dags test {dag_id}: {state}")
             if state != "ok":

@@ -39,7 +39,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
         env = demo.airflow_env(work / "airflow", url)
         migrated = demo.airflow(env, "db", "migrate")
         assert migrated.returncode == 0, migrated.stderr[-2000:]
-        results: dict[str, Any] = demo.dags_test(env, sorted(EXPECTED_DAGS))
+        results: dict[str, Any] = dict(demo.dags_test(env, sorted(EXPECTED_DAGS)))
         results["watcher"] = demo.watch_once(env, url)
         results["sqs-watcher"] = demo.watch_once(env, url, "inbox/")
         yield results, demo.s3_client(url), demo.tree(url)
