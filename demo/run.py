@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -160,52 +162,80 @@ def airflow(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.C
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-#: What starts each DAG's part of the output of :data:`DAGS_TEST`.
-MARK = "::s3connect-demo dag "
-
 #: ``airflow dags test`` for each DAG named, one after another in one Airflow process: the
 #: command's own code (it parses the folder, runs the DAG, fails on a failed run), while
 #: Airflow's start (its imports and the in-process execution API, ~13 s a process here) is
 #: paid once instead of once per DAG. Each run's data interval ends when it starts, so it
-#: holds the seeded files.
+#: holds the seeded files. A line of its own, ``argv[1]`` and the DAG's id, starts each
+#: DAG's output; ``argv[1]`` alone ends the last.
 DAGS_TEST = """
 import datetime, sys, traceback
 from airflow.cli import cli_parser
 
-parser = cli_parser.get_parser()
+mark, parser = sys.argv[1], cli_parser.get_parser()
 for dag_id in sys.argv[2:]:
-    print(sys.argv[1] + dag_id, flush=True)
+    print("\\n" + mark + dag_id, flush=True)
     logical = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
     args = parser.parse_args(["dags", "test", dag_id, logical.isoformat()])
     try:
         args.func(args)
-    except (Exception, SystemExit):  # "DagRun failed" is a SystemExit: the next DAG still runs
+    except SystemExit as exit:  # "DagRun failed"
+        if exit.code not in (0, None):
+            print(f"\\n{exit.code}: state=failed", flush=True)
+    except Exception:  # the next DAG still runs
         traceback.print_exc()
-        print("DagRun failed: state=failed", flush=True)
-print(sys.argv[1], flush=True)
+        print("\\nstate=failed", flush=True)
+print("\\n" + mark, flush=True)
 """
 
 
-def dags_test(env: dict[str, str], dag_ids: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]:
+def dags_test(env: dict[str, str], dag_ids: Sequence[str], timeout: float = 600) -> Iterator[tuple[str, str]]:
     """``airflow dags test`` for each of ``dag_ids`` (:data:`DAGS_TEST`): each DAG and its
-    output, as soon as it has run. Both streams are one pipe, so a DAG's lines stay in order."""
-    command = [sys.executable, "-c", DAGS_TEST, MARK, *dag_ids]
-    with subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as process:  # fmt: skip
+    output, as soon as it has run. Both streams are one pipe, so a DAG's lines stay in order;
+    the mark carries a random part, so no DAG's output can pass for it. A DAG that runs past
+    ``timeout`` seconds is killed with the process, and it and every DAG after it are told
+    as failed; so is a process that ends on its own in the middle."""
+    mark = f"::s3connect-demo {uuid.uuid4().hex} dag "
+    timed_out = threading.Event()
+    process = subprocess.Popen([sys.executable, "-c", DAGS_TEST, mark, *dag_ids], env={**env, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    def expire() -> None:
+        timed_out.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout, expire)
+    try:
+        watchdog.start()
+        running, lines, finished = "", list[str](), 0
         assert process.stdout is not None
-        current, lines, done = "", [], set()
         for line in process.stdout:
-            if not line.startswith(MARK):
+            if not line.startswith(mark):
                 lines.append(line)
                 continue
-            if current:
-                done.add(current)
-                yield current, "".join(lines)
-            current, lines = line.removeprefix(MARK).strip(), []
+            watchdog.cancel()
+            if running:
+                finished += 1
+                yield running, "".join(lines)
+            running, lines = line.removeprefix(mark).strip(), []
+            if running:
+                watchdog = threading.Timer(timeout, expire)
+                watchdog.start()
         process.wait()
-    for dag_id in dag_ids:  # the process itself failed: what it said, for each DAG it did not finish
-        if dag_id not in done:
-            yield dag_id, "".join(lines) + f"\nexit code {process.returncode}: state=failed"
+        if finished < len(dag_ids):
+            why = (
+                f"ran past {timeout:.0f} s and was killed" if timed_out.is_set() else f"exit code {process.returncode}"
+            )
+            yield dag_ids[finished], "".join(lines) + f"\n{why}: state=failed"
+            for dag_id in dag_ids[finished + 1 :]:
+                yield dag_id, f"not run: the process ended while running {dag_ids[finished]}: state=failed"
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
 
 
 def succeeded(output: str) -> bool:

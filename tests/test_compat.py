@@ -15,7 +15,7 @@ import json
 import subprocess
 import tarfile
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +141,21 @@ def test_artifacts_carry_the_licence_and_a_user_facing_description(dist: Path, w
     assert first_screen.index("pip install") < first_screen.index("make test")
 
 
-def _exercise(line: str, wheel: Path, moto: MotoServer, work: Path) -> None:
-    """Everything one line's environment must do (its own bucket, home and folders)."""
+def _exercise(line: str, wheel: Path, url: str, admin: Any, work: Path) -> None:
+    """Everything one line's environment must do (its own bucket, home and folders). ``admin``
+    is a client made on the main thread: boto3's default session is not for threads."""
     bucket = "compat-" + line.replace(".", "-")
     work.mkdir(parents=True)
-    python = str(install(line, wheel, work / "venv") / "python")
-    moto.admin_client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    venv = work / "venv"
+    python = str(install(line, wheel, venv) / "python")
+    admin.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     dags = work / "dags"
     dags.mkdir()
     (dags / "compat.py").write_text(DAG.replace("OUT", str(work / "out")))
     connection = {"conn_type": "s3connect", "login": "AKIAEXAMPLE", "password": "secret",
-                  "extra": {"endpoint_url": moto.url, "region_name": "eu-west-1", "bucket": bucket}}  # fmt: skip
+                  "extra": {"endpoint_url": url, "region_name": "eu-west-1", "bucket": bucket}}  # fmt: skip
     env = clean_env(work / "home", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                     AIRFLOW_CONN_S3CONNECT_DEFAULT=json.dumps(connection))  # fmt: skip
-    venv = work / "venv"
     airflow = str(venv / "bin" / "airflow")
 
     def run(*command: str) -> str:
@@ -179,7 +180,6 @@ def _exercise(line: str, wheel: Path, moto: MotoServer, work: Path) -> None:
     assert "state=success" in output, output[-4000:]
     assert [p.read_text() for p in (work / "out").glob("*.txt")] == ["hello 2025-01-02"]
     assert pq.read_table(work / "out" / "t.parquet").to_pylist() == [{"n": 1, "s": "a"}]
-    admin = moto.admin_client("s3")
     assert admin.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # got, then deleted; the copy deleted
     admin.put_object(Bucket=bucket, Key="watched/a.csv", Body=b"a")
     event = result(run(python, "-c", WATCH))
@@ -199,18 +199,28 @@ def lines(
 ) -> dict[str, Future[None]]:
     """Each selected line exercised, two at a time: every step is one Airflow process on one
     core, so two lines side by side take about half the time on two cores. A line's test
-    re-raises what failed in it."""
+    re-raises what failed in it; a timeout here cancels the lines not started."""
     test = test_the_wheel_works_on_each_supported_airflow_line.__name__
     selected = dict.fromkeys(
-        item.callspec.params["line"] for item in request.session.items if getattr(item, "originalname", "") == test
+        item.callspec.params["line"]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module and getattr(item, "originalname", "") == test
     )
     moto_plain.reset()
+    admin = moto_plain.admin_client("s3")
     root = tmp_path_factory.mktemp("lines")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {line: pool.submit(_exercise, line, wheel, moto_plain, root / line) for line in selected}
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        futures = {line: pool.submit(_exercise, line, wheel, moto_plain.url, admin, root / line) for line in selected}
+        wait(futures.values())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return futures
 
 
+@pytest.mark.timeout(1800)  # the first line's test sets up every line: each takes ~80 s, two at a time
 @pytest.mark.parametrize("line", list(LINES))
 def test_the_wheel_works_on_each_supported_airflow_line(line: str, lines: dict[str, Future[None]]) -> None:
     lines[line].result()

@@ -39,7 +39,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
         env = demo.airflow_env(work / "airflow", url)
         migrated = demo.airflow(env, "db", "migrate")
         assert migrated.returncode == 0, migrated.stderr[-2000:]
-        results: dict[str, Any] = dict(demo.dags_test(env, sorted(EXPECTED_DAGS)))
+        results: dict[str, Any] = dict(demo.dags_test(env, demo.DAGS))  # in the demo's order
         results["watcher"] = demo.watch_once(env, url)
         results["sqs-watcher"] = demo.watch_once(env, url, "inbox/")
         yield results, demo.s3_client(url), demo.tree(url)
@@ -60,9 +60,7 @@ def test_the_demo_watchers_announce_the_dropped_file(
 def test_example_dag_runs_green(demo_run: tuple[dict[str, Any], Any, str], dag_id: str) -> None:
     results, _, _ = demo_run
     output = results[dag_id]
-    assert "state=success" in output, output[-3000:]
-    assert "state=failed" not in output, output[-3000:]
-    assert demo.succeeded(output)
+    assert demo.succeeded(output), output[-3000:]
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
