@@ -2,9 +2,10 @@
 
 The pure core has no I/O and no Airflow: only the standard library, pyarrow (formats),
 botocore's exceptions, and other pure modules. A module that takes a client and makes a
-request through it (checksums reads an object back and removes a damaged one) is engine. The engine imports no
-Airflow and nothing of the Airflow layer. Sensors import no operators. Every import counts,
-also those inside functions (the lazy ones), read from the source's syntax tree.
+request through it (checksums reads an object back and removes a damaged one) is engine.
+The engine imports no Airflow and nothing of the Airflow layer. Sensors import no
+operators. Every import counts, also those inside functions (the lazy ones), read from the
+source's syntax tree.
 """
 
 from __future__ import annotations
